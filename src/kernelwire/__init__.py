@@ -1,0 +1,58 @@
+"""kernelwire: talk to Jupyter kernels.
+
+>>> from kernelwire import BlockingKernelClient, run_kernel_in_process   # doctest: +SKIP
+>>> with run_kernel_in_process("/tmp/k.json") as kernel:                  # doctest: +SKIP
+...     with BlockingKernelClient("/tmp/k.json") as client:
+...         reply = client.execute("6 * 7", reply=True)
+"""
+
+from .client.blocking import BlockingKernelClient, PendingRequest
+from .errors import (
+    ClientClosed,
+    ConnectionFileError,
+    ExecutionError,
+    InvalidSignature,
+    KernelDied,
+    KernelTimeout,
+    KernelwireError,
+    PortInUse,
+    ProtocolError,
+    ReplayedMessage,
+)
+from .kernel_process import KernelProcess, run_kernel_in_process
+from .oneshot import get_messages
+from .protocol import Message, Request, Session, requests
+from .protocol.connection import (
+    ConnectionInfo,
+    find_connection_file,
+    load_connection_file,
+    write_connection_file,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockingKernelClient",
+    "ClientClosed",
+    "ConnectionFileError",
+    "ConnectionInfo",
+    "ExecutionError",
+    "InvalidSignature",
+    "KernelDied",
+    "KernelProcess",
+    "KernelTimeout",
+    "KernelwireError",
+    "Message",
+    "PendingRequest",
+    "PortInUse",
+    "ProtocolError",
+    "ReplayedMessage",
+    "Request",
+    "Session",
+    "find_connection_file",
+    "get_messages",
+    "load_connection_file",
+    "requests",
+    "run_kernel_in_process",
+    "write_connection_file",
+]

@@ -1,0 +1,31 @@
+"""Child-process entry point of :func:`kernelwire.run_kernel_in_process`.
+
+Run as ``python -m kernelwire._launch CONNECTION_FILE``; the kernel class arrives
+pickled (cloudpickle) on standard input, so classes defined in ``__main__``, in
+``python -c`` code or in a notebook cell work too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    """Start an ipykernel application on the given connection file."""
+    connection_file = sys.argv[1]
+    payload = sys.stdin.buffer.read()
+    kernel_class = None
+    if payload:
+        import cloudpickle
+
+        kernel_class = cloudpickle.loads(payload)
+    from ipykernel.kernelapp import IPKernelApp
+
+    options = {} if kernel_class is None else {"kernel_class": kernel_class}
+    app = IPKernelApp.instance(**options)
+    app.initialize(["-f", connection_file, "--IPKernelApp.log_level=WARN"])
+    app.start()
+
+
+if __name__ == "__main__":
+    main()

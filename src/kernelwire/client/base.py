@@ -1,0 +1,229 @@
+"""What every kernel client shares: connection info, session, and building requests.
+
+The blocking, asyncio and callback clients differ only in how they wait; the
+request methods (``execute``, ``complete``, ...) are written once here, in terms of
+:meth:`KernelClientBase._send` and :meth:`KernelClientBase._track`.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
+
+import zmq
+
+from ..errors import ClientClosed
+from ..protocol import requests
+from ..protocol.codec import Session
+from ..protocol.connection import (
+    ChannelName,
+    ConnectionInfo,
+    load_connection_file,
+    load_connection_info,
+)
+from ..protocol.message import Channel, Message
+from ..protocol.requests import Request
+from .engine import AsyncEngine, BlockingEngine
+from .heartbeat import Heartbeat
+from .routing import RequestState, Router, Sink
+
+EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
+
+ALL_CLAIMS: frozenset[Channel] = frozenset({"shell", "iopub", "stdin", "control"})
+REPLY_CLAIMS: frozenset[Channel] = frozenset({"shell", "control"})
+
+
+class KernelClientBase(Generic[EngineT]):
+    """Connection info, session and request building, shared by every client.
+
+    ``connection_file`` or ``connection_info`` may be given here or loaded later with
+    :meth:`load_connection_file` / :meth:`load_connection_info`. ``time_to_dead`` is
+    how long an unanswered heartbeat means the kernel is dead; ``max_unclaimed``
+    bounds each queue of messages no request claimed (``None``: no bound).
+    """
+
+    _engine_class: type[EngineT]
+
+    def __init__(
+        self,
+        connection_file: str | os.PathLike[str] | None = None,
+        *,
+        connection_info: ConnectionInfo | Mapping[str, Any] | None = None,
+        session: Session | None = None,
+        context: zmq.Context[Any] | None = None,
+        time_to_dead: float = 3.0,
+        heartbeat_interval: float = 0.5,
+        max_unclaimed: int | None = None,
+        allow_stdin: bool = True,
+    ) -> None:
+        self.connection_file: str | None = None
+        self.connection_info: ConnectionInfo | None = None
+        self.session = session or Session()
+        self.context = context
+        self.time_to_dead = time_to_dead
+        self.heartbeat_interval = heartbeat_interval
+        self.max_unclaimed = max_unclaimed
+        self.allow_stdin = allow_stdin
+        self._engine: EngineT | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if connection_file is not None:
+            self.load_connection_file(connection_file)
+        elif connection_info is not None:
+            self.load_connection_info(connection_info)
+
+    # -- connection --------------------------------------------------------------
+    def load_connection_file(self, connection_file: str | os.PathLike[str] | None = None) -> None:
+        """Load and validate a connection file (default: ``self.connection_file``)."""
+        path = connection_file if connection_file is not None else self.connection_file
+        if path is None:
+            raise ValueError("no connection file given")
+        info = load_connection_file(path)
+        self.connection_file = os.fspath(path)
+        self._use(info)
+
+    def load_connection_info(self, info: ConnectionInfo | Mapping[str, Any]) -> None:
+        """Use connection info given as a :class:`ConnectionInfo` or a connection-file dict."""
+        if not isinstance(info, ConnectionInfo):
+            info = load_connection_info(info)
+        self._use(info)
+
+    def _use(self, info: ConnectionInfo) -> None:
+        self.connection_info = info
+        self.session = Session(
+            info.key_bytes, info.signature_scheme, session_id=self.session.session_id
+        )
+
+    def _info(self) -> ConnectionInfo:
+        if self.connection_info is None:
+            raise ClientClosed("no connection info: call load_connection_file() first")
+        return self.connection_info
+
+    @property
+    def kernel_name(self) -> str:
+        """The kernel name from the connection info (may be empty)."""
+        return self._info().kernel_name
+
+    @property
+    def ip(self) -> str:
+        """The kernel's address."""
+        return self._info().ip
+
+    @property
+    def transport(self) -> str:
+        """``tcp`` or ``ipc``."""
+        return self._info().transport
+
+    # -- channels ----------------------------------------------------------------
+    def start_channels(
+        self,
+        shell: bool = True,
+        iopub: bool = True,
+        stdin: bool = True,
+        hb: bool = True,
+        control: bool = True,
+    ) -> None:
+        """Connect the channels (all by default). Calling it again is a no-op."""
+        if self._engine is not None:
+            return
+        wanted = {"shell": shell, "iopub": iopub, "stdin": stdin, "control": control, "hb": hb}
+        channels: list[ChannelName] = [name for name, on in wanted.items() if on]  # type: ignore[misc]
+        engine = self._engine_class(
+            self._info(),
+            self.session,
+            channels=channels,
+            context=self.context,
+            heartbeat=Heartbeat(self.heartbeat_interval, self.time_to_dead),
+            max_unclaimed=self.max_unclaimed,
+        )
+        self._engine = engine
+        # A client dropped without stop_channels() still closes its sockets.
+        self._finalizer = weakref.finalize(self, engine.close)
+
+    def stop_channels(self) -> None:
+        """Close every channel. Queued, unread messages are discarded with the sockets."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+
+    @property
+    def channels_running(self) -> bool:
+        """Whether the channels are started."""
+        return self._engine is not None
+
+    @property
+    def engine(self) -> EngineT:
+        """The running engine; :class:`ClientClosed` when the channels are not started."""
+        if self._engine is None:
+            raise ClientClosed("channels are not running: call start_channels() first")
+        return self._engine
+
+    @property
+    def router(self) -> Router:
+        """The routing engine of the running channels."""
+        return self.engine.router
+
+    # -- sending -----------------------------------------------------------------
+    def _send(
+        self,
+        request: Request,
+        claims: frozenset[Channel] | None = None,
+        sink: Sink | None = None,
+    ) -> tuple[Message, RequestState | None]:
+        """Send ``request``; with ``claims``, route its messages on those channels to a state."""
+        engine = self.engine
+        msg = self.session.request_message(request)
+        state = None
+        if claims:
+            state = engine.run_locked(
+                lambda: engine.router.track(msg["msg_id"], request.msg_type, request.channel, sink)
+            )
+            state.claims = claims
+        try:
+            engine.send(request.channel, msg)
+        except BaseException:
+            if state is not None:
+                engine.run_locked(lambda: engine.router.forget(msg["msg_id"]))
+            raise
+        return msg, state
+
+    def _forget(self, msg_id: str) -> None:
+        engine = self._engine
+        if engine is not None:
+            engine.run_locked(lambda: engine.router.forget(msg_id))
+
+    def send_message(self, channel: Channel, msg: Mapping[str, Any]) -> None:
+        """Send a message you built yourself (e.g. with ``client.session.message``)."""
+        self.engine.send(channel, msg)  # type: ignore[arg-type]
+
+    def _execute_request(
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool,
+        user_expressions: Mapping[str, str] | None,
+        allow_stdin: bool | None,
+        stop_on_error: bool,
+    ) -> Request:
+        if allow_stdin is None:
+            allow_stdin = self.allow_stdin
+        if allow_stdin and self._engine is not None and "stdin" not in self._engine.transport.sockets:
+            raise ClientClosed("allow_stdin needs the stdin channel: start_channels(stdin=True)")
+        return requests.execute(
+            code, silent, store_history, user_expressions, allow_stdin, stop_on_error
+        )
+
+    def input(self, string: str) -> None:
+        """Answer the kernel's pending ``input_request`` with ``string``."""
+        self._send(requests.input_reply(string))
+
+    def __repr__(self) -> str:
+        where = self.connection_file or (
+            self.connection_info.url("shell") if self.connection_info else "unconnected"
+        )
+        state = "running" if self._engine is not None else "stopped"
+        return f"<{type(self).__name__} {where} {state}>"

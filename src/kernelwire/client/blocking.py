@@ -1,0 +1,496 @@
+"""The blocking client: jupyter_client's ``BlockingKernelClient`` API, without its pains.
+
+>>> client = BlockingKernelClient()                     # doctest: +SKIP
+>>> client.load_connection_file("kernel-1234.json")      # doctest: +SKIP
+>>> client.start_channels()                              # doctest: +SKIP
+>>> client.execute_interactive("print('hi')")            # doctest: +SKIP
+hi
+
+It is a real blocking implementation (no event loop underneath), so it works
+inside a running asyncio loop, e.g. in a notebook cell, without nest_asyncio.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from ..errors import KernelDied, KernelTimeout
+from ..protocol import requests
+from ..protocol.message import Channel, Message
+from ..protocol.requests import Request
+from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
+from .engine import BlockingEngine
+from .hooks import make_stdin_hook, print_output, terminal_stdin
+from .routing import RequestState
+
+Hook = Callable[[Message], None]
+
+
+class PendingRequest:
+    """A sent request and everything the kernel sends back for it.
+
+    Iterate to get ``(channel, message)`` pairs in arrival order, up to the reply and
+    the IOPub ``status: idle``; or call :meth:`reply`, :meth:`iopub`, :meth:`wait`.
+    """
+
+    def __init__(self, client: BlockingKernelClient, msg: Message, state: RequestState) -> None:
+        self.client = client
+        self.msg = msg
+        self.msg_id: str = msg["msg_id"]
+        self._state = state
+        self._engine = client.engine
+        self._finalizer = weakref.finalize(self, _forget, self._engine, self.msg_id)
+
+    @property
+    def done(self) -> bool:
+        """Reply and ``idle`` received, and every message taken."""
+        return self._state.done and not self._state.events
+
+    def reply(self, timeout: float | None = None) -> Message:
+        """The reply (``*_reply`` message); :class:`KernelTimeout` / :class:`KernelDied` if it does not come."""
+        state = self._state
+        router = self._engine.router
+
+        def ready() -> Message | None:
+            if state.reply is None:
+                router.check_alive()
+            return state.reply
+
+        return self._engine.wait_for(ready, timeout)
+
+    def events(self, timeout: float | None = None) -> Iterator[tuple[Channel, Message]]:
+        """``(channel, message)`` pairs as they arrive, until done; ``timeout`` bounds the whole."""
+        state = self._state
+        router = self._engine.router
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def next_event() -> tuple[Channel, Message] | bool | None:
+            if state.events:
+                return state.events.popleft()
+            if state.done:
+                return False
+            router.check_alive()
+            return None
+
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            event = self._engine.wait_for(next_event, remaining)
+            if event is False:
+                self.close()
+                return
+            yield event  # type: ignore[misc]
+
+    __iter__ = events
+
+    def iopub(self, timeout: float | None = None) -> Iterator[Message]:
+        """This request's IOPub messages, up to and including ``status: idle``."""
+        for channel, msg in self.events(timeout):
+            if channel == "iopub":
+                yield msg
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        output_hook: Hook | None = None,
+        stdin_hook: Hook | None = None,
+    ) -> Message:
+        """Consume everything (IOPub to ``output_hook``, stdin to ``stdin_hook``); return the reply."""
+        for channel, msg in self.events(timeout):
+            if channel == "iopub" and output_hook is not None:
+                output_hook(msg)
+            elif channel == "stdin" and stdin_hook is not None:
+                stdin_hook(msg)
+        reply = self._state.reply
+        if reply is None:  # a request with no reply (comm_msg) ends at idle
+            raise KernelTimeout(f"{self._state.msg_type} has no reply")
+        return reply
+
+    def close(self) -> None:
+        """Stop routing this request's messages here; later ones become unclaimed."""
+        self._finalizer()
+
+    def __repr__(self) -> str:
+        return f"<PendingRequest {self._state.msg_type} {self.msg_id} done={self.done}>"
+
+
+def _forget(engine: BlockingEngine, msg_id: str) -> None:
+    if not engine.closed:
+        engine.run_locked(lambda: engine.router.forget(msg_id))
+
+
+class BlockingChannel:
+    """One channel of a blocking client, with jupyter_client's channel methods."""
+
+    def __init__(self, client: BlockingKernelClient, name: Channel) -> None:
+        self.client = client
+        self.name = name
+
+    def get_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed message; ``queue.Empty`` after ``timeout`` (or at once if not ``block``)."""
+        return self.client._get_unclaimed(self.name, timeout if block else 0.0)
+
+    def get_msgs(self) -> list[Message]:
+        """Every unclaimed message available now."""
+        out: list[Message] = []
+        while True:
+            try:
+                out.append(self.get_msg(block=False))
+            except queue.Empty:
+                return out
+
+    def msg_ready(self) -> bool:
+        """Whether an unclaimed message is waiting."""
+        engine = self.client.engine
+        if engine.router.unclaimed[self.name]:
+            return True
+        try:
+            engine.wait_for(lambda: True if engine.router.unclaimed[self.name] else None, 0.0)
+        except KernelTimeout:
+            return False
+        return True
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        """Send a message you built (``client.session.message(...)``) on this channel."""
+        self.client.send_message(self.name, msg)
+
+    def is_alive(self) -> bool:
+        """Whether the channel is open."""
+        engine = self.client._engine
+        return engine is not None and self.name in engine.transport.sockets
+
+    def start(self) -> None:
+        """Channels start with the client; kept for jupyter_client compatibility."""
+
+    def stop(self) -> None:
+        """Channels stop with the client; kept for jupyter_client compatibility."""
+
+    close = stop
+
+
+class HeartbeatChannel:
+    """The heartbeat channel: ``is_beating()``, ``pause()``, ``unpause()``."""
+
+    def __init__(self, client: KernelClientBase[Any]) -> None:
+        self.client = client
+
+    @property
+    def time_to_dead(self) -> float:
+        """Seconds without a pong before the kernel counts as dead."""
+        return self.client.time_to_dead
+
+    def is_beating(self) -> bool:
+        """Whether the last pong is recent and heartbeats are not paused."""
+        engine = self.client._engine
+        if engine is None or engine.heartbeat.paused or engine.router.death is not None:
+            return False
+        return engine.heartbeat.beating(time.monotonic())
+
+    def is_alive(self) -> bool:
+        """Whether the heartbeat channel is open."""
+        engine = self.client._engine
+        return engine is not None and "hb" in engine.transport.sockets
+
+    def pause(self) -> None:
+        """Stop pinging (e.g. while the kernel restarts)."""
+        self.client.engine.heartbeat.paused = True
+
+    def unpause(self) -> None:
+        """Resume pinging."""
+        self.client.engine.heartbeat.paused = False
+
+    def start(self) -> None:
+        """Kept for jupyter_client compatibility."""
+
+    def stop(self) -> None:
+        """Kept for jupyter_client compatibility."""
+
+
+class BlockingKernelClient(KernelClientBase[BlockingEngine]):
+    """A blocking client for one kernel, with jupyter_client's method names.
+
+    Request methods return the request's ``msg_id``; with ``reply=True`` they wait
+    for and return the reply. Replies and outputs nobody waits for stay available
+    to ``get_shell_msg()``, ``get_iopub_msg()``, etc. :meth:`submit` gives a
+    :class:`PendingRequest` that receives exactly that request's messages.
+    """
+
+    _engine_class = BlockingEngine
+
+    def __enter__(self) -> BlockingKernelClient:
+        if self._engine is None:
+            self.start_channels()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_channels()
+
+    # -- channels ----------------------------------------------------------------
+    @property
+    def shell_channel(self) -> BlockingChannel:
+        """The shell channel."""
+        return BlockingChannel(self, "shell")
+
+    @property
+    def iopub_channel(self) -> BlockingChannel:
+        """The IOPub channel."""
+        return BlockingChannel(self, "iopub")
+
+    @property
+    def stdin_channel(self) -> BlockingChannel:
+        """The stdin channel."""
+        return BlockingChannel(self, "stdin")
+
+    @property
+    def control_channel(self) -> BlockingChannel:
+        """The control channel."""
+        return BlockingChannel(self, "control")
+
+    @property
+    def hb_channel(self) -> HeartbeatChannel:
+        """The heartbeat channel."""
+        return HeartbeatChannel(self)
+
+    def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
+        engine = self.engine
+        router = engine.router
+
+        def take() -> Message | None:
+            msg = router.take_unclaimed(channel)
+            if msg is None:
+                router.check_alive()
+            return msg
+
+        try:
+            return engine.wait_for(take, timeout)
+        except KernelTimeout:
+            raise queue.Empty from None
+
+    def get_shell_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed shell message (``queue.Empty`` on timeout)."""
+        return self._get_unclaimed("shell", timeout if block else 0.0)
+
+    def get_iopub_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed IOPub message (``queue.Empty`` on timeout)."""
+        return self._get_unclaimed("iopub", timeout if block else 0.0)
+
+    def get_stdin_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed stdin message (``queue.Empty`` on timeout)."""
+        return self._get_unclaimed("stdin", timeout if block else 0.0)
+
+    def get_control_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed control message (``queue.Empty`` on timeout)."""
+        return self._get_unclaimed("control", timeout if block else 0.0)
+
+    # -- liveness ----------------------------------------------------------------
+    def is_alive(self) -> bool:
+        """Whether the kernel answers its heartbeat (waits up to ``time_to_dead`` for a pong)."""
+        engine = self._engine
+        if engine is None:
+            return False
+        if "hb" not in engine.transport.sockets:
+            return engine.router.death is None
+        heartbeat = engine.heartbeat
+        if heartbeat.beating(time.monotonic()):
+            return engine.router.death is None
+
+        def answered() -> bool | None:
+            if engine.router.death is not None:
+                return False
+            return True if heartbeat.beating(time.monotonic()) else None
+
+        try:
+            return engine.wait_for(answered, self.time_to_dead)
+        except KernelTimeout:
+            return False
+
+    def wait_for_ready(self, timeout: float | None = None) -> Message:
+        """Wait until the kernel answers ``kernel_info`` and IOPub is connected; return the reply.
+
+        IOPub counts as connected when the kernel's ``iopub_welcome`` (protocol 5.5)
+        has arrived, or else when a status message for our request has.
+        """
+        if self._engine is None:
+            self.start_channels()
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        router = self.engine.router
+        try:
+            while True:
+                pending = self.submit(requests.kernel_info())
+                reply = pending.reply(left())
+                if "iopub" not in self.engine.transport.sockets or router.iopub_welcomed:
+                    return reply
+                probe = min(1.0, left() or 1.0)
+                try:
+                    for channel, _ in pending.events(probe):
+                        if channel == "iopub":
+                            return reply
+                except KernelTimeout:
+                    if left() == 0.0:
+                        raise
+                finally:
+                    pending.close()
+        except KernelTimeout:
+            raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
+
+    # -- requests ------------------------------------------------------------------
+    def submit(self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS) -> PendingRequest:
+        """Send ``request`` and return a handle that receives exactly its messages."""
+        msg, state = self._send(request, claims)
+        assert state is not None
+        return PendingRequest(self, msg, state)
+
+    def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
+        if not reply:
+            return self._send(request)[0]["msg_id"]
+        pending = self.submit(request, claims=REPLY_CLAIMS)
+        try:
+            return pending.reply(timeout)
+        finally:
+            pending._state.events.clear()  # the reply was handed over: do not requeue it
+            pending.close()
+
+    def execute(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        *,
+        reply: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``code``; returns the msg_id (or the ``execute_reply`` with ``reply=True``)."""
+        request = self._execute_request(
+            code, silent, store_history, user_expressions, allow_stdin, stop_on_error
+        )
+        return self._request(request, reply, timeout)
+
+    def complete(
+        self, code: str, cursor_pos: int | None = None, *, reply: bool = False, timeout: float | None = None
+    ) -> Any:
+        """Ask for completions; msg_id or ``complete_reply``."""
+        return self._request(requests.complete(code, cursor_pos), reply, timeout)
+
+    def inspect(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        detail_level: int = 0,
+        *,
+        reply: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Ask for documentation; msg_id or ``inspect_reply``."""
+        request = requests.inspect(code, cursor_pos, 1 if detail_level else 0)
+        return self._request(request, reply, timeout)
+
+    def history(
+        self,
+        raw: bool = True,
+        output: bool = False,
+        hist_access_type: str = "range",
+        *,
+        reply: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Ask for history; msg_id or ``history_reply``."""
+        request = requests.history(raw, output, hist_access_type, **kwargs)  # type: ignore[arg-type]
+        return self._request(request, reply, timeout)
+
+    def kernel_info(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Ask for kernel info; msg_id or ``kernel_info_reply``."""
+        return self._request(requests.kernel_info(), reply, timeout)
+
+    def comm_info(
+        self, target_name: str | None = None, *, reply: bool = False, timeout: float | None = None
+    ) -> Any:
+        """Ask for open comms; msg_id or ``comm_info_reply``."""
+        return self._request(requests.comm_info(target_name), reply, timeout)
+
+    def is_complete(self, code: str, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Ask whether ``code`` is complete; msg_id or ``is_complete_reply``."""
+        return self._request(requests.is_complete(code), reply, timeout)
+
+    def shutdown(self, restart: bool = False, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Ask the kernel to shut down (on control); msg_id or ``shutdown_reply``."""
+        return self._request(requests.shutdown(restart), reply, timeout)
+
+    def interrupt(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Send ``interrupt_request`` on control (for ``interrupt_mode: message`` kernels)."""
+        return self._request(requests.interrupt(), reply, timeout)
+
+    def debug_request(self, content: Mapping[str, Any], *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Send a Debug Adapter Protocol request on control."""
+        return self._request(requests.debug(content), reply, timeout)
+
+    def create_subshell(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Create a subshell (protocol 5.5); ``create_subshell_reply`` has its ``subshell_id``."""
+        return self._request(requests.create_subshell(), reply, timeout)
+
+    def list_subshell(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """List subshells (protocol 5.5)."""
+        return self._request(requests.list_subshell(), reply, timeout)
+
+    def delete_subshell(self, subshell_id: str, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Delete a subshell (protocol 5.5)."""
+        return self._request(requests.delete_subshell(subshell_id), reply, timeout)
+
+    def comm_open(
+        self, target_name: str, data: Mapping[str, Any] | None = None, comm_id: str | None = None, **kwargs: Any
+    ) -> str:
+        """Open a comm to ``target_name``; returns the msg_id (the comm id is in its content)."""
+        import uuid
+
+        request = requests.comm_open(comm_id or uuid.uuid4().hex, target_name, data, **kwargs)
+        return self._request(request, False, None)  # type: ignore[no-any-return]
+
+    def comm_msg(self, comm_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """Send data on an open comm; returns the msg_id."""
+        return self._request(requests.comm_msg(comm_id, data, **kwargs), False, None)  # type: ignore[no-any-return]
+
+    def comm_close(self, comm_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """Close a comm; returns the msg_id."""
+        return self._request(requests.comm_close(comm_id, data, **kwargs), False, None)  # type: ignore[no-any-return]
+
+    def execute_interactive(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        timeout: float | None = None,
+        output_hook: Hook | None = None,
+        stdin_hook: Hook | None = None,
+    ) -> Message:
+        """Run ``code``, hand its IOPub messages to ``output_hook`` and stdin requests to
+        ``stdin_hook``, and return the ``execute_reply``.
+
+        The default hooks print outputs and ask the terminal for input. Messages of
+        other requests are left for ``get_*_msg``. ``timeout`` bounds the whole run
+        (:class:`KernelTimeout`, a ``TimeoutError``).
+        """
+        request = self._execute_request(
+            code, silent, store_history, user_expressions, allow_stdin, stop_on_error
+        )
+        pending = self.submit(request)
+        if stdin_hook is None:
+            stdin_hook = make_stdin_hook(self.input, terminal_stdin)
+        try:
+            return pending.wait(timeout, output_hook or print_output, stdin_hook)
+        except KernelDied:
+            raise
+        finally:
+            pending.close()

@@ -1,0 +1,380 @@
+"""Engines: a transport, a session and the router, driven by a way of waiting.
+
+:class:`BlockingEngine` has no thread of its own: whichever thread waits pumps the
+sockets (one at a time, the others wait on a condition), so the blocking client
+works inside a running event loop and leaves no thread behind. :class:`AsyncEngine`
+reads the sockets from the asyncio loop's reader callbacks. Both feed the same
+:class:`~kernelwire.client.routing.Router`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import zmq
+
+from ..errors import ClientClosed, KernelDied, KernelTimeout, ProtocolError
+from ..protocol.codec import Session
+from ..protocol.connection import ChannelName, ConnectionInfo
+from ..protocol.message import Channel, Message
+from ..transports.zmq import ZmqTransport
+from .heartbeat import Heartbeat
+from .routing import Router
+
+log = logging.getLogger("kernelwire.engine")
+
+T = TypeVar("T")
+ALL_CHANNELS: tuple[ChannelName, ...] = ("shell", "iopub", "stdin", "control", "hb")
+_MESSAGE_CHANNELS = ("shell", "iopub", "stdin", "control")
+
+
+class EngineBase:
+    """What both engines share: decoding frames into the router, heartbeat judgement."""
+
+    def __init__(
+        self,
+        info: ConnectionInfo,
+        session: Session,
+        *,
+        channels: Iterable[ChannelName] = ALL_CHANNELS,
+        context: zmq.Context[Any] | None = None,
+        heartbeat: Heartbeat | None = None,
+        max_unclaimed: int | None = None,
+    ) -> None:
+        self.info = info
+        self.session = session
+        self.router = Router(max_unclaimed)
+        self.heartbeat = heartbeat or Heartbeat()
+        self.transport = ZmqTransport(info, session.bsession, channels, context)
+        self.closed = False
+
+    def _ingest(self, channel: ChannelName, batch: list[list[bytes]]) -> None:
+        """Decode and route a batch of frames read from ``channel``."""
+        if channel == "hb":
+            now = time.monotonic()
+            for frames in batch:
+                self.heartbeat.pong(frames[-1], now)
+            return
+        decode = self.session.decode
+        dispatch = self.router.dispatch
+        for frames in batch:
+            try:
+                msg = decode(frames)[1]
+            except ProtocolError as exc:
+                self.router.rejected += 1
+                log.warning("refused a message on the %s channel: %s", channel, exc)
+                continue
+            dispatch(channel, msg)  # type: ignore[arg-type]
+
+    def _heartbeat_tick(self, now: float) -> None:
+        if "hb" not in self.transport.sockets or self.router.death is not None:
+            return
+        if self.heartbeat.dead(now):
+            self.router.mark_dead(
+                KernelDied(
+                    f"kernel at {self.info.url('hb')} stopped answering its heartbeat "
+                    f"for {self.heartbeat.time_to_dead:g} s"
+                )
+            )
+            return
+        ping = self.heartbeat.due(now)
+        if ping is not None:
+            self.transport.send("hb", [b"", ping])
+
+    def encode(self, msg: Message) -> list[Any]:
+        """Wire frames for ``msg`` under this engine's session."""
+        return self.session.encode(msg)
+
+
+class BlockingEngine(EngineBase):
+    """Thread-safe engine where waiting threads take turns pumping the sockets."""
+
+    def __init__(self, info: ConnectionInfo, session: Session, **kwargs: Any) -> None:
+        super().__init__(info, session, **kwargs)
+        self._cond = threading.Condition()
+        self._pump_lock = threading.Lock()
+        self._outbox: deque[tuple[ChannelName, list[Any]]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = zmq.Poller()
+        self._socket_channel: dict[Any, ChannelName] = {}
+        for channel, sock in self.transport.sockets.items():
+            self._poller.register(sock, zmq.POLLIN)
+            self._socket_channel[sock] = channel
+        self._poller.register(self._wake_r, zmq.POLLIN)
+
+    # -- sending -------------------------------------------------------------------
+    def send(self, channel: ChannelName, msg: Message) -> None:
+        """Encode and send ``msg`` on ``channel`` (from any thread)."""
+        self.send_frames(channel, self.encode(msg))
+
+    def send_frames(self, channel: ChannelName, frames: list[Any]) -> None:
+        """Send already-encoded frames on ``channel`` (from any thread)."""
+        if self.closed:
+            raise ClientClosed("the client's channels are stopped")
+        self.transport.socket(channel)  # fail now, in the caller, if the channel is not open
+        self._outbox.append((channel, frames))
+        if self._pump_lock.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._release_pump()
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full or closed: the pumper is awake (or gone) anyway
+
+    def _flush(self) -> None:
+        outbox = self._outbox
+        while outbox:
+            channel, frames = outbox.popleft()
+            try:
+                self.transport.send(channel, frames)
+            except (zmq.ZMQError, ClientClosed) as exc:
+                log.warning("could not send on the %s channel: %s", channel, exc)
+
+    def _release_pump(self) -> None:
+        self._pump_lock.release()
+        with self._cond:
+            self._cond.notify_all()
+        # A sender may have queued frames after our last flush and failed to take the lock.
+        if self._outbox and not self.closed and self._pump_lock.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._release_pump()
+
+    # -- receiving -----------------------------------------------------------------
+    def pump(self, max_wait: float | None) -> None:
+        """One round: flush sends, ping, wait up to ``max_wait`` seconds, route what came.
+
+        The caller must hold the pump lock (use :meth:`wait_for`, which does).
+        """
+        self._flush()
+        now = time.monotonic()
+        self._heartbeat_tick(now)
+        wait = self.heartbeat.next_deadline(now) if "hb" in self.transport.sockets else 1.0
+        if max_wait is not None:
+            wait = min(wait, max_wait)
+        events = self._poller.poll(max(0, int(wait * 1000 + 0.999)))
+        if self.closed:
+            return
+        batches: list[tuple[ChannelName, list[list[bytes]]]] = []
+        for sock, _ in events:
+            if sock == self._wake_r:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            channel = self._socket_channel[sock]
+            batches.append((channel, self.transport.drain(channel)))
+        if batches:
+            with self._cond:
+                for channel, batch in batches:
+                    self._ingest(channel, batch)
+                self._cond.notify_all()
+        self._flush()
+        if "hb" in self.transport.sockets:
+            with self._cond:
+                self._heartbeat_tick(time.monotonic())
+
+    def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
+        """Pump until ``predicate()`` (called under the routing lock) returns non-None.
+
+        Raises :class:`KernelTimeout` after ``timeout`` seconds (``None``: no limit);
+        the predicate raises :class:`KernelDied` itself when it sees a dead kernel.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self._cond
+        while True:
+            with cond:
+                result = predicate()
+                if result is not None:
+                    return result
+            if self.closed:
+                raise ClientClosed("the client's channels were stopped while waiting")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise KernelTimeout(f"no answer from the kernel within {timeout:g} s")
+            if self._pump_lock.acquire(blocking=False):
+                try:
+                    if not self.closed:
+                        self.pump(remaining)
+                finally:
+                    self._release_pump()
+            else:
+                with cond:
+                    result = predicate()
+                    if result is not None:
+                        return result
+                    if self._pump_lock.locked():
+                        cond.wait(remaining)
+
+    def run_locked(self, func: Callable[[], T]) -> T:
+        """Call ``func`` under the routing lock (to read or change router state safely)."""
+        with self._cond:
+            return func()
+
+    def close(self) -> None:
+        """Stop the engine: close sockets and the wake pipe; waiters get ClientClosed."""
+        if self.closed:
+            return
+        self.closed = True
+        self._wake()
+        with self._pump_lock:
+            self.transport.close()
+            self._poller = zmq.Poller()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        with self._cond:
+            self._cond.notify_all()
+
+
+class AsyncEngine(EngineBase):
+    """Engine read by the running asyncio loop's reader callbacks (no thread, no polling task)."""
+
+    def __init__(self, info: ConnectionInfo, session: Session, **kwargs: Any) -> None:
+        super().__init__(info, session, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._fds: list[int] = []
+
+    def attach(self) -> asyncio.AbstractEventLoop:
+        """Hook the sockets into the running loop (once); returns the loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return loop
+        if self._loop is not None:
+            raise RuntimeError("an AsyncKernelClient is bound to the event loop it started in")
+        if self.closed:
+            raise ClientClosed("the client's channels are stopped")
+        self._loop = loop
+        for sock in self.transport.sockets.values():
+            fd = sock.FD
+            loop.add_reader(fd, self._on_readable)
+            self._fds.append(fd)
+        self._tick()
+        loop.call_soon(self._on_readable)
+        return loop
+
+    def _tick(self) -> None:
+        if self.closed or self._loop is None:
+            return
+        now = time.monotonic()
+        if "hb" in self.transport.sockets:
+            self._heartbeat_tick(now)
+            if self.router.death is not None:
+                self._wake_waiters()
+            delay = self.heartbeat.next_deadline(now)
+        else:
+            delay = 1.0
+        self._timer = self._loop.call_later(max(delay, 0.01), self._tick)
+
+    def _on_readable(self) -> None:
+        if self.closed:
+            return
+        got = False
+        transport = self.transport
+        for channel in tuple(transport.sockets):
+            # Edge-triggered FDs: read until the socket says nothing is left.
+            while transport.readable(channel):
+                batch = transport.drain(channel)
+                if not batch:
+                    break
+                self._ingest(channel, batch)
+                got = True
+        if got:
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def send(self, channel: ChannelName, msg: Message) -> None:
+        """Encode and send ``msg`` on ``channel`` (from the loop's thread)."""
+        self.send_frames(channel, self.encode(msg))
+
+    def send_frames(self, channel: ChannelName, frames: list[Any]) -> None:
+        """Send encoded frames; re-checks the sockets after (ZeroMQ resets the FD edge on send)."""
+        if self.closed:
+            raise ClientClosed("the client's channels are stopped")
+        self.transport.send(channel, frames)
+        if self._loop is not None:
+            self._loop.call_soon(self._on_readable)
+
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
+        """Wait until ``predicate()`` returns non-None; :class:`KernelTimeout` after ``timeout``."""
+        loop = self.attach()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            result = predicate()
+            if result is not None:
+                return result
+            if self.closed:
+                raise ClientClosed("the client's channels were stopped while waiting")
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise KernelTimeout(f"no answer from the kernel within {timeout:g} s")
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(fut)
+            handle = None if remaining is None else loop.call_later(remaining, _resolve, fut)
+            try:
+                await fut
+            finally:
+                if handle is not None:
+                    handle.cancel()
+
+    def run_locked(self, func: Callable[[], T]) -> T:
+        """Call ``func`` (one thread only: no lock needed)."""
+        return func()
+
+    def close(self) -> None:
+        """Detach from the loop and close the sockets; waiters get ClientClosed."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._loop is not None and not self._loop.is_closed():
+            for fd in self._fds:
+                self._loop.remove_reader(fd)
+        self._fds.clear()
+        self.transport.close()
+        self._wake_waiters()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def make_channel_predicate(router: Router, channel: Channel) -> Callable[[], Message | None]:
+    """A predicate that takes the oldest unclaimed message of ``channel``, raising if the kernel died."""
+
+    def take() -> Message | None:
+        msg = router.take_unclaimed(channel)
+        if msg is None:
+            router.check_alive()
+        return msg
+
+    return take

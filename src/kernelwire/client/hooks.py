@@ -1,0 +1,67 @@
+"""Default output and stdin hooks for ``execute_interactive``."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol.message import Message
+
+
+def _ipython_display_publisher() -> Any:
+    """IPython's display publisher when running inside an IPython kernel, else None."""
+    ipython_module = sys.modules.get("IPython")
+    if ipython_module is None:
+        return None
+    shell = ipython_module.get_ipython()  # type: ignore[attr-defined]
+    if shell is None or not hasattr(shell, "kernel"):
+        return None
+    return shell.display_pub
+
+
+def print_output(msg: Message) -> None:
+    """Show one IOPub message the way a terminal front end would.
+
+    Streams go to ``sys.stdout`` / ``sys.stderr``, results and displays as
+    ``text/plain`` (or through IPython's display system inside a kernel), errors as
+    their traceback on ``sys.stderr``.
+    """
+    msg_type = msg["msg_type"]
+    content = msg["content"]
+    if msg_type == "stream":
+        stream = sys.stderr if content.get("name") == "stderr" else sys.stdout
+        stream.write(content.get("text", ""))
+        stream.flush()
+    elif msg_type in ("display_data", "execute_result", "update_display_data"):
+        publisher = _ipython_display_publisher()
+        if publisher is not None:
+            publisher.publish(content.get("data", {}), content.get("metadata", {}))
+        else:
+            text = content.get("data", {}).get("text/plain")
+            if text is not None:
+                print(text)
+    elif msg_type == "error":
+        print("\n".join(content.get("traceback", [])), file=sys.stderr)
+
+
+def terminal_stdin(prompt: str, password: bool) -> str:
+    """Ask the terminal user for input (hidden when ``password``)."""
+    return getpass.getpass(prompt) if password else input(prompt)
+
+
+def make_stdin_hook(reply: Callable[[str], None], ask: Callable[[str, bool], str]) -> Callable[[Message], None]:
+    """A stdin hook that answers each ``input_request`` with ``ask(prompt, password)``."""
+
+    def hook(msg: Message) -> None:
+        if msg["msg_type"] != "input_request":
+            return
+        content = msg["content"]
+        try:
+            value = ask(content.get("prompt", ""), bool(content.get("password", False)))
+        except (EOFError, KeyboardInterrupt):
+            value = ""
+        reply(value)
+
+    return hook

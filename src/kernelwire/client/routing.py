@@ -1,0 +1,164 @@
+"""The routing engine: every incoming message goes to the request that caused it.
+
+:class:`Router` is pure bookkeeping, shared by every client (blocking, asyncio,
+callback); the clients only differ in how they wait. A message whose
+``parent_header.msg_id`` names a tracked request goes to that request's
+:class:`RequestState`; every other message is kept, in order, in the channel's
+unclaimed queue, where ``get_iopub_msg()`` and friends find it. Nothing is dropped
+because another request was being waited for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import KernelDied
+from ..protocol.message import CHANNELS, Channel, Message
+
+log = logging.getLogger("kernelwire.routing")
+
+Sink = Callable[[Channel, Message], None]
+
+
+def is_idle(msg: Message) -> bool:
+    """Whether ``msg`` is an IOPub ``status: idle``."""
+    return msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+
+
+class RequestState:
+    """What has arrived so far for one request: reply, IOPub and stdin messages, in order.
+
+    ``events`` holds ``(channel, message)`` pairs not yet consumed. ``done`` turns true
+    when the reply (if one is expected) and the IOPub ``idle`` have both arrived.
+    """
+
+    __slots__ = (
+        "channel",
+        "claims",
+        "events",
+        "expects_reply",
+        "idle",
+        "msg_id",
+        "msg_type",
+        "reply",
+        "sink",
+    )
+
+    def __init__(self, msg_id: str, msg_type: str, channel: Channel, sink: Sink | None = None):
+        self.msg_id = msg_id
+        self.msg_type = msg_type
+        self.channel = channel
+        self.expects_reply = msg_type.endswith("_request")
+        self.reply: Message | None = None
+        self.idle = False
+        self.events: deque[tuple[Channel, Message]] = deque()
+        self.sink = sink
+        self.claims: frozenset[Channel] = frozenset(CHANNELS)
+
+    @property
+    def done(self) -> bool:
+        """Reply (when expected) and ``status: idle`` both received."""
+        return self.idle and (self.reply is not None or not self.expects_reply)
+
+    def add(self, channel: Channel, msg: Message) -> None:
+        """Record ``msg`` received on ``channel``."""
+        if channel == "iopub":
+            if is_idle(msg):
+                self.idle = True
+        elif channel in ("shell", "control") and self.reply is None:
+            self.reply = msg
+        if self.sink is not None:
+            self.sink(channel, msg)
+        else:
+            self.events.append((channel, msg))
+
+
+class Router:
+    """Routes decoded messages to tracked requests or to per-channel unclaimed queues.
+
+    ``max_unclaimed`` bounds each unclaimed queue (``None``: unbounded); when a bound
+    is hit the oldest message is dropped and counted in ``dropped``, with a warning.
+    """
+
+    def __init__(self, max_unclaimed: int | None = None) -> None:
+        self.pending: dict[str, RequestState] = {}
+        self.unclaimed: dict[Channel, deque[Message]] = {ch: deque() for ch in CHANNELS}
+        self.max_unclaimed = max_unclaimed
+        self.dropped = 0
+        self.rejected = 0
+        self.received = 0
+        self.death: KernelDied | None = None
+        self.iopub_welcomed = False
+        self.listeners: list[Sink] = []
+
+    def track(self, msg_id: str, msg_type: str, channel: Channel, sink: Sink | None = None) -> RequestState:
+        """Start routing messages whose parent is ``msg_id`` to a new :class:`RequestState`."""
+        state = RequestState(msg_id, msg_type, channel, sink)
+        self.pending[msg_id] = state
+        return state
+
+    def forget(self, msg_id: str) -> None:
+        """Stop routing for ``msg_id``: its later messages (and unconsumed ones) become unclaimed."""
+        state = self.pending.pop(msg_id, None)
+        if state is not None:
+            for channel, msg in state.events:
+                self._keep(channel, msg)
+            state.events.clear()
+
+    def dispatch(self, channel: Channel, msg: Message) -> RequestState | None:
+        """Route one message; returns the request that claimed it, if any."""
+        self.received += 1
+        for listener in self.listeners:
+            listener(channel, msg)
+        parent = msg["parent_header"]
+        state = self.pending.get(parent.get("msg_id", "")) if parent else None
+        if state is not None and channel in state.claims:
+            state.add(channel, msg)
+            return state
+        if channel == "iopub" and msg["msg_type"] == "iopub_welcome":
+            # A connection event (protocol 5.5), not output: it marks IOPub as subscribed.
+            self.iopub_welcomed = True
+            return None
+        self._keep(channel, msg)
+        return None
+
+    def _keep(self, channel: Channel, msg: Message) -> None:
+        queue = self.unclaimed[channel]
+        queue.append(msg)
+        if self.max_unclaimed is not None and len(queue) > self.max_unclaimed:
+            queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10000 == 0:
+                log.warning(
+                    "unclaimed %s queue is full (%d): dropped the oldest message (%d so far); "
+                    "read it with get_%s_msg() or raise max_unclaimed",
+                    channel, self.max_unclaimed, self.dropped, channel,
+                )
+
+    def take_unclaimed(self, channel: Channel) -> Message | None:
+        """The oldest unclaimed message of ``channel``, or ``None``."""
+        queue = self.unclaimed[channel]
+        return queue.popleft() if queue else None
+
+    def mark_dead(self, error: KernelDied) -> None:
+        """Record that the kernel died: waits raise ``error`` once queued messages are read."""
+        if self.death is None:
+            self.death = error
+
+    def check_alive(self) -> None:
+        """Raise the recorded :class:`KernelDied`, if any."""
+        if self.death is not None:
+            raise self.death
+
+    def describe(self) -> dict[str, Any]:
+        """Counters for diagnostics."""
+        return {
+            "received": self.received,
+            "rejected": self.rejected,
+            "dropped": self.dropped,
+            "pending": len(self.pending),
+            "unclaimed": {ch: len(q) for ch, q in self.unclaimed.items()},
+        }

@@ -1,0 +1,93 @@
+"""The exceptions kernelwire raises, all under :class:`KernelwireError`.
+
+Each also derives from the builtin a caller of ``jupyter_client`` would catch
+(``ValueError``, ``TimeoutError``, ``RuntimeError``), so ported code keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+
+
+class KernelwireError(Exception):
+    """Base class of every error raised by kernelwire."""
+
+
+class ConnectionFileError(KernelwireError, ValueError):
+    """A connection file (or connection info) is missing, unreadable or invalid.
+
+    ``path`` names the file (``None`` for in-memory info) and ``field`` the offending
+    key (``None`` when the file as a whole is at fault).
+    """
+
+    def __init__(
+        self, message: str, *, path: str | PathLike[str] | None = None, field: str | None = None
+    ) -> None:
+        self.path = None if path is None else str(path)
+        self.field = field
+        where = self.path if self.path is not None else "connection info"
+        if field is not None:
+            where = f"{where}, field {field!r}"
+        super().__init__(f"{where}: {message}")
+
+
+class ProtocolError(KernelwireError, ValueError):
+    """Bytes on the wire that are not a valid Jupyter message."""
+
+
+class InvalidSignature(ProtocolError):
+    """A message whose HMAC signature does not match its frames."""
+
+
+class ReplayedMessage(ProtocolError):
+    """A message whose signature was already seen: a replay."""
+
+
+class KernelTimeout(KernelwireError, TimeoutError):
+    """The kernel did not answer within the time allowed."""
+
+
+class KernelDied(KernelwireError, RuntimeError):
+    """The kernel process exited or stopped answering its heartbeat.
+
+    ``exit_code`` is the process's exit status when known; ``stderr`` the last lines
+    it wrote to standard error when they were captured.
+    """
+
+    def __init__(self, message: str, *, exit_code: int | None = None, stderr: str = "") -> None:
+        self.exit_code = exit_code
+        self.stderr = stderr
+        text = message
+        if exit_code is not None:
+            text += f" (exit code {exit_code})"
+        if stderr.strip():
+            text += "\n--- kernel stderr (last lines) ---\n" + stderr.rstrip()
+        super().__init__(text)
+
+
+class PortInUse(KernelwireError, OSError):
+    """A port named in a connection file is already bound by another process."""
+
+    def __init__(self, path: str, field: str, port: int | str) -> None:
+        self.path = path
+        self.field = field
+        self.port = port
+        super().__init__(
+            f"{path}, field {field!r}: port {port} is already in use "
+            "(is a kernel already running on this connection file?)"
+        )
+
+
+class ExecutionError(KernelwireError):
+    """Code run on the kernel raised: carries the kernel's ``ename``, ``evalue``, ``traceback``."""
+
+    def __init__(self, ename: str, evalue: str, traceback: Sequence[str] = ()) -> None:
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = list(traceback)
+        super().__init__(f"{ename}: {evalue}")
+
+
+class ClientClosed(KernelwireError, RuntimeError):
+    """The client's channels are not started, or were stopped."""

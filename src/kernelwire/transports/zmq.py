@@ -1,0 +1,109 @@
+"""ZeroMQ transport: the five kernel channels as sockets. It moves frames, nothing more.
+
+Shell, control and stdin are DEALER sockets sharing one routing identity (the kernel
+sends ``input_request`` to the identity that sent the ``execute_request``); IOPub is
+a SUB socket subscribed to everything; the heartbeat is a DEALER that sends an empty
+delimiter frame so both echo styles (ROUTER device, REP) answer it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import zmq
+
+from ..errors import ClientClosed
+from ..protocol.connection import ChannelName, ConnectionInfo
+
+RECV_BATCH = 256
+"""How many messages one drain of a socket reads at most before yielding."""
+
+
+def _new_context() -> zmq.Context[zmq.Socket[bytes]]:
+    return zmq.Context.instance()
+
+
+class ZmqTransport:
+    """Connected sockets for the channels of one kernel.
+
+    ``channels`` says which to open (default: all five). The transport never
+    interprets frames; :meth:`drain` returns raw multipart lists.
+    """
+
+    def __init__(
+        self,
+        info: ConnectionInfo,
+        identity: bytes,
+        channels: Iterable[ChannelName] = ("shell", "iopub", "stdin", "control", "hb"),
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.info = info
+        self.context = context or _new_context()
+        self.sockets: dict[ChannelName, zmq.Socket[bytes]] = {}
+        self.closed = False
+        try:
+            for channel in channels:
+                self.sockets[channel] = self._connect(channel, identity)
+        except BaseException:
+            self.close()
+            raise
+        self.channel_of: dict[zmq.Socket[bytes], ChannelName] = {
+            sock: name for name, sock in self.sockets.items()
+        }
+        # Sockets are not thread-safe: whoever sends or receives holds this lock.
+        self.lock = threading.Lock()
+
+    def _connect(self, channel: ChannelName, identity: bytes) -> zmq.Socket[bytes]:
+        kind = zmq.SUB if channel == "iopub" else zmq.DEALER
+        sock: zmq.Socket[bytes] = self.context.socket(kind)
+        sock.linger = 0
+        if channel == "iopub":
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            # Keep every published message: the client, not ZeroMQ, decides what to drop.
+            sock.rcvhwm = 0
+        elif channel != "hb":
+            sock.identity = identity
+        if self.info.transport == "tcp":
+            sock.setsockopt(zmq.IPV6, 1)
+        sock.connect(self.info.url(channel))
+        return sock
+
+    def socket(self, channel: ChannelName) -> zmq.Socket[bytes]:
+        """The socket of ``channel``; :class:`ClientClosed` if it is not open."""
+        try:
+            return self.sockets[channel]
+        except KeyError:
+            state = "closed" if self.closed else "not started"
+            raise ClientClosed(f"the {channel} channel is {state}") from None
+
+    def send(self, channel: ChannelName, frames: Sequence[Any]) -> None:
+        """Send one multipart message on ``channel`` without blocking."""
+        self.socket(channel).send_multipart(frames, copy=len(frames) < 7)
+
+    def drain(self, channel: ChannelName, limit: int = RECV_BATCH) -> list[list[bytes]]:
+        """Read up to ``limit`` waiting multipart messages from ``channel`` without blocking."""
+        sock = self.sockets.get(channel)
+        out: list[list[bytes]] = []
+        if sock is None:
+            return out
+        recv = sock.recv_multipart
+        try:
+            for _ in range(limit):
+                out.append(recv(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
+        return out
+
+    def readable(self, channel: ChannelName) -> bool:
+        """Whether ``channel`` has a message waiting (edge-triggered FDs need this check)."""
+        sock = self.sockets.get(channel)
+        return sock is not None and bool(sock.get(zmq.EVENTS) & zmq.POLLIN)
+
+    def close(self) -> None:
+        """Close every socket (idempotent)."""
+        self.closed = True
+        for sock in self.sockets.values():
+            sock.close(linger=0)
+        self.sockets.clear()
