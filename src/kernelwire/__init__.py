@@ -6,7 +6,13 @@
 ...         reply = client.execute("6 * 7", reply=True)
 """
 
-from .client.blocking import BlockingKernelClient, PendingRequest
+from .client import (
+    AsyncKernelClient,
+    AsyncPendingRequest,
+    BlockingKernelClient,
+    CallbackKernelClient,
+    PendingRequest,
+)
 from .errors import (
     ClientClosed,
     ConnectionFileError,
@@ -32,7 +38,10 @@ from .protocol.connection import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncKernelClient",
+    "AsyncPendingRequest",
     "BlockingKernelClient",
+    "CallbackKernelClient",
     "ClientClosed",
     "ConnectionFileError",
     "ConnectionInfo",

@@ -8,6 +8,7 @@ request methods (``execute``, ``complete``, ...) are written once here, in terms
 from __future__ import annotations
 
 import os
+import uuid
 import weakref
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
@@ -216,6 +217,115 @@ class KernelClientBase(Generic[EngineT]):
         return requests.execute(
             code, silent, store_history, user_expressions, allow_stdin, stop_on_error
         )
+
+    def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
+        """Send ``request``; return its msg_id, or its reply when ``reply`` (client-specific)."""
+        raise NotImplementedError
+
+    def execute(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        *,
+        reply: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``code``; returns the msg_id, or with ``reply=True`` the ``execute_reply``
+        (blocking clients) or an awaitable of it (asyncio clients)."""
+        request = self._execute_request(
+            code, silent, store_history, user_expressions, allow_stdin, stop_on_error
+        )
+        return self._request(request, reply, timeout)
+
+    def complete(
+        self, code: str, cursor_pos: int | None = None, *, reply: bool = False, timeout: float | None = None
+    ) -> Any:
+        """Ask for completions; msg_id or ``complete_reply``."""
+        return self._request(requests.complete(code, cursor_pos), reply, timeout)
+
+    def inspect(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        detail_level: int = 0,
+        *,
+        reply: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Ask for documentation; msg_id or ``inspect_reply``."""
+        request = requests.inspect(code, cursor_pos, 1 if detail_level else 0)
+        return self._request(request, reply, timeout)
+
+    def history(
+        self,
+        raw: bool = True,
+        output: bool = False,
+        hist_access_type: str = "range",
+        *,
+        reply: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Ask for history; msg_id or ``history_reply``."""
+        request = requests.history(raw, output, hist_access_type, **kwargs)  # type: ignore[arg-type]
+        return self._request(request, reply, timeout)
+
+    def kernel_info(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Ask for kernel info; msg_id or ``kernel_info_reply``."""
+        return self._request(requests.kernel_info(), reply, timeout)
+
+    def comm_info(
+        self, target_name: str | None = None, *, reply: bool = False, timeout: float | None = None
+    ) -> Any:
+        """Ask for open comms; msg_id or ``comm_info_reply``."""
+        return self._request(requests.comm_info(target_name), reply, timeout)
+
+    def is_complete(self, code: str, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Ask whether ``code`` is complete; msg_id or ``is_complete_reply``."""
+        return self._request(requests.is_complete(code), reply, timeout)
+
+    def shutdown(self, restart: bool = False, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Ask the kernel to shut down (on control); msg_id or ``shutdown_reply``."""
+        return self._request(requests.shutdown(restart), reply, timeout)
+
+    def interrupt(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Send ``interrupt_request`` on control (for ``interrupt_mode: message`` kernels)."""
+        return self._request(requests.interrupt(), reply, timeout)
+
+    def debug_request(self, content: Mapping[str, Any], *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Send a Debug Adapter Protocol request on control."""
+        return self._request(requests.debug(content), reply, timeout)
+
+    def create_subshell(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Create a subshell (protocol 5.5); ``create_subshell_reply`` has its ``subshell_id``."""
+        return self._request(requests.create_subshell(), reply, timeout)
+
+    def list_subshell(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """List subshells (protocol 5.5)."""
+        return self._request(requests.list_subshell(), reply, timeout)
+
+    def delete_subshell(self, subshell_id: str, *, reply: bool = False, timeout: float | None = None) -> Any:
+        """Delete a subshell (protocol 5.5)."""
+        return self._request(requests.delete_subshell(subshell_id), reply, timeout)
+
+    def comm_open(
+        self, target_name: str, data: Mapping[str, Any] | None = None, comm_id: str | None = None, **kwargs: Any
+    ) -> str:
+        """Open a comm to ``target_name``; returns the msg_id (the comm id is in its content)."""
+        request = requests.comm_open(comm_id or uuid.uuid4().hex, target_name, data, **kwargs)
+        return self._request(request, False, None)  # type: ignore[no-any-return]
+
+    def comm_msg(self, comm_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """Send data on an open comm; returns the msg_id."""
+        return self._request(requests.comm_msg(comm_id, data, **kwargs), False, None)  # type: ignore[no-any-return]
+
+    def comm_close(self, comm_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """Close a comm; returns the msg_id."""
+        return self._request(requests.comm_close(comm_id, data, **kwargs), False, None)  # type: ignore[no-any-return]
 
     def input(self, string: str) -> None:
         """Answer the kernel's pending ``input_request`` with ``string``."""

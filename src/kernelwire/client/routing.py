@@ -93,6 +93,7 @@ class Router:
         self.death: KernelDied | None = None
         self.iopub_welcomed = False
         self.listeners: list[Sink] = []
+        self.unclaimed_sink: Sink | None = None
 
     def track(self, msg_id: str, msg_type: str, channel: Channel, sink: Sink | None = None) -> RequestState:
         """Start routing messages whose parent is ``msg_id`` to a new :class:`RequestState`."""
@@ -126,6 +127,9 @@ class Router:
         return None
 
     def _keep(self, channel: Channel, msg: Message) -> None:
+        if self.unclaimed_sink is not None:
+            self.unclaimed_sink(channel, msg)
+            return
         queue = self.unclaimed[channel]
         queue.append(msg)
         if self.max_unclaimed is not None and len(queue) > self.max_unclaimed:

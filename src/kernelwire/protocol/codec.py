@@ -103,6 +103,8 @@ def _json_frame(data: bytes, name: str) -> dict[str, Any]:
         value = loads(data)
     except ValueError as exc:
         raise ProtocolError(f"{name} frame is not valid JSON: {exc}") from None
+    if value is None and name != "header":
+        return {}  # some kernels (xeus) send null for an empty parent header
     if not isinstance(value, dict):
         raise ProtocolError(f"{name} frame must be a JSON object, got {type(value).__name__}")
     return value

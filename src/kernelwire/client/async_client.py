@@ -1,0 +1,347 @@
+"""The asyncio client: jupyter_client's ``AsyncKernelClient`` API on the routing engine.
+
+Sockets are read from the running loop's reader callbacks: no thread, no
+nest_asyncio. Request methods return the ``msg_id`` at once, or, with
+``reply=True``, an awaitable of the reply.
+
+>>> async with AsyncKernelClient("kernel.json") as client:     # doctest: +SKIP
+...     reply = await client.execute("1 + 1", reply=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import queue
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from ..errors import KernelTimeout
+from ..protocol import requests
+from ..protocol.message import Channel, Message
+from ..protocol.requests import Request
+from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
+from .blocking import HeartbeatChannel
+from .engine import AsyncEngine
+from .hooks import make_stdin_hook, print_output, terminal_stdin
+from .routing import RequestState
+
+AsyncHook = Callable[[Message], Any]
+
+
+class AsyncPendingRequest:
+    """A sent request and everything the kernel sends back for it (asyncio).
+
+    ``async for channel, msg in pending`` yields messages in arrival order, up to the
+    reply and the IOPub ``status: idle``.
+    """
+
+    def __init__(self, client: AsyncKernelClient, msg: Message, state: RequestState) -> None:
+        self.client = client
+        self.msg = msg
+        self.msg_id: str = msg["msg_id"]
+        self._state = state
+        self._engine = client.engine
+        self._finalizer = weakref.finalize(self, _forget, self._engine, self.msg_id)
+
+    @property
+    def done(self) -> bool:
+        """Reply and ``idle`` received, and every message taken."""
+        return self._state.done and not self._state.events
+
+    async def reply(self, timeout: float | None = None) -> Message:
+        """The reply; :class:`KernelTimeout` / :class:`KernelDied` if it does not come."""
+        state = self._state
+        router = self._engine.router
+
+        def ready() -> Message | None:
+            if state.reply is None:
+                router.check_alive()
+            return state.reply
+
+        return await self._engine.wait_for(ready, timeout)
+
+    async def events(self, timeout: float | None = None) -> AsyncIterator[tuple[Channel, Message]]:
+        """``(channel, message)`` pairs as they arrive, until done; ``timeout`` bounds the whole."""
+        state = self._state
+        router = self._engine.router
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def next_event() -> tuple[Channel, Message] | bool | None:
+            if state.events:
+                return state.events.popleft()
+            if state.done:
+                return False
+            router.check_alive()
+            return None
+
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            event = await self._engine.wait_for(next_event, remaining)
+            if event is False:
+                self.close()
+                return
+            yield event  # type: ignore[misc]
+
+    def __aiter__(self) -> AsyncIterator[tuple[Channel, Message]]:
+        return self.events()
+
+    async def iopub(self, timeout: float | None = None) -> AsyncIterator[Message]:
+        """This request's IOPub messages, up to and including ``status: idle``."""
+        async for channel, msg in self.events(timeout):
+            if channel == "iopub":
+                yield msg
+
+    async def wait(
+        self,
+        timeout: float | None = None,
+        output_hook: AsyncHook | None = None,
+        stdin_hook: AsyncHook | None = None,
+    ) -> Message:
+        """Consume everything (hooks may be coroutine functions); return the reply."""
+        async for channel, msg in self.events(timeout):
+            hook = output_hook if channel == "iopub" else stdin_hook if channel == "stdin" else None
+            if hook is not None:
+                result = hook(msg)
+                if inspect.isawaitable(result):
+                    await result
+        if self._state.reply is None:
+            raise KernelTimeout(f"{self._state.msg_type} has no reply")
+        return self._state.reply
+
+    def close(self) -> None:
+        """Stop routing this request's messages here; later ones become unclaimed."""
+        self._finalizer()
+
+
+def _forget(engine: AsyncEngine, msg_id: str) -> None:
+    if not engine.closed:
+        engine.router.forget(msg_id)
+
+
+class AsyncChannel:
+    """One channel of an asyncio client, with jupyter_client's channel methods."""
+
+    def __init__(self, client: AsyncKernelClient, name: Channel) -> None:
+        self.client = client
+        self.name = name
+
+    async def get_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed message; ``queue.Empty`` on timeout."""
+        return await self.client._get_unclaimed(self.name, timeout if block else 0.0)
+
+    async def get_msgs(self) -> list[Message]:
+        """Every unclaimed message available now."""
+        out: list[Message] = []
+        while True:
+            try:
+                out.append(await self.get_msg(block=False))
+            except queue.Empty:
+                return out
+
+    async def msg_ready(self) -> bool:
+        """Whether an unclaimed message is waiting."""
+        self.client.engine.attach()
+        await asyncio.sleep(0)
+        return bool(self.client.engine.router.unclaimed[self.name])
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        """Send a message you built on this channel."""
+        self.client.send_message(self.name, msg)
+
+    def is_alive(self) -> bool:
+        """Whether the channel is open."""
+        engine = self.client._engine
+        return engine is not None and self.name in engine.transport.sockets
+
+    def start(self) -> None:
+        """Kept for jupyter_client compatibility."""
+
+    def stop(self) -> None:
+        """Kept for jupyter_client compatibility."""
+
+    close = stop
+
+
+class AsyncKernelClient(KernelClientBase[AsyncEngine]):
+    """An asyncio client for one kernel, with jupyter_client's method names.
+
+    Must be used from one event loop (the one running when it first waits).
+    """
+
+    _engine_class = AsyncEngine
+
+    async def __aenter__(self) -> AsyncKernelClient:
+        if self._engine is None:
+            self.start_channels()
+        self.engine.attach()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop_channels()
+
+    def start_channels(self, *args: Any, **kwargs: Any) -> None:
+        """Connect the channels; reading starts on the running loop (now, or at the first wait)."""
+        super().start_channels(*args, **kwargs)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.engine.attach()
+
+    @property
+    def shell_channel(self) -> AsyncChannel:
+        """The shell channel."""
+        return AsyncChannel(self, "shell")
+
+    @property
+    def iopub_channel(self) -> AsyncChannel:
+        """The IOPub channel."""
+        return AsyncChannel(self, "iopub")
+
+    @property
+    def stdin_channel(self) -> AsyncChannel:
+        """The stdin channel."""
+        return AsyncChannel(self, "stdin")
+
+    @property
+    def control_channel(self) -> AsyncChannel:
+        """The control channel."""
+        return AsyncChannel(self, "control")
+
+    @property
+    def hb_channel(self) -> HeartbeatChannel:
+        """The heartbeat channel."""
+        return HeartbeatChannel(self)
+
+    async def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
+        engine = self.engine
+        router = engine.router
+
+        def take() -> Message | None:
+            msg = router.take_unclaimed(channel)
+            if msg is None:
+                router.check_alive()
+            return msg
+
+        try:
+            return await engine.wait_for(take, timeout)
+        except KernelTimeout:
+            raise queue.Empty from None
+
+    async def get_shell_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed shell message (``queue.Empty`` on timeout)."""
+        return await self._get_unclaimed("shell", timeout if block else 0.0)
+
+    async def get_iopub_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed IOPub message (``queue.Empty`` on timeout)."""
+        return await self._get_unclaimed("iopub", timeout if block else 0.0)
+
+    async def get_stdin_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed stdin message (``queue.Empty`` on timeout)."""
+        return await self._get_unclaimed("stdin", timeout if block else 0.0)
+
+    async def get_control_msg(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next unclaimed control message (``queue.Empty`` on timeout)."""
+        return await self._get_unclaimed("control", timeout if block else 0.0)
+
+    async def is_alive(self) -> bool:
+        """Whether the kernel answers its heartbeat (waits up to ``time_to_dead`` for a pong)."""
+        engine = self._engine
+        if engine is None:
+            return False
+        if "hb" not in engine.transport.sockets:
+            return engine.router.death is None
+        heartbeat = engine.heartbeat
+
+        def answered() -> bool | None:
+            if engine.router.death is not None:
+                return False
+            return True if heartbeat.beating(time.monotonic()) else None
+
+        try:
+            return await engine.wait_for(answered, self.time_to_dead)
+        except KernelTimeout:
+            return False
+
+    async def wait_for_ready(self, timeout: float | None = None) -> Message:
+        """Wait until the kernel answers ``kernel_info`` and IOPub is connected; return the reply."""
+        if self._engine is None:
+            self.start_channels()
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        router = self.engine.router
+        try:
+            while True:
+                pending = self.submit(requests.kernel_info())
+                try:
+                    reply = await pending.reply(left())
+                    if "iopub" not in self.engine.transport.sockets:
+                        return reply
+                    grace = 0.25 if router.iopub_welcomed else 1.0
+                    try:
+                        async for _ in pending.events(min(grace, left() or grace)):
+                            pass
+                        return reply
+                    except KernelTimeout:
+                        if router.iopub_welcomed:
+                            return reply
+                        if left() == 0.0:
+                            raise
+                finally:
+                    pending.close()
+        except KernelTimeout:
+            raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
+
+    def submit(self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS) -> AsyncPendingRequest:
+        """Send ``request`` and return a handle that receives exactly its messages."""
+        msg, state = self._send(request, claims)
+        assert state is not None
+        return AsyncPendingRequest(self, msg, state)
+
+    def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
+        if not reply:
+            return self._send(request)[0]["msg_id"]
+        pending = self.submit(request, claims=REPLY_CLAIMS)
+
+        async def wait_reply() -> Message:
+            try:
+                return await pending.reply(timeout)
+            finally:
+                pending._state.events.clear()
+                pending.close()
+
+        return wait_reply()
+
+    async def execute_interactive(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        timeout: float | None = None,
+        output_hook: AsyncHook | None = None,
+        stdin_hook: AsyncHook | None = None,
+    ) -> Message:
+        """Run ``code``, hand outputs to ``output_hook`` and input requests to ``stdin_hook``;
+        return the ``execute_reply``. Hooks may be plain or coroutine functions."""
+        request = self._execute_request(
+            code, silent, store_history, user_expressions, allow_stdin, stop_on_error
+        )
+        pending = self.submit(request)
+        if stdin_hook is None:
+            stdin_hook = make_stdin_hook(self.input, terminal_stdin)
+        try:
+            return await pending.wait(timeout, output_hook or print_output, stdin_hook)
+        finally:
+            pending.close()
+
+
+__all__ = ["AsyncChannel", "AsyncKernelClient", "AsyncPendingRequest"]

@@ -1,0 +1,139 @@
+"""The callback client, for event-driven programs (GUIs, servers, editors).
+
+A background thread reads the sockets and calls your functions as messages
+arrive; requests are sent from any thread.
+
+>>> def show(channel, msg): print(channel, msg["msg_type"])
+>>> client = CallbackKernelClient("kernel.json", on_unclaimed=show)     # doctest: +SKIP
+>>> client.start_channels()                                             # doctest: +SKIP
+>>> client.submit_callback(requests.execute("1+1"), on_message=show,
+...               on_done=lambda reply: print("done", reply["content"]["status"]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ClientClosed, KernelDied
+from ..protocol import requests
+from ..protocol.message import Channel, Message
+from ..protocol.requests import Request
+from .base import ALL_CLAIMS
+from .blocking import BlockingKernelClient
+from .routing import RequestState
+
+log = logging.getLogger("kernelwire.callback")
+
+MessageCallback = Callable[[Channel, Message], None]
+
+
+class CallbackKernelClient(BlockingKernelClient):
+    """A client whose reader thread calls back: per request, for unclaimed messages, on death.
+
+    Callbacks run on the reader thread; keep them short, and do not block in them on
+    this client's replies. ``on_unclaimed(channel, msg)`` gets every message no
+    request claimed; ``on_death(error)`` is called once if the kernel dies. Every
+    :class:`BlockingKernelClient` method works too, from any other thread.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        on_unclaimed: MessageCallback | None = None,
+        on_death: Callable[[KernelDied], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_unclaimed = on_unclaimed
+        self.on_death = on_death
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start_channels(self, *args: Any, **kwargs: Any) -> None:
+        """Connect the channels and start the reader thread."""
+        if self._engine is not None:
+            return
+        super().start_channels(*args, **kwargs)
+        if self.on_unclaimed is not None:
+            self.engine.router.unclaimed_sink = self._deliver_unclaimed
+        self._stopping = False
+        self._thread = threading.Thread(target=self._read_forever, name="kernelwire-reader", daemon=True)
+        self._thread.start()
+
+    def _deliver_unclaimed(self, channel: Channel, msg: Message) -> None:
+        if self.on_unclaimed is not None:
+            _safely(self.on_unclaimed, channel, msg)
+
+    def _read_forever(self) -> None:
+        engine = self.engine
+        router = engine.router
+
+        def stop_or_death() -> bool | None:
+            return True if self._stopping or router.death is not None else None
+
+        try:
+            engine.wait_for(stop_or_death, None)
+        except ClientClosed:
+            return
+        if router.death is not None and not self._stopping and self.on_death is not None:
+            _safely(self.on_death, router.death)
+
+    def stop_channels(self) -> None:
+        """Stop the reader thread and close the channels."""
+        self._stopping = True
+        engine = self._engine
+        thread, self._thread = self._thread, None
+        if engine is not None:
+            engine._wake()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+        super().stop_channels()
+
+    def submit_callback(
+        self,
+        request: Request,
+        *,
+        on_message: MessageCallback | None = None,
+        on_done: Callable[[Message | None], None] | None = None,
+        claims: frozenset[Channel] = ALL_CLAIMS,
+    ) -> str:
+        """Send ``request``; its messages go to ``on_message(channel, msg)`` as they arrive,
+        and ``on_done(reply)`` runs once the reply and ``status: idle`` are in. Returns the msg_id."""
+        holder: list[RequestState] = []
+
+        def sink(channel: Channel, msg: Message) -> None:
+            if on_message is not None:
+                _safely(on_message, channel, msg)
+            state = holder[0] if holder else None
+            if state is not None and state.done:
+                self.engine.router.pending.pop(state.msg_id, None)
+                if on_done is not None:
+                    _safely(on_done, state.reply)
+
+        msg, state = self._send(request, claims, sink)
+        assert state is not None
+        holder.append(state)
+        return msg["msg_id"]  # type: ignore[no-any-return]
+
+    def execute_callback(
+        self,
+        code: str,
+        *,
+        on_message: MessageCallback | None = None,
+        on_done: Callable[[Message | None], None] | None = None,
+        **options: Any,
+    ) -> str:
+        """Run ``code`` with callbacks (see :meth:`submit_callback`); ``options`` go to
+        :func:`kernelwire.requests.execute`."""
+        request = requests.execute(code, **options)
+        return self.submit_callback(request, on_message=on_message, on_done=on_done)
+
+
+def _safely(func: Callable[..., Any], *args: Any) -> None:
+    try:
+        func(*args)
+    except Exception:
+        log.exception("a kernelwire callback raised")
