@@ -200,6 +200,7 @@ class BlockingEngine(EngineBase):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         cond = self._cond
+        pumped = False
         while True:
             with cond:
                 result = predicate()
@@ -208,12 +209,14 @@ class BlockingEngine(EngineBase):
             if self.closed:
                 raise ClientClosed("the client's channels were stopped while waiting")
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if remaining is not None and remaining <= 0 and pumped:
                 raise KernelTimeout(f"no answer from the kernel within {timeout:g} s")
             if self._pump_lock.acquire(blocking=False):
                 try:
                     if not self.closed:
-                        self.pump(remaining)
+                        # Even with no time left, read once what is already waiting.
+                        self.pump(remaining if remaining is None else max(remaining, 0.0))
+                        pumped = True
                 finally:
                     self._release_pump()
             else:
@@ -223,6 +226,7 @@ class BlockingEngine(EngineBase):
                         return result
                     if self._pump_lock.locked():
                         cond.wait(remaining)
+                pumped = True  # someone else pumped for us meanwhile
 
     def run_locked(self, func: Callable[[], T]) -> T:
         """Call ``func`` under the routing lock (to read or change router state safely)."""
@@ -334,6 +338,10 @@ class AsyncEngine(EngineBase):
                 raise ClientClosed("the client's channels were stopped while waiting")
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
+                self._on_readable()  # read once what is already waiting
+                result = predicate()
+                if result is not None:
+                    return result
                 raise KernelTimeout(f"no answer from the kernel within {timeout:g} s")
             fut: asyncio.Future[None] = loop.create_future()
             self._waiters.append(fut)

@@ -1,0 +1,82 @@
+"""Fixtures: real kernels started per test module, cleaned up even when a test fails."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernelwire import BlockingKernelClient, KernelProcess, run_kernel_in_process
+from kernelwire.protocol.connection import write_connection_file
+
+
+@pytest.fixture(scope="module")
+def ipykernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelProcess]:
+    """An ipykernel shared by the tests of one module."""
+    path = tmp_path_factory.mktemp("kernel") / "kernel.json"
+    kernel = run_kernel_in_process(path)
+    try:
+        yield kernel
+    finally:
+        kernel.stop()
+    assert not path.exists(), "the connection file must be removed when the kernel stops"
+
+
+@pytest.fixture
+def fresh_kernel(tmp_path: Path) -> Iterator[KernelProcess]:
+    """An ipykernel of the test's own (for tests that kill, shut down or pollute it)."""
+    kernel = run_kernel_in_process(tmp_path / "kernel.json")
+    try:
+        yield kernel
+    finally:
+        kernel.stop()
+
+
+@pytest.fixture
+def client(ipykernel: KernelProcess) -> Iterator[BlockingKernelClient]:
+    """A started blocking client of the module's ipykernel."""
+    kc = BlockingKernelClient(ipykernel.connection_file)
+    kc.start_channels()
+    kc.wait_for_ready(30)
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+
+
+@contextlib.contextmanager
+def launched(argv: list[str], connection_file: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a kernel command line in its own process group; kill the group afterwards."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(connection_file)
+
+
+@pytest.fixture(scope="module")
+def xeus_connection_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running xeus-python kernel's connection file (the ``xpython`` kernel)."""
+    pytest.importorskip("xpython_launcher", reason="xeus-python is installed by the test extras")
+    path, _ = write_connection_file(tmp_path_factory.mktemp("xeus") / "kernel.json")
+    with launched([sys.executable, "-m", "xpython_launcher", "-f", path], path) as proc:
+        with BlockingKernelClient(path) as kc:
+            try:
+                kc.wait_for_ready(60)
+            except Exception:
+                proc.kill()
+                stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise RuntimeError(f"xeus-python did not start: {stderr}") from None
+        yield path
