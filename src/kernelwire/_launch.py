@@ -18,7 +18,12 @@ def main() -> None:
     if payload:
         import cloudpickle
 
-        kernel_class = cloudpickle.loads(payload)
+        how, *spec = cloudpickle.loads(payload)
+        if how == "import":
+            kernel_class = spec[0]
+        else:
+            name, bases, namespace = spec
+            kernel_class = type(name, bases, namespace)
     from ipykernel.kernelapp import IPKernelApp
 
     options = {} if kernel_class is None else {"kernel_class": kernel_class}

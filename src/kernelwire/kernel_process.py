@@ -142,11 +142,23 @@ def _kernel_payload(kernel_class: type | None) -> bytes:
     from ipykernel.kernelbase import Kernel
 
     if not (isinstance(kernel_class, type) and issubclass(kernel_class, Kernel)):
-        raise TypeError(f"kernel_class must be a subclass of ipykernel.kernelbase.Kernel, got {kernel_class!r}")
+        raise TypeError(
+            f"kernel_class must be a subclass of ipykernel.kernelbase.Kernel, got {kernel_class!r}"
+        )
     import cloudpickle
 
-    payload: bytes = cloudpickle.dumps(kernel_class)
-    return payload
+    module = sys.modules.get(kernel_class.__module__)
+    if kernel_class.__module__ != "__main__" and getattr(module, "__file__", None):
+        return bytes(cloudpickle.dumps(("import", kernel_class)))
+    # Defined in __main__, python -c, stdin or a notebook cell: send the class body by value
+    # and let the child build the class again, so traitlets sets its class up afresh.
+    probe = type("Probe", kernel_class.__bases__, {})
+    own = {
+        name: value
+        for name, value in vars(kernel_class).items()
+        if name not in vars(probe) or name in ("__doc__",)
+    }
+    return bytes(cloudpickle.dumps(("build", kernel_class.__name__, kernel_class.__bases__, own)))
 
 
 def _child_env() -> dict[str, str]:

@@ -1,0 +1,40 @@
+"""Small kernel classes the tests run with run_kernel_in_process (importable by the child)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ipykernel.kernelbase import Kernel
+
+
+class EchoKernel(Kernel):
+    """Echoes the code it is given as a stream and as the result."""
+
+    implementation = "echo"
+    implementation_version = "1.0"
+    language_info = {"name": "echo", "mimetype": "text/plain", "file_extension": ".txt"}
+    banner = "Echo kernel"
+
+    def do_execute(  # type: ignore[override]
+        self, code: str, silent: bool, store_history: bool = True,
+        user_expressions: Any = None, allow_stdin: bool = False, **kwargs: Any,
+    ) -> dict[str, Any]:
+        if not silent:
+            self.send_response(self.iopub_socket, "stream", {"name": "stdout", "text": code})
+            self.send_response(
+                self.iopub_socket,
+                "execute_result",
+                {"execution_count": self.execution_count, "data": {"text/plain": code.upper()}, "metadata": {}},
+            )
+        return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
+
+
+class BrokenKernel(Kernel):
+    """Fails while starting: run_kernel_in_process must report it with the kernel's stderr."""
+
+    implementation = "broken"
+    implementation_version = "0"
+    language_info = {"name": "broken"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        raise RuntimeError("broken kernel refuses to start")
