@@ -1,0 +1,224 @@
+"""Asyncio and callback clients, the blocking client inside a running loop, death, leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from kernelwire import (
+    AsyncKernelClient,
+    BlockingKernelClient,
+    CallbackKernelClient,
+    ClientClosed,
+    KernelDied,
+    KernelProcess,
+    KernelTimeout,
+    requests,
+)
+from kernelwire.protocol.message import Message
+
+
+def test_async_classic_flow_and_handles(ipykernel: KernelProcess) -> None:
+    async def main() -> None:
+        async with AsyncKernelClient(ipykernel.connection_file) as client:
+            assert await client.is_alive()
+            await client.wait_for_ready(30)
+            msg_id = client.execute("7 * 6")
+            msgs = []
+            while True:
+                try:
+                    msgs.append(await client.get_iopub_msg(timeout=1))
+                except queue.Empty:
+                    break
+            assert [m["msg_type"] for m in msgs] == ["status", "execute_input", "execute_result", "status"]
+            assert all(m["parent_header"]["msg_id"] == msg_id for m in msgs)
+            reply = await client.get_shell_msg(timeout=10)
+            assert reply["parent_header"]["msg_id"] == msg_id
+
+            assert (await client.kernel_info(reply=True, timeout=30))["msg_type"] == "kernel_info_reply"
+            slow = client.submit(requests.execute("import time; time.sleep(0.1); print('slow')"))
+            fast = client.submit(requests.execute("print('fast')"))
+            fast_text = [m["content"]["text"] async for m in fast.iopub(30) if m["msg_type"] == "stream"]
+            slow_text = [m["content"]["text"] async for m in slow.iopub(30) if m["msg_type"] == "stream"]
+            assert (fast_text, slow_text) == (["fast\n"], ["slow\n"])
+
+            outputs: list[Message] = []
+
+            async def answer(msg: Message) -> None:
+                client.input("async input")
+
+            reply = await client.execute_interactive(
+                "print(input('q? '))", output_hook=outputs.append, stdin_hook=answer, timeout=30
+            )
+            assert reply["content"]["status"] == "ok"
+            assert [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"] == ["async input\n"]
+
+    asyncio.run(main())
+
+
+def test_async_concurrent_requests_from_tasks(ipykernel: KernelProcess) -> None:
+    async def main() -> list[str]:
+        async with AsyncKernelClient(ipykernel.connection_file) as client:
+            await client.wait_for_ready(30)
+
+            async def run(i: int) -> str:
+                pending = client.submit(requests.execute(f"print({i})"))
+                texts = [m["content"]["text"] async for m in pending.iopub(30) if m["msg_type"] == "stream"]
+                return "".join(texts)
+
+            return await asyncio.gather(*(run(i) for i in range(20)))
+
+    assert asyncio.run(main()) == [f"{i}\n" for i in range(20)]
+
+
+def test_blocking_client_inside_a_running_event_loop(client: BlockingKernelClient) -> None:
+    async def cell() -> Any:
+        # As in a notebook cell: a loop is running, and the blocking API must just work.
+        assert asyncio.get_running_loop().is_running()
+        reply = client.execute("40 + 2", reply=True, timeout=30, user_expressions={"v": "40 + 2"})
+        outputs: list[Message] = []
+        client.execute_interactive("print('in loop')", output_hook=outputs.append, timeout=30)
+        return reply, outputs
+
+    reply, outputs = asyncio.run(cell())
+    assert reply["content"]["user_expressions"]["v"]["data"]["text/plain"] == "42"
+    assert [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"] == ["in loop\n"]
+
+
+def test_blocking_client_shared_between_threads(client: BlockingKernelClient) -> None:
+    results: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        pending = client.submit(requests.execute(f"print('thread {i}')"))
+        results[i] = "".join(m["content"]["text"] for m in pending.iopub(60) if m["msg_type"] == "stream")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == {i: f"thread {i}\n" for i in range(8)}
+
+
+def test_callback_client(ipykernel: KernelProcess) -> None:
+    events: list[tuple[str, str]] = []
+    unclaimed: list[str] = []
+    done = threading.Event()
+    replies: list[Any] = []
+
+    def finished(reply: Message | None) -> None:
+        replies.append(reply)
+        done.set()
+
+    with CallbackKernelClient(
+        ipykernel.connection_file, on_unclaimed=lambda ch, m: unclaimed.append(m["msg_type"])
+    ) as client:
+        client.execute_callback(
+            "print('cb')", on_message=lambda ch, m: events.append((ch, m["msg_type"])), on_done=finished
+        )
+        assert done.wait(30)
+        # the blocking API works from another thread while the reader thread runs
+        assert client.kernel_info(reply=True, timeout=30)["msg_type"] == "kernel_info_reply"
+        client.execute("1")
+        deadline = time.monotonic() + 30
+        while "execute_reply" not in unclaimed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert ("iopub", "stream") in events and ("shell", "execute_reply") in events
+    assert events[-1] == ("iopub", "status") or ("shell", "execute_reply") == events[-1]
+    assert replies[0]["content"]["status"] == "ok"
+    assert "execute_reply" in unclaimed
+
+
+def test_waits_raise_kernel_died_when_the_kernel_is_killed(fresh_kernel: KernelProcess) -> None:
+    client = BlockingKernelClient(fresh_kernel.connection_file, time_to_dead=1.0)
+    client.start_channels()
+    try:
+        client.wait_for_ready(30)
+        client.execute("import time; time.sleep(60)")
+        time.sleep(0.2)
+        os.kill(fresh_kernel.pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(KernelDied):
+            while True:
+                client.get_iopub_msg(timeout=10)
+        assert time.monotonic() - started < 3.0
+        assert not client.is_alive()
+    finally:
+        client.stop_channels()
+
+
+def test_async_waits_raise_kernel_died(fresh_kernel: KernelProcess) -> None:
+    async def main() -> float:
+        async with AsyncKernelClient(fresh_kernel.connection_file, time_to_dead=1.0) as client:
+            await client.wait_for_ready(30)
+            pending = client.submit(requests.execute("import time; time.sleep(60)"))
+            await asyncio.sleep(0.2)
+            os.kill(fresh_kernel.pid, signal.SIGKILL)
+            started = time.monotonic()
+            with pytest.raises(KernelDied):
+                await pending.reply(timeout=10)
+            return time.monotonic() - started
+
+    assert asyncio.run(main()) < 3.0
+
+
+def test_timeouts(client: BlockingKernelClient) -> None:
+    with pytest.raises(queue.Empty):
+        client.get_stdin_msg(timeout=0.1)
+    pending = client.submit(requests.execute("import time; time.sleep(1)"))
+    with pytest.raises(KernelTimeout):
+        pending.reply(timeout=0.1)
+    assert pending.reply(timeout=30)["content"]["status"] == "ok"
+    assert isinstance(KernelTimeout("x"), TimeoutError)
+
+
+def test_stopped_client_raises_clear_error(ipykernel: KernelProcess) -> None:
+    client = BlockingKernelClient(ipykernel.connection_file)
+    with pytest.raises(ClientClosed, match="start_channels"):
+        client.execute("1")
+    client.start_channels()
+    client.stop_channels()
+    with pytest.raises(ClientClosed):
+        client.get_iopub_msg(timeout=0)
+    assert not client.is_alive()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("kind", ["blocking", "async"])
+def test_no_thread_or_fd_left_after_1000_cycles(ipykernel: KernelProcess, kind: str) -> None:
+    def cycle_blocking() -> None:
+        with BlockingKernelClient(ipykernel.connection_file) as kc:
+            assert kc.is_alive()
+
+    async def cycles_async(n: int) -> None:
+        for _ in range(n):
+            async with AsyncKernelClient(ipykernel.connection_file) as kc:
+                assert await kc.is_alive()
+
+    def run(n: int) -> None:
+        if kind == "blocking":
+            for _ in range(n):
+                cycle_blocking()
+        else:
+            asyncio.run(cycles_async(n))
+
+    run(20)  # warm up: the shared ZeroMQ context starts its I/O thread once
+    threads, fds = threading.active_count(), _open_fds()
+    run(1000)
+    assert threading.active_count() == threads
+    # ZeroMQ reaps closed sockets on its I/O thread: give it a moment, then compare.
+    # A leak of one descriptor per cycle would show as about a thousand more.
+    deadline = time.monotonic() + 10
+    while _open_fds() > fds + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_fds() <= fds + 2

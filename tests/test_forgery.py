@@ -1,0 +1,92 @@
+"""Forged, replayed and broken messages are never delivered: a synthetic peer sends them.
+
+A real kernel never sends these, so a tiny ZeroMQ publisher (fault injection) plays
+the kernel's IOPub socket here.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from kernelwire import BlockingKernelClient
+from kernelwire.protocol.codec import Session
+from kernelwire.protocol.connection import new_connection_info
+
+
+@pytest.fixture
+def fake_iopub() -> Iterator[tuple[zmq.Socket[bytes], BlockingKernelClient, Session]]:
+    info = new_connection_info()
+    context = zmq.Context.instance()
+    pub = context.socket(zmq.PUB)
+    pub.linger = 0
+    pub.bind(info.url("iopub"))
+    client = BlockingKernelClient(connection_info=info)
+    client.start_channels(shell=False, stdin=False, control=False, hb=False)
+    kernel_session = Session(info.key_bytes, check_replay=False)
+    try:
+        # Wait for the subscription to reach the publisher (ZeroMQ's slow joiner).
+        deadline = time.monotonic() + 10
+        while True:
+            pub.send_multipart(kernel_session.encode(kernel_session.message("status", {"execution_state": "probe"})))
+            try:
+                client.get_iopub_msg(timeout=0.05)
+                break
+            except queue.Empty:
+                assert time.monotonic() < deadline, "subscriber never connected"
+        time.sleep(0.1)
+        while client.iopub_channel.get_msgs():
+            pass
+        yield pub, client, kernel_session
+    finally:
+        client.stop_channels()
+        pub.close(0)
+
+
+def stream(session: Session, text: str) -> list[bytes]:
+    return session.encode(session.message("stream", {"name": "stdout", "text": text}))
+
+
+def drain(client: BlockingKernelClient) -> list[str]:
+    texts = []
+    while True:
+        try:
+            texts.append(client.get_iopub_msg(timeout=0.5)["content"]["text"])
+        except queue.Empty:
+            return texts
+
+
+def test_forged_replayed_and_broken_messages_are_refused(
+    fake_iopub: tuple[zmq.Socket[bytes], BlockingKernelClient, Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    pub, client, session = fake_iopub
+    wrong_key = Session(b"not-the-key")
+    good = stream(session, "good")
+    tampered = list(stream(session, "tampered"))
+    tampered[-1] = tampered[-1].replace(b"tampered", b"TAMPERED")
+    unsigned = list(stream(session, "unsigned"))
+    unsigned[1] = b""
+    with caplog.at_level(logging.WARNING, logger="kernelwire"):
+        pub.send_multipart(good)
+        pub.send_multipart(stream(wrong_key, "wrong key"))
+        pub.send_multipart(tampered)
+        pub.send_multipart(unsigned)
+        pub.send_multipart(good)  # replay of the first message
+        pub.send_multipart(good[:4])  # truncated
+        pub.send_multipart([b"garbage"])  # no delimiter
+        pub.send_multipart(stream(session, "last"))
+        assert drain(client) == ["good", "last"]
+    assert client.router.rejected == 6
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 6
+    assert any("signature" in text for text in refused)
+    assert any("seen before" in text for text in refused)
+    assert any("truncated" in text for text in refused)
+    key = client.connection_info.key if client.connection_info else ""
+    assert key and all(key not in text for text in refused)
+    assert key not in repr(client.session) and key not in repr(client.connection_info)
