@@ -53,7 +53,9 @@ def client(ipykernel: KernelProcess) -> Iterator[BlockingKernelClient]:
 @contextlib.contextmanager
 def launched(argv: list[str], connection_file: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run a kernel command line in its own process group; kill the group afterwards."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         yield proc
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ipykernel.kernelbase import Kernel
 
@@ -12,21 +12,39 @@ class EchoKernel(Kernel):
 
     implementation = "echo"
     implementation_version = "1.0"
-    language_info = {"name": "echo", "mimetype": "text/plain", "file_extension": ".txt"}
+    language_info: ClassVar[dict[str, str]] = {
+        "name": "echo",
+        "mimetype": "text/plain",
+        "file_extension": ".txt",
+    }
     banner = "Echo kernel"
 
     def do_execute(  # type: ignore[override]
-        self, code: str, silent: bool, store_history: bool = True,
-        user_expressions: Any = None, allow_stdin: bool = False, **kwargs: Any,
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: Any = None,
+        allow_stdin: bool = False,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         if not silent:
             self.send_response(self.iopub_socket, "stream", {"name": "stdout", "text": code})
             self.send_response(
                 self.iopub_socket,
                 "execute_result",
-                {"execution_count": self.execution_count, "data": {"text/plain": code.upper()}, "metadata": {}},
+                {
+                    "execution_count": self.execution_count,
+                    "data": {"text/plain": code.upper()},
+                    "metadata": {},
+                },
             )
-        return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
+        return {
+            "status": "ok",
+            "execution_count": self.execution_count,
+            "payload": [],
+            "user_expressions": {},
+        }
 
 
 class BrokenKernel(Kernel):
@@ -34,7 +52,7 @@ class BrokenKernel(Kernel):
 
     implementation = "broken"
     implementation_version = "0"
-    language_info = {"name": "broken"}
+    language_info: ClassVar[dict[str, str]] = {"name": "broken"}
 
     def __init__(self, **kwargs: Any) -> None:
         raise RuntimeError("broken kernel refuses to start")

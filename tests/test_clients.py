@@ -37,16 +37,27 @@ def test_async_classic_flow_and_handles(ipykernel: KernelProcess) -> None:
                     msgs.append(await client.get_iopub_msg(timeout=1))
                 except queue.Empty:
                     break
-            assert [m["msg_type"] for m in msgs] == ["status", "execute_input", "execute_result", "status"]
+            assert [m["msg_type"] for m in msgs] == [
+                "status",
+                "execute_input",
+                "execute_result",
+                "status",
+            ]
             assert all(m["parent_header"]["msg_id"] == msg_id for m in msgs)
             reply = await client.get_shell_msg(timeout=10)
             assert reply["parent_header"]["msg_id"] == msg_id
 
-            assert (await client.kernel_info(reply=True, timeout=30))["msg_type"] == "kernel_info_reply"
+            assert (await client.kernel_info(reply=True, timeout=30))[
+                "msg_type"
+            ] == "kernel_info_reply"
             slow = client.submit(requests.execute("import time; time.sleep(0.1); print('slow')"))
             fast = client.submit(requests.execute("print('fast')"))
-            fast_text = [m["content"]["text"] async for m in fast.iopub(30) if m["msg_type"] == "stream"]
-            slow_text = [m["content"]["text"] async for m in slow.iopub(30) if m["msg_type"] == "stream"]
+            fast_text = [
+                m["content"]["text"] async for m in fast.iopub(30) if m["msg_type"] == "stream"
+            ]
+            slow_text = [
+                m["content"]["text"] async for m in slow.iopub(30) if m["msg_type"] == "stream"
+            ]
             assert (fast_text, slow_text) == (["fast\n"], ["slow\n"])
 
             outputs: list[Message] = []
@@ -58,7 +69,9 @@ def test_async_classic_flow_and_handles(ipykernel: KernelProcess) -> None:
                 "print(input('q? '))", output_hook=outputs.append, stdin_hook=answer, timeout=30
             )
             assert reply["content"]["status"] == "ok"
-            assert [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"] == ["async input\n"]
+            assert [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"] == [
+                "async input\n"
+            ]
 
     asyncio.run(main())
 
@@ -70,7 +83,11 @@ def test_async_concurrent_requests_from_tasks(ipykernel: KernelProcess) -> None:
 
             async def run(i: int) -> str:
                 pending = client.submit(requests.execute(f"print({i})"))
-                texts = [m["content"]["text"] async for m in pending.iopub(30) if m["msg_type"] == "stream"]
+                texts = [
+                    m["content"]["text"]
+                    async for m in pending.iopub(30)
+                    if m["msg_type"] == "stream"
+                ]
                 return "".join(texts)
 
             return await asyncio.gather(*(run(i) for i in range(20)))
@@ -97,7 +114,9 @@ def test_blocking_client_shared_between_threads(client: BlockingKernelClient) ->
 
     def work(i: int) -> None:
         pending = client.submit(requests.execute(f"print('thread {i}')"))
-        results[i] = "".join(m["content"]["text"] for m in pending.iopub(60) if m["msg_type"] == "stream")
+        results[i] = "".join(
+            m["content"]["text"] for m in pending.iopub(60) if m["msg_type"] == "stream"
+        )
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -121,7 +140,9 @@ def test_callback_client(ipykernel: KernelProcess) -> None:
         ipykernel.connection_file, on_unclaimed=lambda ch, m: unclaimed.append(m["msg_type"])
     ) as client:
         client.execute_callback(
-            "print('cb')", on_message=lambda ch, m: events.append((ch, m["msg_type"])), on_done=finished
+            "print('cb')",
+            on_message=lambda ch, m: events.append((ch, m["msg_type"])),
+            on_done=finished,
         )
         assert done.wait(30)
         # the blocking API works from another thread while the reader thread runs
@@ -131,7 +152,7 @@ def test_callback_client(ipykernel: KernelProcess) -> None:
         while "execute_reply" not in unclaimed and time.monotonic() < deadline:
             time.sleep(0.01)
     assert ("iopub", "stream") in events and ("shell", "execute_reply") in events
-    assert events[-1] == ("iopub", "status") or ("shell", "execute_reply") == events[-1]
+    assert events[-1] == ("iopub", "status") or events[-1] == ("shell", "execute_reply")
     assert replies[0]["content"]["status"] == "ok"
     assert "execute_reply" in unclaimed
 

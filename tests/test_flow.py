@@ -12,7 +12,9 @@ import pytest
 from kernelwire import BlockingKernelClient, KernelProcess, get_messages, run_kernel_in_process
 
 
-def classic_flow(client_class: Any, connection_file: str, code: str) -> tuple[str, list[dict[str, Any]]]:
+def classic_flow(
+    client_class: Any, connection_file: str, code: str
+) -> tuple[str, list[dict[str, Any]]]:
     client = client_class()
     client.load_connection_file(connection_file)
     client.start_channels()
@@ -35,7 +37,15 @@ def check_flow(msg_id: str, msgs: list[dict[str, Any]], result: str) -> None:
     assert [m["content"].get("execution_state") for m in (msgs[0], msgs[-1])] == ["busy", "idle"]
     assert msgs[2]["content"]["data"]["text/plain"] == result
     for msg in msgs:
-        assert set(msg) == {"header", "msg_id", "msg_type", "parent_header", "metadata", "content", "buffers"}
+        assert set(msg) == {
+            "header",
+            "msg_id",
+            "msg_type",
+            "parent_header",
+            "metadata",
+            "content",
+            "buffers",
+        }
         assert msg["parent_header"]["msg_id"] == msg_id
         assert msg["msg_id"] == msg["header"]["msg_id"]
         assert isinstance(msg["header"]["date"], datetime)
@@ -57,10 +67,12 @@ def test_issue_flow_on_ipykernel(tmp_path: Path) -> None:
 def test_same_messages_as_jupyter_client(ipykernel: KernelProcess) -> None:
     jupyter_client = pytest.importorskip("jupyter_client")
     _, ours = classic_flow(BlockingKernelClient, ipykernel.connection_file, "6 * 7")
-    _, theirs = classic_flow(jupyter_client.BlockingKernelClient, ipykernel.connection_file, "6 * 7")
+    _, theirs = classic_flow(
+        jupyter_client.BlockingKernelClient, ipykernel.connection_file, "6 * 7"
+    )
     theirs = [m for m in theirs if m["msg_type"] != "iopub_welcome"]
     assert [m["msg_type"] for m in ours] == [m["msg_type"] for m in theirs]
-    for mine, reference in zip(ours, theirs):
+    for mine, reference in zip(ours, theirs, strict=True):
         assert set(mine) == set(reference)
         for key in mine:
             assert isinstance(mine[key], type(reference[key])), key
@@ -76,7 +88,13 @@ def test_flow_on_xeus_python(xeus_connection_file: str) -> None:
 
 def test_get_messages_returns_exactly_that_request(ipykernel: KernelProcess) -> None:
     msgs = get_messages(ipykernel.connection_file, "print('hello')\n1 + 1", timeout=30)
-    assert [m["msg_type"] for m in msgs] == ["status", "execute_input", "stream", "execute_result", "status"]
+    assert [m["msg_type"] for m in msgs] == [
+        "status",
+        "execute_input",
+        "stream",
+        "execute_result",
+        "status",
+    ]
     assert msgs[2]["content"]["text"] == "hello\n"
     assert len({m["parent_header"]["msg_id"] for m in msgs}) == 1
 

@@ -33,7 +33,11 @@ def fake_iopub() -> Iterator[tuple[zmq.Socket[bytes], BlockingKernelClient, Sess
         # Wait for the subscription to reach the publisher (ZeroMQ's slow joiner).
         deadline = time.monotonic() + 10
         while True:
-            pub.send_multipart(kernel_session.encode(kernel_session.message("status", {"execution_state": "probe"})))
+            pub.send_multipart(
+                kernel_session.encode(
+                    kernel_session.message("status", {"execution_state": "probe"})
+                )
+            )
             try:
                 client.get_iopub_msg(timeout=0.05)
                 break
@@ -62,7 +66,8 @@ def drain(client: BlockingKernelClient) -> list[str]:
 
 
 def test_forged_replayed_and_broken_messages_are_refused(
-    fake_iopub: tuple[zmq.Socket[bytes], BlockingKernelClient, Session], caplog: pytest.LogCaptureFixture
+    fake_iopub: tuple[zmq.Socket[bytes], BlockingKernelClient, Session],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     pub, client, session = fake_iopub
     wrong_key = Session(b"not-the-key")

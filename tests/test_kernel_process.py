@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kernelwire import BlockingKernelClient, KernelDied, PortInUse, requests, run_kernel_in_process
-
 from kernels_for_tests import BrokenKernel, EchoKernel
+from kernelwire import BlockingKernelClient, KernelDied, PortInUse, requests, run_kernel_in_process
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -44,7 +43,9 @@ def test_custom_kernel_class(tmp_path: Path) -> None:
             info = client.kernel_info(reply=True, timeout=30)["content"]
             assert info["implementation"] == "echo"
             pending = client.submit(requests.execute("abc"))
-            outputs = [m for m in pending.iopub(30) if m["msg_type"] in ("stream", "execute_result")]
+            outputs = [
+                m for m in pending.iopub(30) if m["msg_type"] in ("stream", "execute_result")
+            ]
         assert outputs[0]["content"]["text"] == "abc"
         assert outputs[1]["content"]["data"]["text/plain"] == "ABC"
     assert wait_gone(kernel.pid)
@@ -71,7 +72,9 @@ def test_second_kernel_on_a_taken_connection_file(tmp_path: Path) -> None:
 
 def test_kernel_dying_at_startup_reports_its_stderr(tmp_path: Path) -> None:
     with pytest.raises(KernelDied) as excinfo:
-        run_kernel_in_process(tmp_path / "broken.json", kernel_class=BrokenKernel, startup_timeout=60)
+        run_kernel_in_process(
+            tmp_path / "broken.json", kernel_class=BrokenKernel, startup_timeout=60
+        )
     assert "broken kernel refuses to start" in str(excinfo.value)
     assert excinfo.value.exit_code not in (None, 0)
     assert not (tmp_path / "broken.json").exists()
@@ -115,7 +118,9 @@ def test_works_without_main_guard(tmp_path: Path, how: str) -> None:
         argv, stdin = [sys.executable, "-c", code], None
     else:
         argv, stdin = [sys.executable, "-"], code
-    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     assert lines[0] == "script"
@@ -130,14 +135,17 @@ def test_inside_a_running_notebook_kernel(ipykernel_path_kernel: str) -> None:
         from kernelwire import BlockingKernelClient, run_kernel_in_process
         inner = run_kernel_in_process()
         with BlockingKernelClient(inner.connection_file) as c:
-            r = c.execute("import sys; sys.argv", reply=True, timeout=60, user_expressions={"argv": "sys.argv"})
+            r = c.execute("import sys", reply=True, timeout=60,
+                          user_expressions={"argv": "sys.argv"})
         inner_argv = r["content"]["user_expressions"]["argv"]["data"]["text/plain"]
         inner.stop()
         inner_argv
         """
     )
     with BlockingKernelClient(ipykernel_path_kernel) as outer:
-        reply = outer.execute(code, reply=True, timeout=120, user_expressions={"argv": "inner_argv"})
+        reply = outer.execute(
+            code, reply=True, timeout=120, user_expressions={"argv": "inner_argv"}
+        )
     assert reply["content"]["status"] == "ok", reply["content"]
     argv = reply["content"]["user_expressions"]["argv"]["data"]["text/plain"]
     assert "connection_file.json" not in argv  # the outer kernel's own -f is not inherited

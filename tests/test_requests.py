@@ -19,9 +19,17 @@ from kernelwire.protocol.message import Message
         (requests.complete("impor"), "complete_reply", lambda c: "import" in c["matches"]),
         (requests.inspect("len"), "inspect_reply", lambda c: c["found"] is True),
         (requests.history(hist_access_type="tail", n=5), "history_reply", lambda c: "history" in c),
-        (requests.kernel_info(), "kernel_info_reply", lambda c: c["language_info"]["name"] == "python"),
+        (
+            requests.kernel_info(),
+            "kernel_info_reply",
+            lambda c: c["language_info"]["name"] == "python",
+        ),
         (requests.comm_info(), "comm_info_reply", lambda c: "comms" in c),
-        (requests.is_complete("for i in x:"), "is_complete_reply", lambda c: c["status"] == "incomplete"),
+        (
+            requests.is_complete("for i in x:"),
+            "is_complete_reply",
+            lambda c: c["status"] == "incomplete",
+        ),
         (requests.interrupt(), "interrupt_reply", lambda c: c["status"] == "ok"),
         (requests.usage(), "usage_reply", lambda c: "kernel_cpu" in c or "cpu_count" in c or c),
         (requests.list_subshell(), "list_subshell_reply", lambda c: c["subshell_id"] == []),
@@ -48,7 +56,9 @@ def test_jupyter_client_style_reply_methods(client: BlockingKernelClient) -> Non
     assert client.execute("b = 2", reply=True, timeout=30)["content"]["status"] == "ok"
     assert client.complete("pri", reply=True, timeout=30)["content"]["matches"]
     assert client.inspect("print", reply=True, timeout=30)["content"]["found"]
-    assert client.kernel_info(reply=True, timeout=30)["content"]["protocol_version"].startswith("5.")
+    assert client.kernel_info(reply=True, timeout=30)["content"]["protocol_version"].startswith(
+        "5."
+    )
     assert "comms" in client.comm_info(reply=True, timeout=30)["content"]
     assert client.is_complete("1 +", reply=True, timeout=30)["content"]["status"] == "invalid"
     history = client.history(hist_access_type="tail", n=10, reply=True, timeout=30)
@@ -60,7 +70,11 @@ def test_subshell_create_and_delete(client: BlockingKernelClient) -> None:
     subshell_id = created["content"]["subshell_id"]
     listed = client.list_subshell(reply=True, timeout=30)["content"]["subshell_id"]
     assert subshell_id in listed
-    pending = client.submit(requests.execute("import threading; threading.current_thread().name", subshell_id=subshell_id))
+    pending = client.submit(
+        requests.execute(
+            "import threading; threading.current_thread().name", subshell_id=subshell_id
+        )
+    )
     results = [m for m in pending.iopub(30) if m["msg_type"] == "execute_result"]
     assert results and results[0]["parent_header"]["subshell_id"] == subshell_id
     deleted = client.delete_subshell(subshell_id, reply=True, timeout=30)
@@ -105,9 +119,12 @@ def test_input_answered_through_get_stdin_msg_and_input(client: BlockingKernelCl
     client.input("forty-two")
     reply = client.get_shell_msg(timeout=30)
     assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
-    assert client.execute("value", reply=True, user_expressions={"v": "value"}, timeout=30)[
-        "content"
-    ]["user_expressions"]["v"]["data"]["text/plain"] == "'forty-two'"
+    assert (
+        client.execute("value", reply=True, user_expressions={"v": "value"}, timeout=30)["content"][
+            "user_expressions"
+        ]["v"]["data"]["text/plain"]
+        == "'forty-two'"
+    )
 
 
 ECHO_TARGET = """
@@ -129,7 +146,9 @@ def test_comm_open_msg_close(client: BlockingKernelClient) -> None:
     comm_id = uuid.uuid4().hex
 
     def comm_traffic(request: requests.Request) -> list[Message]:
-        return [m for m in client.submit(request).iopub(30) if m["msg_type"] in ("comm_msg", "stream")]
+        return [
+            m for m in client.submit(request).iopub(30) if m["msg_type"] in ("comm_msg", "stream")
+        ]
 
     opened = comm_traffic(requests.comm_open(comm_id, "kw_echo", {"hello": 1}))
     assert [m["content"]["data"] for m in opened] == [{"opened": {"hello": 1}}]
@@ -144,7 +163,11 @@ def test_comm_open_msg_close(client: BlockingKernelClient) -> None:
 
 
 def test_two_executes_in_flight_each_get_their_own_outputs(client: BlockingKernelClient) -> None:
-    slow = client.submit(requests.execute("import time\nfor i in range(3):\n    print('slow', i)\n    time.sleep(0.05)"))
+    slow = client.submit(
+        requests.execute(
+            "import time\nfor i in range(3):\n    print('slow', i)\n    time.sleep(0.05)"
+        )
+    )
     fast = client.submit(requests.execute("print('fast')\n'done'"))
     # Read the second request first: the first one's messages must wait for it, not vanish.
     fast_msgs = list(fast.iopub(30))
@@ -154,7 +177,9 @@ def test_two_executes_in_flight_each_get_their_own_outputs(client: BlockingKerne
     text = lambda msgs: "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream")  # noqa: E731
     assert text(slow_msgs) == "slow 0\nslow 1\nslow 2\n"
     assert text(fast_msgs) == "fast\n"
-    assert slow.reply(30)["content"]["status"] == "ok" and fast.reply(30)["content"]["status"] == "ok"
+    assert (
+        slow.reply(30)["content"]["status"] == "ok" and fast.reply(30)["content"]["status"] == "ok"
+    )
 
 
 def test_unclaimed_messages_are_kept_for_get_msg(client: BlockingKernelClient) -> None:
@@ -201,5 +226,10 @@ def test_channel_objects(client: BlockingKernelClient) -> None:
     assert msgs and msgs[-1]["content"]["execution_state"] == "idle"
     assert not client.iopub_channel.msg_ready()
     assert client.hb_channel.is_beating()
-    for channel in (client.shell_channel, client.iopub_channel, client.stdin_channel, client.control_channel):
+    for channel in (
+        client.shell_channel,
+        client.iopub_channel,
+        client.stdin_channel,
+        client.control_channel,
+    ):
         assert channel.is_alive()

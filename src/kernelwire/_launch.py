@@ -28,8 +28,10 @@ def main() -> None:
 
     options = {} if kernel_class is None else {"kernel_class": kernel_class}
     app = IPKernelApp.instance(**options)
-    app.initialize(["-f", connection_file, "--IPKernelApp.log_level=WARN"])
-    app.start()
+    app.initialize(  # type: ignore[no-untyped-call]
+        ["-f", connection_file, "--IPKernelApp.log_level=WARN"]
+    )
+    app.start()  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":

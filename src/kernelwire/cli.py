@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelwire", description="Talk to Jupyter kernels.")
     parser.add_argument("--version", action="version", version=f"kernelwire {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run code on a new IPython kernel and print what it shows")
+    run = commands.add_parser(
+        "run", help="run code on a new IPython kernel and print what it shows"
+    )
     source = run.add_mutually_exclusive_group()
     source.add_argument("-c", "--code", help="the code to run")
     source.add_argument("file", nargs="?", help="a file of code to run, or - for stdin")

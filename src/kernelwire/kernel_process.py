@@ -21,7 +21,6 @@ from typing import IO
 
 from .client.blocking import BlockingKernelClient
 from .errors import KernelDied, KernelTimeout, PortInUse
-from .protocol import requests
 from .protocol.connection import (
     PORT_FIELDS,
     ConnectionInfo,
@@ -127,7 +126,10 @@ class KernelProcess:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -222,9 +224,10 @@ def run_kernel_in_process(
 def _wait_until_answering(kernel: KernelProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     client = BlockingKernelClient(connection_info=kernel.connection_info)
-    client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+    client.start_channels(stdin=False, hb=False, control=False)
     try:
-        pending = client.submit(requests.kernel_info())
+        # Wait until a kernel_info's reply *and* its IOPub idle are in, so that no status
+        # of this probe reaches the caller's own client later.
         while True:
             if not kernel.is_alive():
                 raise KernelDied(
@@ -239,10 +242,9 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float) -> None:
                     + kernel.stderr_tail()
                 )
             try:
-                pending.reply(min(0.1, left))
+                client.wait_for_ready(min(0.5, left))
                 return
             except KernelTimeout:
                 continue
     finally:
         client.stop_channels()
-

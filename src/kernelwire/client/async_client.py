@@ -24,9 +24,9 @@ from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
 from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
 from .blocking import HeartbeatChannel
-from .engine import AsyncEngine
+from .engine import AsyncEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
-from .routing import RequestState
+from .routing import RequestState, welcome_or_idle
 
 AsyncHook = Callable[[Message], Any]
 
@@ -218,16 +218,8 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
 
     async def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
         engine = self.engine
-        router = engine.router
-
-        def take() -> Message | None:
-            msg = router.take_unclaimed(channel)
-            if msg is None:
-                router.check_alive()
-            return msg
-
         try:
-            return await engine.wait_for(take, timeout)
+            return await engine.wait_for(take_unclaimed(engine.router, channel), timeout)
         except KernelTimeout:
             raise queue.Empty from None
 
@@ -267,7 +259,10 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
             return False
 
     async def wait_for_ready(self, timeout: float | None = None) -> Message:
-        """Wait until the kernel answers ``kernel_info`` and IOPub is connected; return the reply."""
+        """Wait until the kernel answers ``kernel_info`` and IOPub is connected.
+
+        Returns the ``kernel_info_reply``.
+        """
         if self._engine is None:
             self.start_channels()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -276,29 +271,40 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
         router = self.engine.router
+        probes: list[AsyncPendingRequest] = []
         try:
             while True:
-                pending = self.submit(requests.kernel_info())
-                try:
-                    reply = await pending.reply(left())
-                    if "iopub" not in self.engine.transport.sockets:
-                        return reply
-                    grace = 0.25 if router.iopub_welcomed else 1.0
+                welcomed_before = router.iopub_welcomed
+                probe = self.submit(requests.kernel_info())
+                probes.append(probe)
+                reply = await probe.reply(left())
+                if "iopub" not in self.engine.transport.sockets:
+                    return reply
+                state = probe._state
+                if not welcomed_before:
                     try:
-                        async for _ in pending.events(min(grace, left() or grace)):
-                            pass
-                        return reply
+                        await self.engine.wait_for(
+                            welcome_or_idle(router, state), min(1.0, left() or 1)
+                        )
                     except KernelTimeout:
-                        if router.iopub_welcomed:
-                            return reply
                         if left() == 0.0:
                             raise
-                finally:
-                    pending.close()
+                        continue
+                    if not state.idle:
+                        continue
+                async for _ in probe.events(left()):
+                    pass
+                return reply
         except KernelTimeout:
             raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
+        finally:
+            for probe in probes:
+                probe._state.events.clear()
+                probe.close()
 
-    def submit(self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS) -> AsyncPendingRequest:
+    def submit(
+        self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS
+    ) -> AsyncPendingRequest:
         """Send ``request`` and return a handle that receives exactly its messages."""
         msg, state = self._send(request, claims)
         assert state is not None

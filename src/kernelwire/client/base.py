@@ -212,7 +212,11 @@ class KernelClientBase(Generic[EngineT]):
     ) -> Request:
         if allow_stdin is None:
             allow_stdin = self.allow_stdin
-        if allow_stdin and self._engine is not None and "stdin" not in self._engine.transport.sockets:
+        if (
+            allow_stdin
+            and self._engine is not None
+            and "stdin" not in self._engine.transport.sockets
+        ):
             raise ClientClosed("allow_stdin needs the stdin channel: start_channels(stdin=True)")
         return requests.execute(
             code, silent, store_history, user_expressions, allow_stdin, stop_on_error
@@ -242,7 +246,12 @@ class KernelClientBase(Generic[EngineT]):
         return self._request(request, reply, timeout)
 
     def complete(
-        self, code: str, cursor_pos: int | None = None, *, reply: bool = False, timeout: float | None = None
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        *,
+        reply: bool = False,
+        timeout: float | None = None,
     ) -> Any:
         """Ask for completions; msg_id or ``complete_reply``."""
         return self._request(requests.complete(code, cursor_pos), reply, timeout)
@@ -288,7 +297,9 @@ class KernelClientBase(Generic[EngineT]):
         """Ask whether ``code`` is complete; msg_id or ``is_complete_reply``."""
         return self._request(requests.is_complete(code), reply, timeout)
 
-    def shutdown(self, restart: bool = False, *, reply: bool = False, timeout: float | None = None) -> Any:
+    def shutdown(
+        self, restart: bool = False, *, reply: bool = False, timeout: float | None = None
+    ) -> Any:
         """Ask the kernel to shut down (on control); msg_id or ``shutdown_reply``."""
         return self._request(requests.shutdown(restart), reply, timeout)
 
@@ -296,7 +307,9 @@ class KernelClientBase(Generic[EngineT]):
         """Send ``interrupt_request`` on control (for ``interrupt_mode: message`` kernels)."""
         return self._request(requests.interrupt(), reply, timeout)
 
-    def debug_request(self, content: Mapping[str, Any], *, reply: bool = False, timeout: float | None = None) -> Any:
+    def debug_request(
+        self, content: Mapping[str, Any], *, reply: bool = False, timeout: float | None = None
+    ) -> Any:
         """Send a Debug Adapter Protocol request on control."""
         return self._request(requests.debug(content), reply, timeout)
 
@@ -308,12 +321,18 @@ class KernelClientBase(Generic[EngineT]):
         """List subshells (protocol 5.5)."""
         return self._request(requests.list_subshell(), reply, timeout)
 
-    def delete_subshell(self, subshell_id: str, *, reply: bool = False, timeout: float | None = None) -> Any:
+    def delete_subshell(
+        self, subshell_id: str, *, reply: bool = False, timeout: float | None = None
+    ) -> Any:
         """Delete a subshell (protocol 5.5)."""
         return self._request(requests.delete_subshell(subshell_id), reply, timeout)
 
     def comm_open(
-        self, target_name: str, data: Mapping[str, Any] | None = None, comm_id: str | None = None, **kwargs: Any
+        self,
+        target_name: str,
+        data: Mapping[str, Any] | None = None,
+        comm_id: str | None = None,
+        **kwargs: Any,
     ) -> str:
         """Open a comm to ``target_name``; returns the msg_id (the comm id is in its content)."""
         request = requests.comm_open(comm_id or uuid.uuid4().hex, target_name, data, **kwargs)

@@ -23,9 +23,9 @@ from ..protocol import requests
 from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
 from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
-from .engine import BlockingEngine
+from .engine import BlockingEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
-from .routing import RequestState
+from .routing import RequestState, welcome_or_idle
 
 Hook = Callable[[Message], None]
 
@@ -51,7 +51,10 @@ class PendingRequest:
         return self._state.done and not self._state.events
 
     def reply(self, timeout: float | None = None) -> Message:
-        """The reply (``*_reply`` message); :class:`KernelTimeout` / :class:`KernelDied` if it does not come."""
+        """The ``*_reply`` message.
+
+        Raises :class:`KernelTimeout` or :class:`KernelDied` if it does not come.
+        """
         state = self._state
         router = self._engine.router
 
@@ -98,7 +101,10 @@ class PendingRequest:
         output_hook: Hook | None = None,
         stdin_hook: Hook | None = None,
     ) -> Message:
-        """Consume everything (IOPub to ``output_hook``, stdin to ``stdin_hook``); return the reply."""
+        """Consume everything and return the reply.
+
+        IOPub messages go to ``output_hook``, stdin requests to ``stdin_hook``.
+        """
         for channel, msg in self.events(timeout):
             if channel == "iopub" and output_hook is not None:
                 output_hook(msg)
@@ -130,7 +136,10 @@ class BlockingChannel:
         self.name = name
 
     def get_msg(self, block: bool = True, timeout: float | None = None) -> Message:
-        """The next unclaimed message; ``queue.Empty`` after ``timeout`` (or at once if not ``block``)."""
+        """The next unclaimed message.
+
+        Raises ``queue.Empty`` after ``timeout`` (at once if not ``block``).
+        """
         return self.client._get_unclaimed(self.name, timeout if block else 0.0)
 
     def get_msgs(self) -> list[Message]:
@@ -187,7 +196,7 @@ class HeartbeatChannel:
         engine = self.client._engine
         if engine is None or engine.heartbeat.paused or engine.router.death is not None:
             return False
-        return engine.heartbeat.beating(time.monotonic())
+        return bool(engine.heartbeat.beating(time.monotonic()))
 
     def is_alive(self) -> bool:
         """Whether the heartbeat channel is open."""
@@ -256,16 +265,8 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
 
     def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
         engine = self.engine
-        router = engine.router
-
-        def take() -> Message | None:
-            msg = router.take_unclaimed(channel)
-            if msg is None:
-                router.check_alive()
-            return msg
-
         try:
-            return engine.wait_for(take, timeout)
+            return engine.wait_for(take_unclaimed(engine.router, channel), timeout)
         except KernelTimeout:
             raise queue.Empty from None
 
@@ -321,32 +322,42 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
         router = self.engine.router
+        probes: list[PendingRequest] = []
         try:
             while True:
-                pending = self.submit(requests.kernel_info())
-                try:
-                    reply = pending.reply(left())
-                    if "iopub" not in self.engine.transport.sockets:
-                        return reply
-                    # Our own status messages prove IOPub works; take them so they are not
-                    # left for get_iopub_msg(). With a welcome, lost ones mean nothing.
-                    grace = 0.25 if router.iopub_welcomed else 1.0
+                welcomed_before = router.iopub_welcomed
+                probe = self.submit(requests.kernel_info())
+                probes.append(probe)
+                reply = probe.reply(left())
+                if "iopub" not in self.engine.transport.sockets:
+                    return reply
+                state = probe._state
+                if not welcomed_before:
+                    # Our statuses may have gone out before IOPub was subscribed: wait for
+                    # them or for the welcome, which makes the next probe's statuses certain.
                     try:
-                        for _ in pending.events(min(grace, left() or grace)):
-                            pass
-                        return reply
+                        self.engine.wait_for(welcome_or_idle(router, state), min(1.0, left() or 1))
                     except KernelTimeout:
-                        if router.iopub_welcomed:
-                            return reply
                         if left() == 0.0:
                             raise
-                finally:
-                    pending.close()
+                        continue
+                    if not state.idle:
+                        continue
+                # This probe's idle came: every earlier probe's statuses came before it.
+                for _ in probe.events(left()):
+                    pass
+                return reply
         except KernelTimeout:
             raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
+        finally:
+            for probe in probes:
+                probe._state.events.clear()  # probes' own messages are not the user's
+                probe.close()
 
     # -- requests ------------------------------------------------------------------
-    def submit(self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS) -> PendingRequest:
+    def submit(
+        self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS
+    ) -> PendingRequest:
         """Send ``request`` and return a handle that receives exactly its messages."""
         msg, state = self._send(request, claims)
         assert state is not None

@@ -60,7 +60,9 @@ class CallbackKernelClient(BlockingKernelClient):
         if self.on_unclaimed is not None:
             self.engine.router.unclaimed_sink = self._deliver_unclaimed
         self._stopping = False
-        self._thread = threading.Thread(target=self._read_forever, name="kernelwire-reader", daemon=True)
+        self._thread = threading.Thread(
+            target=self._read_forever, name="kernelwire-reader", daemon=True
+        )
         self._thread.start()
 
     def _deliver_unclaimed(self, channel: Channel, msg: Message) -> None:
@@ -101,7 +103,10 @@ class CallbackKernelClient(BlockingKernelClient):
         claims: frozenset[Channel] = ALL_CLAIMS,
     ) -> str:
         """Send ``request``; its messages go to ``on_message(channel, msg)`` as they arrive,
-        and ``on_done(reply)`` runs once the reply and ``status: idle`` are in. Returns the msg_id."""
+        and ``on_done(reply)`` runs once the reply and ``status: idle`` are in.
+
+        Returns the msg_id.
+        """
         holder: list[RequestState] = []
 
         def sink(channel: Channel, msg: Message) -> None:

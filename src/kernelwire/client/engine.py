@@ -10,6 +10,7 @@ reads the sockets from the asyncio loop's reader callbacks. Both feed the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -71,7 +72,7 @@ class EngineBase:
                 self.router.rejected += 1
                 log.warning("refused a message on the %s channel: %s", channel, exc)
                 continue
-            dispatch(channel, msg)  # type: ignore[arg-type]
+            dispatch(channel, msg)
 
     def _heartbeat_tick(self, now: float) -> None:
         if "hb" not in self.transport.sockets or self.router.death is not None:
@@ -131,10 +132,9 @@ class BlockingEngine(EngineBase):
             self._wake()
 
     def _wake(self) -> None:
-        try:
+        # A full or closed pipe means the pumper is awake (or gone) anyway.
+        with contextlib.suppress(OSError):
             os.write(self._wake_w, b"!")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full or closed: the pumper is awake (or gone) anyway
 
     def _flush(self) -> None:
         outbox = self._outbox
@@ -243,10 +243,8 @@ class BlockingEngine(EngineBase):
             self.transport.close()
             self._poller = zmq.Poller()
             for fd in (self._wake_r, self._wake_w):
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         with self._cond:
             self._cond.notify_all()
 
@@ -376,8 +374,8 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def make_channel_predicate(router: Router, channel: Channel) -> Callable[[], Message | None]:
-    """A predicate that takes the oldest unclaimed message of ``channel``, raising if the kernel died."""
+def take_unclaimed(router: Router, channel: Channel) -> Callable[[], Message | None]:
+    """A predicate taking the oldest unclaimed ``channel`` message; raises if the kernel died."""
 
     def take() -> Message | None:
         msg = router.take_unclaimed(channel)

@@ -15,7 +15,7 @@ def _ipython_display_publisher() -> Any:
     ipython_module = sys.modules.get("IPython")
     if ipython_module is None:
         return None
-    shell = ipython_module.get_ipython()  # type: ignore[attr-defined]
+    shell = ipython_module.get_ipython()
     if shell is None or not hasattr(shell, "kernel"):
         return None
     return shell.display_pub
@@ -51,7 +51,9 @@ def terminal_stdin(prompt: str, password: bool) -> str:
     return getpass.getpass(prompt) if password else input(prompt)
 
 
-def make_stdin_hook(reply: Callable[[str], None], ask: Callable[[str, bool], str]) -> Callable[[Message], None]:
+def make_stdin_hook(
+    reply: Callable[[str], None], ask: Callable[[str, bool], str]
+) -> Callable[[Message], None]:
     """A stdin hook that answers each ``input_request`` with ``ask(prompt, password)``."""
 
     def hook(msg: Message) -> None:

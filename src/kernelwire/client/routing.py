@@ -25,7 +25,12 @@ Sink = Callable[[Channel, Message], None]
 
 def is_idle(msg: Message) -> bool:
     """Whether ``msg`` is an IOPub ``status: idle``."""
-    return msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+    return bool(msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle")
+
+
+def welcome_or_idle(router: Router, state: RequestState) -> Callable[[], bool | None]:
+    """A predicate: IOPub's welcome, or the ``idle`` of ``state``'s request, has arrived."""
+    return lambda: True if router.iopub_welcomed or state.idle else None
 
 
 class RequestState:
@@ -95,14 +100,16 @@ class Router:
         self.listeners: list[Sink] = []
         self.unclaimed_sink: Sink | None = None
 
-    def track(self, msg_id: str, msg_type: str, channel: Channel, sink: Sink | None = None) -> RequestState:
+    def track(
+        self, msg_id: str, msg_type: str, channel: Channel, sink: Sink | None = None
+    ) -> RequestState:
         """Start routing messages whose parent is ``msg_id`` to a new :class:`RequestState`."""
         state = RequestState(msg_id, msg_type, channel, sink)
         self.pending[msg_id] = state
         return state
 
     def forget(self, msg_id: str) -> None:
-        """Stop routing for ``msg_id``: its later messages (and unconsumed ones) become unclaimed."""
+        """Stop routing for ``msg_id``: its unconsumed and later messages become unclaimed."""
         state = self.pending.pop(msg_id, None)
         if state is not None:
             for channel, msg in state.events:
@@ -139,7 +146,10 @@ class Router:
                 log.warning(
                     "unclaimed %s queue is full (%d): dropped the oldest message (%d so far); "
                     "read it with get_%s_msg() or raise max_unclaimed",
-                    channel, self.max_unclaimed, self.dropped, channel,
+                    channel,
+                    self.max_unclaimed,
+                    self.dropped,
+                    channel,
                 )
 
     def take_unclaimed(self, channel: Channel) -> Message | None:

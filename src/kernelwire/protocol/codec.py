@@ -35,7 +35,9 @@ def digest_name(signature_scheme: str) -> str:
     try:
         hashlib.new(name)
     except (ValueError, TypeError):
-        raise ValueError(f"unknown hash {name!r} in signature scheme {signature_scheme!r}") from None
+        raise ValueError(
+            f"unknown hash {name!r} in signature scheme {signature_scheme!r}"
+        ) from None
     return name
 
 
@@ -202,7 +204,9 @@ class Session:
         """
         identities, parts = split_identities(frames)
         if len(parts) < 5:
-            raise ProtocolError(f"truncated message: {len(parts)} frames after the delimiter, need 5")
+            raise ProtocolError(
+                f"truncated message: {len(parts)} frames after the delimiter, need 5"
+            )
         signature = bytes(parts[0])
         signed = parts[1:5]
         if self.signer.enabled:

@@ -80,7 +80,7 @@ class ConnectionInfo:
                 raise fail(name, f"port {port} is out of range 1-{upper}")
             ports[name] = port
         if "key" not in data:
-            raise fail("key", "is missing (use \"\" for unsigned messages)")
+            raise fail("key", 'is missing (use "" for unsigned messages)')
         key = data["key"]
         if isinstance(key, bytes):
             key = key.decode()
@@ -128,7 +128,7 @@ class ConnectionInfo:
 
     def with_ports(self, **ports: int) -> ConnectionInfo:
         """A copy with some ports replaced."""
-        return replace(self, **ports)
+        return replace(self, **ports)  # type: ignore[arg-type]
 
 
 def load_connection_info(data: Mapping[str, Any] | str | bytes) -> ConnectionInfo:
@@ -188,7 +188,7 @@ def new_connection_info(
     chosen = dict(ports or {})
     missing = [name for name in PORT_FIELDS if not chosen.get(name)]
     if transport == "tcp":
-        chosen.update(zip(missing, free_tcp_ports(ip, len(missing))))
+        chosen.update(zip(missing, free_tcp_ports(ip, len(missing)), strict=True))
     else:
         if ip == "127.0.0.1":
             ip = os.path.join(tempfile.mkdtemp(prefix="kernelwire-ipc-"), "kernel")

@@ -82,7 +82,7 @@ def _normalise_iso(text: str) -> str:
 
 @lru_cache(maxsize=512)
 def parse_date(text: str) -> datetime | str:
-    """Parse an ISO 8601 date into an aware ``datetime``; return ``text`` unchanged if it is not one.
+    """Parse an ISO 8601 date into an aware ``datetime`` (``text`` unchanged if it is not one).
 
     Cached: every output of a request carries the same parent date, so most calls are hits.
 

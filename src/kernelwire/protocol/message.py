@@ -50,7 +50,8 @@ USERNAME = _default_username()
 class Message(dict[str, Any]):
     """One Jupyter message, as a dict with typed accessors.
 
-    >>> msg = Message.build({"msg_id": "1", "msg_type": "status"}, {}, {}, {"execution_state": "idle"})
+    >>> header = {"msg_id": "1", "msg_type": "status"}
+    >>> msg = Message.build(header, {}, {}, {"execution_state": "idle"})
     >>> msg.msg_type, msg["content"]["execution_state"]
     ('status', 'idle')
     """

@@ -32,7 +32,9 @@ class Request:
     @classmethod
     def of(cls, msg_type: str, content: Mapping[str, Any] | None = None, **extra: Any) -> Request:
         """A request of any type, on the channel the spec assigns it."""
-        return cls(msg_type, dict(content or {}), extra.pop("channel", channel_for(msg_type)), **extra)
+        return cls(
+            msg_type, dict(content or {}), extra.pop("channel", channel_for(msg_type)), **extra
+        )
 
 
 def _check_code(code: object, what: str = "code") -> str:
@@ -88,7 +90,10 @@ def history(
     hist_access_type: Literal["range", "tail", "search"] = "range",
     **kwargs: Any,
 ) -> Request:
-    """``history_request``; ``kwargs`` are ``session``, ``start``, ``stop``, ``n``, ``pattern``, ``unique``."""
+    """``history_request``.
+
+    ``kwargs`` are ``session``, ``start``, ``stop``, ``n``, ``pattern``, ``unique``.
+    """
     if hist_access_type == "range":
         kwargs.setdefault("session", 0)
         kwargs.setdefault("start", 0)
@@ -136,7 +141,11 @@ def comm_open(
     target_module: str | None = None,
 ) -> Request:
     """``comm_open``: open a comm to ``target_name`` in the kernel."""
-    content: dict[str, Any] = {"comm_id": comm_id, "target_name": target_name, "data": dict(data or {})}
+    content: dict[str, Any] = {
+        "comm_id": comm_id,
+        "target_name": target_name,
+        "data": dict(data or {}),
+    }
     if target_module is not None:
         content["target_module"] = target_module
     return Request("comm_open", content, "shell", dict(metadata or {}), tuple(buffers))

@@ -99,7 +99,7 @@ class ZmqTransport:
     def readable(self, channel: ChannelName) -> bool:
         """Whether ``channel`` has a message waiting (edge-triggered FDs need this check)."""
         sock = self.sockets.get(channel)
-        return sock is not None and bool(sock.get(zmq.EVENTS) & zmq.POLLIN)
+        return sock is not None and bool(int(sock.get(zmq.EVENTS)) & zmq.POLLIN)
 
     def close(self) -> None:
         """Close every socket (idempotent)."""
