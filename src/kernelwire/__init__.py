@@ -21,11 +21,25 @@ from .errors import (
     KernelDied,
     KernelTimeout,
     KernelwireError,
+    NoSuchKernel,
     PortInUse,
     ProtocolError,
     ReplayedMessage,
 )
 from .kernel_process import KernelProcess, run_kernel_in_process
+from .lifecycle import (
+    AsyncKernel,
+    AsyncKernelSet,
+    Kernel,
+    KernelEvent,
+    KernelPool,
+    KernelSet,
+    KernelSpec,
+    get_kernel_spec,
+    list_kernel_specs,
+    start_kernel,
+    start_kernel_async,
+)
 from .oneshot import get_messages
 from .protocol import Message, Request, Session, requests
 from .protocol.connection import (
@@ -38,7 +52,9 @@ from .protocol.connection import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncKernel",
     "AsyncKernelClient",
+    "AsyncKernelSet",
     "AsyncPendingRequest",
     "BlockingKernelClient",
     "CallbackKernelClient",
@@ -47,11 +63,17 @@ __all__ = [
     "ConnectionInfo",
     "ExecutionError",
     "InvalidSignature",
+    "Kernel",
     "KernelDied",
+    "KernelEvent",
+    "KernelPool",
     "KernelProcess",
+    "KernelSet",
+    "KernelSpec",
     "KernelTimeout",
     "KernelwireError",
     "Message",
+    "NoSuchKernel",
     "PendingRequest",
     "PortInUse",
     "ProtocolError",
@@ -59,9 +81,13 @@ __all__ = [
     "Request",
     "Session",
     "find_connection_file",
+    "get_kernel_spec",
     "get_messages",
+    "list_kernel_specs",
     "load_connection_file",
     "requests",
     "run_kernel_in_process",
+    "start_kernel",
+    "start_kernel_async",
     "write_connection_file",
 ]

@@ -91,3 +91,13 @@ class ExecutionError(KernelwireError):
 
 class ClientClosed(KernelwireError, RuntimeError):
     """The client's channels are not started, or were stopped."""
+
+
+class NoSuchKernel(KernelwireError, LookupError):
+    """No kernel spec has the requested name; ``available`` lists the names that exist."""
+
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        names = ", ".join(self.available) or "none installed"
+        super().__init__(f"no kernel named {name!r}; available kernels: {names}")

@@ -9,18 +9,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 import weakref
 from types import TracebackType
-from typing import IO
 
-from .client.blocking import BlockingKernelClient
-from .errors import KernelDied, KernelTimeout, PortInUse
+from .errors import PortInUse
+from .lifecycle.launcher import KernelLog, child_env, spawn, terminate, wait_until_answering
 from .protocol.connection import (
     PORT_FIELDS,
     ConnectionInfo,
@@ -47,31 +43,8 @@ def check_ports_free(path: str, info: ConnectionInfo) -> None:
                 raise
 
 
-def _tail(path: str, lines: int = 40) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return "".join(handle.readlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the kernel's process group, then SIGKILL it if it lingers."""
-    if proc.poll() is None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # anything the kernel itself started
-
-
-def _cleanup(proc: subprocess.Popen[bytes], files: list[str], log: IO[bytes]) -> None:
-    _terminate(proc, 3.0)
+def _cleanup(proc: subprocess.Popen[bytes], files: list[str], log: KernelLog) -> None:
+    terminate(proc, 3.0)
     log.close()
     for path in files:
         with contextlib.suppress(OSError):
@@ -90,14 +63,13 @@ class KernelProcess:
         proc: subprocess.Popen[bytes],
         connection_file: str,
         info: ConnectionInfo,
-        log_path: str,
-        log: IO[bytes],
+        log: KernelLog,
         owned_files: list[str],
     ) -> None:
         self.proc = proc
         self.connection_file = connection_file
         self.connection_info = info
-        self.log_path = log_path
+        self.log = log
         self._finalizer = weakref.finalize(self, _cleanup, proc, owned_files, log)
 
     @property
@@ -116,7 +88,7 @@ class KernelProcess:
 
     def stderr_tail(self, lines: int = 40) -> str:
         """The last lines the kernel wrote to stdout/stderr."""
-        return _tail(self.log_path, lines)
+        return self.log.tail(lines)
 
     def stop(self) -> None:
         """Stop the kernel (its process group) and remove the files made for it. Idempotent."""
@@ -163,17 +135,6 @@ def _kernel_payload(kernel_class: type | None) -> bytes:
     return bytes(cloudpickle.dumps(("build", kernel_class.__name__, kernel_class.__bases__, own)))
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The child must import what this process imports (a kernel class from a test module).
-    paths = [p for p in sys.path if p] + env.get("PYTHONPATH", "").split(os.pathsep)
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
-    # ipykernel polls this pid and exits when it goes away: no orphan if we are killed.
-    env["JPY_PARENT_PID"] = str(os.getpid())
-    env.pop("JPY_SESSION_NAME", None)
-    return env
-
-
 def run_kernel_in_process(
     connection_file: str | os.PathLike[str] | None = None,
     kernel_class: type | None = None,
@@ -196,55 +157,22 @@ def run_kernel_in_process(
     else:
         path, info = write_connection_file(connection_file)
         owned.append(path)
-    fd, log_path = tempfile.mkstemp(prefix="kernelwire-kernel-", suffix=".log")
-    log = os.fdopen(fd, "wb")
-    owned.append(log_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kernelwire._launch", path],
-        stdin=subprocess.PIPE,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=_child_env(),
-        start_new_session=True,
-    )
-    kernel = KernelProcess(proc, path, info, log_path, log, owned)
+    log = KernelLog()
+    # The child must import what this process imports (a kernel class from a test module).
+    paths = [p for p in sys.path if p] + os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    env = child_env({"PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p))})
+    argv = [sys.executable, "-m", "kernelwire._launch", path]
+    proc = spawn(argv, log, env=env, stdin=subprocess.PIPE)
+    kernel = KernelProcess(proc, path, info, log, owned)
     try:
         assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(payload)
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()
-        _wait_until_answering(kernel, startup_timeout)
+        what = f"kernel for {kernel.connection_file}"
+        wait_until_answering(info, proc, log, startup_timeout, what)
     except BaseException:
         kernel.stop()
         raise
     return kernel
-
-
-def _wait_until_answering(kernel: KernelProcess, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    client = BlockingKernelClient(connection_info=kernel.connection_info)
-    client.start_channels(stdin=False, hb=False, control=False)
-    try:
-        # Wait until a kernel_info's reply *and* its IOPub idle are in, so that no status
-        # of this probe reaches the caller's own client later.
-        while True:
-            if not kernel.is_alive():
-                raise KernelDied(
-                    f"kernel for {kernel.connection_file} exited during start-up",
-                    exit_code=kernel.exit_code,
-                    stderr=kernel.stderr_tail(),
-                )
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise KernelTimeout(
-                    f"kernel for {kernel.connection_file} did not answer within {timeout:g} s\n"
-                    + kernel.stderr_tail()
-                )
-            try:
-                client.wait_for_ready(min(0.5, left))
-                return
-            except KernelTimeout:
-                continue
-    finally:
-        client.stop_channels()

@@ -32,6 +32,8 @@ from .routing import Router
 log = logging.getLogger("kernelwire.engine")
 
 T = TypeVar("T")
+LIVENESS_INTERVAL = 0.2
+"""Seconds between liveness checks (process exit) while someone waits."""
 ALL_CHANNELS: tuple[ChannelName, ...] = ("shell", "iopub", "stdin", "control", "hb")
 _MESSAGE_CHANNELS = ("shell", "iopub", "stdin", "control")
 
@@ -55,6 +57,8 @@ class EngineBase:
         self.heartbeat = heartbeat or Heartbeat()
         self.transport = ZmqTransport(info, session.bsession, channels, context)
         self.closed = False
+        # Extra death checks (e.g. "has the kernel process exited?"), run on every round.
+        self.liveness_checks: list[Callable[[], KernelDied | None]] = []
 
     def _ingest(self, channel: ChannelName, batch: list[list[bytes]]) -> None:
         """Decode and route a batch of frames read from ``channel``."""
@@ -74,8 +78,20 @@ class EngineBase:
                 continue
             dispatch(channel, msg)
 
+    def _health_wait(self, now: float) -> float:
+        """Seconds until the next health check is due."""
+        wait = self.heartbeat.next_deadline(now) if "hb" in self.transport.sockets else 1.0
+        return min(wait, LIVENESS_INTERVAL) if self.liveness_checks else wait
+
     def _heartbeat_tick(self, now: float) -> None:
-        if "hb" not in self.transport.sockets or self.router.death is not None:
+        if self.router.death is not None:
+            return
+        for check in self.liveness_checks:
+            death = check()
+            if death is not None:
+                self.router.mark_dead(death)
+                return
+        if "hb" not in self.transport.sockets:
             return
         if self.heartbeat.dead(now):
             self.router.mark_dead(
@@ -165,7 +181,7 @@ class BlockingEngine(EngineBase):
         self._flush()
         now = time.monotonic()
         self._heartbeat_tick(now)
-        wait = self.heartbeat.next_deadline(now) if "hb" in self.transport.sockets else 1.0
+        wait = self._health_wait(now)
         if max_wait is not None:
             wait = min(wait, max_wait)
         events = self._poller.poll(max(0, int(wait * 1000 + 0.999)))
@@ -188,9 +204,10 @@ class BlockingEngine(EngineBase):
                     self._ingest(channel, batch)
                 self._cond.notify_all()
         self._flush()
-        if "hb" in self.transport.sockets:
-            with self._cond:
-                self._heartbeat_tick(time.monotonic())
+        with self._cond:
+            self._heartbeat_tick(time.monotonic())
+            if self.router.death is not None:
+                self._cond.notify_all()
 
     def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
         """Pump until ``predicate()`` (called under the routing lock) returns non-None.
@@ -281,13 +298,10 @@ class AsyncEngine(EngineBase):
         if self.closed or self._loop is None:
             return
         now = time.monotonic()
-        if "hb" in self.transport.sockets:
-            self._heartbeat_tick(now)
-            if self.router.death is not None:
-                self._wake_waiters()
-            delay = self.heartbeat.next_deadline(now)
-        else:
-            delay = 1.0
+        self._heartbeat_tick(now)
+        if self.router.death is not None:
+            self._wake_waiters()
+        delay = self._health_wait(now)
         self._timer = self._loop.call_later(max(delay, 0.01), self._tick)
 
     def _on_readable(self) -> None:

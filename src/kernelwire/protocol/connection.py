@@ -50,6 +50,8 @@ class ConnectionInfo:
     transport: Transport = "tcp"
     signature_scheme: str = DEFAULT_SCHEME
     kernel_name: str = ""
+    curve_publickey: str | None = field(default=None, repr=False)
+    curve_secretkey: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: _PathLike | None = None) -> ConnectionInfo:
@@ -96,18 +98,38 @@ class ConnectionInfo:
         kernel_name = data.get("kernel_name", "")
         if not isinstance(kernel_name, str):
             raise fail("kernel_name", f"must be a string, got {kernel_name!r}")
+        curve: dict[str, str] = {}
+        for name in ("curve_publickey", "curve_secretkey"):
+            value = data.get(name)
+            if isinstance(value, bytes):
+                value = value.decode("ascii", "replace")
+            if value is None:
+                continue
+            if not isinstance(value, str) or len(value) != 40:
+                raise fail(name, "must be a 40-character Z85 CurveZMQ key")
+            curve[name] = value
         return cls(
             ip=ip,
             key=key,
             transport=transport,
             signature_scheme=scheme,
             kernel_name=kernel_name,
-            **ports,
+            curve_publickey=curve.get("curve_publickey"),
+            curve_secretkey=curve.get("curve_secretkey"),
+            shell_port=ports["shell_port"],
+            iopub_port=ports["iopub_port"],
+            stdin_port=ports["stdin_port"],
+            control_port=ports["control_port"],
+            hb_port=ports["hb_port"],
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The connection-file form of this info (the key included)."""
-        return asdict(self)
+        """The connection-file form of this info (the keys included)."""
+        data = asdict(self)
+        for name in ("curve_publickey", "curve_secretkey"):
+            if data[name] is None:
+                del data[name]
+        return data
 
     @property
     def key_bytes(self) -> bytes:
@@ -183,8 +205,13 @@ def new_connection_info(
     signature_scheme: str = DEFAULT_SCHEME,
     kernel_name: str = "",
     ports: Mapping[str, int] | None = None,
+    curve: bool = False,
 ) -> ConnectionInfo:
-    """Fresh connection info: a random key and free ports (or unused ipc names)."""
+    """Fresh connection info: a random key and free ports (or unused ipc names).
+
+    With ``curve``, a fresh CurveZMQ server key pair is added: a kernel that supports
+    it encrypts every channel, and clients authenticate it by its public key.
+    """
     chosen = dict(ports or {})
     missing = [name for name in PORT_FIELDS if not chosen.get(name)]
     if transport == "tcp":
@@ -206,6 +233,12 @@ def new_connection_info(
         "signature_scheme": signature_scheme,
         "kernel_name": kernel_name,
     }
+    if curve:
+        import zmq
+
+        public, secret = zmq.curve_keypair()
+        data["curve_publickey"] = public.decode("ascii")
+        data["curve_secretkey"] = secret.decode("ascii")
     return ConnectionInfo.from_dict(data)
 
 

@@ -43,6 +43,7 @@ class ZmqTransport:
         self.context = context or _new_context()
         self.sockets: dict[ChannelName, zmq.Socket[bytes]] = {}
         self.closed = False
+        self._client_keys = zmq.curve_keypair() if info.curve_publickey else (b"", b"")
         try:
             for channel in channels:
                 self.sockets[channel] = self._connect(channel, identity)
@@ -67,6 +68,12 @@ class ZmqTransport:
             sock.identity = identity
         if self.info.transport == "tcp":
             sock.setsockopt(zmq.IPV6, 1)
+        if self.info.curve_publickey:
+            # CurveZMQ: authenticate the kernel by its public key, with a key pair of our own.
+            public, secret = self._client_keys
+            sock.curve_serverkey = self.info.curve_publickey.encode("ascii")
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
         sock.connect(self.info.url(channel))
         return sock
 

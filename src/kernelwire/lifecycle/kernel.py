@@ -1,0 +1,372 @@
+"""A kernel started from a spec: launch, ready, interrupt, restart, shut down, never leaked.
+
+>>> with start_kernel("python3") as kernel:            # doctest: +SKIP
+...     client = kernel.client()
+...     client.execute_interactive("x = 1")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..client.async_client import AsyncKernelClient
+from ..client.base import KernelClientBase
+from ..client.blocking import BlockingKernelClient
+from ..errors import KernelDied, KernelwireError
+from ..protocol.connection import ConnectionInfo, new_connection_info, write_connection_file
+from .launcher import (
+    KernelLog,
+    allocate_ports,
+    child_env,
+    signal_group,
+    spawn,
+    terminate,
+    wait_exit,
+    wait_until_answering,
+)
+from .specs import KernelSpec, get_kernel_spec
+
+log = logging.getLogger("kernelwire.kernel")
+
+STARTUP_TIMEOUT = 60.0
+SHUTDOWN_TIMEOUT = 5.0
+PORT_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    """Something that happened to a kernel: ``started``, ``died``, ``restarted``, ``shutdown``."""
+
+    kind: str
+    kernel_id: str
+    exit_code: int | None = None
+    detail: str = ""
+
+
+EventHandler = Callable[[KernelEvent], None]
+
+
+class _Process:
+    """One launched kernel process with its log; cleaned up by a finalizer."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: KernelLog) -> None:
+        self.proc = proc
+        self.log = log
+
+    def stop(self, grace: float) -> int | None:
+        code = terminate(self.proc, grace)
+        self.log.close()
+        return code
+
+
+def _cleanup(processes: list[_Process], files: list[str]) -> None:
+    for process in processes:
+        process.stop(1.0)
+    for path in files:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+class Kernel:
+    """A kernel process started from a :class:`KernelSpec`, and its connection file.
+
+    Use :func:`start_kernel`. Leaving a ``with`` block, :meth:`shutdown`, garbage
+    collection and interpreter exit all stop the process and remove the file.
+    ``auto_restart`` restarts a kernel that died (at most ``restart_limit`` times),
+    reporting ``died`` and ``restarted`` events to ``on_event``.
+    """
+
+    def __init__(
+        self,
+        spec: KernelSpec,
+        *,
+        kernel_id: str | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        transport: str = "tcp",
+        encrypt: bool | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        auto_restart: bool = False,
+        restart_limit: int = 5,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.spec = spec
+        self.kernel_id = kernel_id or os.urandom(8).hex()
+        self.cwd = cwd
+        self.extra_env = dict(env or {})
+        self.transport = transport
+        self.encrypt = spec.supports_curve if encrypt is None else encrypt
+        self.startup_timeout = startup_timeout
+        self.auto_restart = auto_restart
+        self.restart_limit = restart_limit
+        self.restart_count = 0
+        self.on_event = on_event
+        self.events: list[KernelEvent] = []
+        self.connection_info: ConnectionInfo | None = None
+        self.connection_file: str | None = None
+        self._process: _Process | None = None
+        self._processes: list[_Process] = []
+        self._files: list[str] = []
+        self._clients: weakref.WeakSet[KernelClientBase[Any]] = weakref.WeakSet()
+        self._expected_exit = False
+        self._lock = threading.RLock()
+        self._monitor: threading.Thread | None = None
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _cleanup, self._processes, self._files)
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        """The running kernel's process."""
+        if self._process is None:
+            raise KernelwireError("the kernel is not started")
+        return self._process.proc
+
+    @property
+    def pid(self) -> int:
+        """The kernel's process id."""
+        return self.proc.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """The process's exit status once it has ended."""
+        return None if self._process is None else self._process.proc.poll()
+
+    def is_alive(self) -> bool:
+        """Whether the kernel process is running."""
+        return self._process is not None and self._process.proc.poll() is None
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        """The last lines the kernel printed."""
+        return "" if self._process is None else self._process.log.tail(lines)
+
+    def _emit(self, kind: str, exit_code: int | None = None, detail: str = "") -> None:
+        event = KernelEvent(kind, self.kernel_id, exit_code, detail)
+        self.events.append(event)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("a kernel event handler raised")
+
+    def death(self) -> KernelDied | None:
+        """A :class:`KernelDied` if the process exited unexpectedly, else ``None``."""
+        process = self._process
+        if process is None or self._expected_exit:
+            return None
+        code = process.proc.poll()
+        if code is None:
+            return None
+        return KernelDied(
+            f"kernel {self.spec.name} (pid {process.proc.pid}) exited",
+            exit_code=code,
+            stderr=process.log.tail(20),
+        )
+
+    # -- start -------------------------------------------------------------------
+    def start(self) -> None:
+        """Launch the kernel and wait until it answers (:class:`KernelDied` if it exits first)."""
+        with self._lock:
+            for attempt in range(PORT_RETRIES):
+                if self.connection_info is None or attempt:
+                    self._new_connection()
+                try:
+                    self._launch()
+                    break
+                except KernelDied as exc:
+                    if "Address already in use" in exc.stderr and attempt < PORT_RETRIES - 1:
+                        log.info("port clash starting %s; retrying with new ports", self.spec.name)
+                        continue
+                    raise
+            self._emit("started")
+            if self.auto_restart and self._monitor is None:
+                self._monitor = threading.Thread(
+                    target=self._watch, name=f"kernelwire-monitor-{self.kernel_id}", daemon=True
+                )
+                self._monitor.start()
+
+    def _new_connection(self) -> None:
+        ip = "127.0.0.1"
+        ports = allocate_ports(ip) if self.transport == "tcp" else None
+        info = new_connection_info(
+            ip=ip,
+            transport=self.transport,  # type: ignore[arg-type]
+            kernel_name=self.spec.name,
+            ports=ports,
+            curve=self.encrypt,
+        )
+        if self.connection_file is None:
+            path, info = write_connection_file(None, info)
+            self._files.append(path)
+            if info.transport == "ipc":
+                self._files.extend(
+                    info.url(ch)[len("ipc://") :]
+                    for ch in ("shell", "iopub", "stdin", "control", "hb")
+                )
+        else:
+            path, info = write_connection_file(self.connection_file, info)
+        self.connection_file, self.connection_info = path, info
+
+    def _launch(self) -> None:
+        assert self.connection_file is not None and self.connection_info is not None
+        kernel_log = KernelLog()
+        env = child_env({**self.spec.env, **self.extra_env})
+        proc = spawn(self.spec.command(self.connection_file), kernel_log, env=env, cwd=self.cwd)
+        process = _Process(proc, kernel_log)
+        self._processes.append(process)
+        self._process = process
+        self._expected_exit = False
+        try:
+            what = f"kernel {self.spec.name}"
+            wait_until_answering(self.connection_info, proc, kernel_log, self.startup_timeout, what)
+        except BaseException:
+            process.stop(0.5)
+            self._processes.remove(process)
+            raise
+
+    # -- clients -----------------------------------------------------------------
+    def _attach(self, client: KernelClientBase[Any]) -> None:
+        client.engine.liveness_checks.append(self.death)
+        self._clients.add(client)
+
+    def client(self, **kwargs: Any) -> BlockingKernelClient:
+        """A started, ready :class:`BlockingKernelClient`; its waits raise :class:`KernelDied`
+        within a fraction of a second if this kernel's process exits."""
+        client = BlockingKernelClient(connection_info=self._info(), **kwargs)
+        client.connection_file = self.connection_file
+        client.start_channels()
+        self._attach(client)
+        client.wait_for_ready(self.startup_timeout)
+        return client
+
+    def async_client(self, **kwargs: Any) -> AsyncKernelClient:
+        """A started :class:`AsyncKernelClient` (``await client.wait_for_ready()`` if needed)."""
+        client = AsyncKernelClient(connection_info=self._info(), **kwargs)
+        client.connection_file = self.connection_file
+        client.start_channels()
+        self._attach(client)
+        return client
+
+    def _info(self) -> ConnectionInfo:
+        if self.connection_info is None:
+            raise KernelwireError("the kernel is not started")
+        return self.connection_info
+
+    def _control_request(self, send: Callable[[BlockingKernelClient], Any], timeout: float) -> Any:
+        with BlockingKernelClient(connection_info=self._info()) as control:
+            control.engine.liveness_checks.append(self.death)
+            return send(control)
+
+    # -- interrupt, restart, shutdown -----------------------------------------------
+    def interrupt(self) -> None:
+        """Interrupt the running code: SIGINT, or ``interrupt_request`` as the spec says."""
+        if self.spec.interrupt_mode == "message":
+            self._control_request(
+                lambda c: c.interrupt(reply=True, timeout=SHUTDOWN_TIMEOUT), SHUTDOWN_TIMEOUT
+            )
+        elif not signal_group(self.proc, signal.SIGINT):
+            raise KernelDied(f"kernel {self.spec.name} is not running", exit_code=self.exit_code)
+
+    def _stop_process(self, now: bool, restart: bool, timeout: float) -> None:
+        process = self._process
+        if process is None:
+            return
+        self._expected_exit = True
+        if not now and process.proc.poll() is None:
+            try:
+                self._control_request(
+                    lambda c: c.shutdown(restart=restart, reply=True, timeout=timeout), timeout
+                )
+            except KernelwireError as exc:
+                log.debug("shutdown_request to %s failed: %s", self.spec.name, exc)
+            wait_exit(process.proc, timeout)
+        process.stop(1.0)
+        with contextlib.suppress(ValueError):
+            self._processes.remove(process)
+
+    def restart(self, now: bool = False, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Stop the kernel and start a new process on the same connection info.
+
+        The namespace is gone; clients from :meth:`client` stay connected and usable.
+        """
+        with self._lock:
+            self._stop_process(now, True, timeout)
+            self._launch()
+            for client in list(self._clients):
+                engine = client._engine
+                if engine is not None:
+                    engine.router.death = None
+                    engine.heartbeat.outstanding = None
+            self._emit("restarted")
+
+    def shutdown(self, now: bool = False, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Ask the kernel to shut down, then SIGTERM, then SIGKILL; remove the connection file."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop_process(now, False, timeout)
+            for client in list(self._clients):
+                client.stop_channels()
+            code = self.exit_code
+            self._finalizer()
+            self._emit("shutdown", code)
+
+    def _watch(self) -> None:
+        while not self._closed:
+            time.sleep(0.2)
+            with self._lock:
+                if self._closed:
+                    return
+                death = self.death()
+                if death is None:
+                    continue
+                self._emit("died", death.exit_code, death.stderr)
+                if self.restart_count >= self.restart_limit:
+                    log.warning(
+                        "kernel %s died; restart limit %d reached",
+                        self.spec.name,
+                        self.restart_limit,
+                    )
+                    return
+                self.restart_count += 1
+                try:
+                    self.restart(now=True)
+                except KernelwireError as exc:
+                    self._emit("restart_failed", None, str(exc))
+                    return
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "alive" if self.is_alive() else "stopped"
+        return f"<Kernel {self.spec.name} {self.kernel_id} {state}>"
+
+
+def start_kernel(name: str = "python3", **options: Any) -> Kernel:
+    """Start the kernel called ``name`` (any installed spec) and wait until it answers.
+
+    ``options`` go to :class:`Kernel` (``cwd``, ``env``, ``transport``, ``encrypt``,
+    ``startup_timeout``, ``auto_restart``, ``restart_limit``, ``on_event``).
+    """
+    kernel = Kernel(get_kernel_spec(name), **options)
+    try:
+        kernel.start()
+    except BaseException:
+        kernel.shutdown(now=True)
+        raise
+    return kernel

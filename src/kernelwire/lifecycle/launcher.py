@@ -1,0 +1,176 @@
+"""Starting and stopping kernel processes: ports, process groups, logs.
+
+Every kernel runs in its own process group (session), so an interrupt or a kill
+reaches what the kernel itself started, and nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from ..client.blocking import BlockingKernelClient
+from ..errors import KernelDied, KernelTimeout
+from ..protocol.connection import PORT_FIELDS, ConnectionInfo, free_tcp_ports
+
+PORT_RESERVATION = 60.0
+"""Seconds a port handed out by this process is kept from being handed out again."""
+
+_reserved: dict[int, float] = {}
+_reserved_lock = threading.Lock()
+
+
+def allocate_ports(ip: str = "127.0.0.1") -> dict[str, int]:
+    """Five free ports for a kernel, never ones this process handed out in the last minute.
+
+    Concurrent starts in one process therefore never collide; a clash with another
+    process (the port taken between our probe and the kernel's bind) is caught by the
+    caller, which retries with new ports.
+    """
+    with _reserved_lock:
+        now = time.monotonic()
+        for port, when in list(_reserved.items()):
+            if now - when > PORT_RESERVATION:
+                del _reserved[port]
+        chosen: list[int] = []
+        while len(chosen) < len(PORT_FIELDS):
+            for port in free_tcp_ports(ip, len(PORT_FIELDS)):
+                if port not in _reserved and port not in chosen:
+                    chosen.append(port)
+        chosen = chosen[: len(PORT_FIELDS)]
+        for port in chosen:
+            _reserved[port] = now
+    return dict(zip(PORT_FIELDS, chosen, strict=True))
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The kernel's environment: ours, the spec's ``env``, and our pid as its parent.
+
+    ipykernel exits when the process named by ``JPY_PARENT_PID`` goes away, so a
+    kernel never outlives a client process that was killed.
+    """
+    env = dict(os.environ)
+    env.update(extra or {})
+    env["JPY_PARENT_PID"] = str(os.getpid())
+    env.pop("JPY_SESSION_NAME", None)
+    return env
+
+
+class KernelLog:
+    """A temporary file that receives the kernel's stdout and stderr."""
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="kernelwire-kernel-", suffix=".log")
+        self.file: IO[bytes] = os.fdopen(fd, "wb")
+
+    def tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines written."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as handle:
+                return "".join(handle.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        """Close and delete the log."""
+        self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def spawn(
+    argv: Sequence[str],
+    log: KernelLog,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new process group with its output going to ``log``."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=stdin,
+        stdout=log.file,
+        stderr=subprocess.STDOUT,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        start_new_session=True,
+    )
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: int) -> bool:
+    """Send ``sig`` to the kernel's process group; False if it is already gone."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float = 3.0) -> int | None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds; reap it.
+
+    Anything left in the group (processes the kernel started) is killed too.
+    Returns the exit code.
+    """
+    if proc.poll() is None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            signal_group(proc, sig)
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    signal_group(proc, signal.SIGKILL)
+    return proc.poll()
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the process to exit; True if it did."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def wait_until_answering(
+    info: ConnectionInfo,
+    proc: subprocess.Popen[bytes],
+    log: KernelLog,
+    timeout: float,
+    what: str,
+) -> None:
+    """Wait until the kernel answers ``kernel_info`` *and* its IOPub idle is in.
+
+    Taking the probe's own statuses means none of them reaches the caller's client
+    later. Raises :class:`KernelDied` (with the kernel's output) if the process exits
+    first, :class:`KernelTimeout` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    client = BlockingKernelClient(connection_info=info)
+    client.start_channels(stdin=False, hb=False, control=False)
+    try:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                raise KernelDied(
+                    f"{what} exited during start-up", exit_code=code, stderr=log.tail()
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KernelTimeout(f"{what} did not answer within {timeout:g} s\n{log.tail()}")
+            try:
+                client.wait_for_ready(min(0.5, left))
+                return
+            except KernelTimeout:
+                continue
+    finally:
+        client.stop_channels()
