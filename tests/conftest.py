@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,54 @@ def xeus_connection_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
                 stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
                 raise RuntimeError(f"xeus-python did not start: {stderr}") from None
         yield path
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) child processes of this test process."""
+    me = os.getpid()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if int(fields[1]) == me and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fail the test if it leaves a kernel process running (connection files are
+    checked by the tests themselves, per kernel)."""
+    children_before = child_pids()
+    yield
+    deadline = time.monotonic() + 10
+    while child_pids() - children_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not child_pids() - children_before, "kernel processes left running"
+
+
+@pytest.fixture(scope="session")
+def bash_kernel_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """bash_kernel's spec, installed into a private prefix put on JUPYTER_PATH."""
+    pytest.importorskip("bash_kernel", reason="bash_kernel is installed by the test extras")
+    prefix = tmp_path_factory.mktemp("bash-prefix")
+    subprocess.run(
+        [sys.executable, "-m", "bash_kernel.install", "--prefix", str(prefix)],
+        check=True,
+        capture_output=True,
+    )
+    data = str(prefix / "share" / "jupyter")
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = data + (os.pathsep + old if old else "")
+    try:
+        yield "bash"
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = old

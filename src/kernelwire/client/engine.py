@@ -301,7 +301,8 @@ class AsyncEngine(EngineBase):
         self._heartbeat_tick(now)
         if self.router.death is not None:
             self._wake_waiters()
-        delay = self._health_wait(now)
+        # A pong or a new liveness check does not reschedule this timer: never sleep long.
+        delay = min(self._health_wait(now), self.heartbeat.interval)
         self._timer = self._loop.call_later(max(delay, 0.01), self._tick)
 
     def _on_readable(self) -> None:

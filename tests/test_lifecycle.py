@@ -1,0 +1,270 @@
+"""Kernel lifecycle on real kernels: ipykernel, xeus-python and bash_kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kernelwire
+from kernelwire import (
+    KernelDied,
+    KernelPool,
+    KernelSet,
+    KernelTimeout,
+    NoSuchKernel,
+    list_kernel_specs,
+    start_kernel,
+    start_kernel_async,
+)
+from kernelwire.protocol.message import Message
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+# Per kernel: code that defines x, code that prints x, and code that runs for long.
+LANGUAGES: dict[str, tuple[str, str, str]] = {
+    "python3": ("x = 41 + 1", "print(x)", "import time; time.sleep(100)"),
+    "xpython": ("x = 41 + 1", "print(x)", "import time; time.sleep(100)"),
+    "bash": ("x=42", "echo $x", "sleep 100"),
+}
+
+
+def stream_text(client: kernelwire.BlockingKernelClient, code: str) -> tuple[str, Message]:
+    outputs: list[Message] = []
+    reply = client.execute_interactive(code, output_hook=outputs.append, timeout=60)
+    return "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream"), reply
+
+
+@pytest.fixture(params=list(LANGUAGES))
+def kernel_name(request: pytest.FixtureRequest) -> str:
+    if request.param == "bash":
+        request.getfixturevalue("bash_kernel_installed")
+    if request.param == "xpython":
+        pytest.importorskip("xpython_launcher")
+    return str(request.param)
+
+
+def test_specs_are_listed_and_unknown_names_say_what_exists() -> None:
+    specs = list_kernel_specs()
+    assert "python3" in specs
+    spec = specs["python3"]
+    assert spec.language == "python" and "{connection_file}" in " ".join(spec.argv)
+    assert spec.interrupt_mode == "signal"
+    with pytest.raises(NoSuchKernel) as excinfo:
+        start_kernel("no-such-kernel")
+    assert "python3" in str(excinfo.value) and "no-such-kernel" in str(excinfo.value)
+
+
+def test_start_run_restart_shutdown(kernel_name: str) -> None:
+    define, show, _ = LANGUAGES[kernel_name]
+    with start_kernel(kernel_name) as kernel:
+        connection_file = kernel.connection_file
+        assert connection_file and Path(connection_file).exists()
+        assert kernel.is_alive() and kernel.pid > 0
+        client = kernel.client()
+        stream_text(client, define)
+        text, reply = stream_text(client, show)
+        assert reply["content"]["status"] == "ok"
+        assert text.strip() == "42"
+        old_pid = kernel.pid
+        kernel.restart()
+        assert kernel.pid != old_pid and kernel.is_alive()
+        text, _ = stream_text(client, show)  # same client, new process: x is gone
+        assert "42" not in text
+    assert not kernel.is_alive()
+    assert not Path(connection_file).exists()
+
+
+def test_interrupt_ends_a_long_request(kernel_name: str) -> None:
+    _, _, long_running = LANGUAGES[kernel_name]
+    with start_kernel(kernel_name) as kernel:
+        client = kernel.client()
+        pending = client.submit(kernelwire.requests.execute(long_running))
+        time.sleep(0.5)
+        started = time.monotonic()
+        kernel.interrupt()
+        if kernel_name == "xpython":
+            # xeus exits on SIGINT (upstream jupyter-xeus/xeus#272): we must say so, fast.
+            with pytest.raises(KernelDied):
+                pending.reply(timeout=10)
+            assert time.monotonic() - started < 2.0
+            return
+        reply = pending.reply(timeout=10)
+        assert time.monotonic() - started < 2.0
+        if kernel_name == "python3":
+            assert reply["content"]["status"] == "error"
+            assert reply["content"]["ename"] == "KeyboardInterrupt"
+        else:
+            assert reply["content"]["status"] in ("abort", "error")
+        assert kernel.is_alive()
+
+
+@pytest.mark.parametrize("kind", ["blocking", "async"])
+def test_kill_9_mid_execution_raises_kernel_died(kind: str) -> None:
+    with start_kernel("python3") as kernel:
+        if kind == "blocking":
+            client = kernel.client()
+            pending = client.submit(kernelwire.requests.execute("import time; time.sleep(100)"))
+            time.sleep(0.3)
+            os.kill(kernel.pid, signal.SIGKILL)
+            started = time.monotonic()
+            with pytest.raises(KernelDied) as excinfo:
+                for _ in pending.iopub(timeout=30):
+                    pass
+            elapsed = time.monotonic() - started
+        else:
+
+            async def main() -> tuple[float, KernelDied]:
+                client = kernel.async_client()
+                await client.wait_for_ready(30)
+                pending = client.submit(kernelwire.requests.execute("import time; time.sleep(100)"))
+                await asyncio.sleep(0.3)
+                os.kill(kernel.pid, signal.SIGKILL)
+                started = time.monotonic()
+                try:
+                    await pending.reply(timeout=30)
+                except KernelDied as exc:
+                    return time.monotonic() - started, exc
+                finally:
+                    client.stop_channels()
+                raise AssertionError("no KernelDied")
+
+            elapsed, died = asyncio.run(main())
+            excinfo = pytest.ExceptionInfo.from_exception(died)  # type: ignore[assignment]
+        assert elapsed < 2.0
+        assert excinfo.value.exit_code == -signal.SIGKILL
+
+
+def test_sixteen_concurrent_starts_never_collide() -> None:
+    kernels: list[kernelwire.Kernel] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def start() -> None:
+        try:
+            kernel = start_kernel("python3", startup_timeout=120)
+        except BaseException as exc:
+            errors.append(exc)
+            return
+        with lock:
+            kernels.append(kernel)
+
+    threads = [threading.Thread(target=start) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    try:
+        assert not errors, errors
+        assert len(kernels) == 16
+        ports = [
+            kernel.connection_info.port(ch)
+            for kernel in kernels
+            for ch in ("shell", "iopub", "stdin", "control", "hb")
+        ]  # type: ignore[union-attr]
+        assert len(set(ports)) == len(ports)
+        for kernel in kernels[:4]:
+            with kernel.client() as client:
+                assert client.execute("1", reply=True, timeout=60)["content"]["status"] == "ok"
+    finally:
+        files = [k.connection_file for k in kernels]
+        for kernel in kernels:
+            kernel.shutdown(now=True)
+    assert not any(Path(f).exists() for f in files if f)
+
+
+def test_curve_encryption_refuses_clients_without_the_key() -> None:
+    with start_kernel("python3", encrypt=True) as kernel:
+        info = kernel.connection_info
+        assert info is not None and info.curve_publickey
+        assert (
+            kernel.client().kernel_info(reply=True, timeout=30)["msg_type"] == "kernel_info_reply"
+        )
+        plain = info.to_dict()
+        del plain["curve_publickey"], plain["curve_secretkey"]
+        with kernelwire.BlockingKernelClient(connection_info=plain) as intruder:
+            with pytest.raises(KernelTimeout):
+                intruder.kernel_info(reply=True, timeout=1.0)
+
+
+def test_ipc_transport() -> None:
+    with start_kernel("python3", transport="ipc") as kernel:
+        assert kernel.connection_info is not None and kernel.connection_info.transport == "ipc"
+        text, _ = stream_text(kernel.client(), "print('over ipc')")
+        assert text == "over ipc\n"
+        sockets = [kernel.connection_info.url(ch)[len("ipc://") :] for ch in ("shell", "iopub")]
+    assert not any(Path(s).exists() for s in sockets)
+
+
+def test_auto_restart_reports_events() -> None:
+    events: list[Any] = []
+    with start_kernel(
+        "python3", auto_restart=True, restart_limit=1, on_event=events.append
+    ) as kernel:
+        old_pid = kernel.pid
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not any(e.kind == "restarted" for e in events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [e.kind for e in events][:3] == ["started", "died", "restarted"]
+        assert kernel.pid != old_pid
+        text, _ = stream_text(kernel.client(), "print('back')")
+        assert text == "back\n"
+
+
+def test_kernel_set() -> None:
+    with KernelSet() as kernels:
+        first, second = kernels.start("python3"), kernels.start("python3")
+        assert set(kernels.ids()) == {first, second}
+        assert kernels[first].pid != kernels[second].pid
+        kernels.shutdown(first)
+        assert kernels.ids() == [second]
+        remaining = kernels[second]
+    assert not remaining.is_alive()
+
+
+def test_async_kernel_and_kernel_set() -> None:
+    async def main() -> None:
+        async with await start_kernel_async("python3") as kernel:
+            client = kernel.async_client()
+            await client.wait_for_ready(30)
+            reply = await client.execute("1 + 1", reply=True, timeout=30)
+            assert reply["content"]["status"] == "ok"
+            await kernel.restart()
+            assert (await client.execute("1", reply=True, timeout=30))["content"]["status"] == "ok"
+            client.stop_channels()
+        assert not kernel.is_alive()
+        async with kernelwire.AsyncKernelSet() as kernels:
+            kid = await kernels.start("python3")
+            assert kernels[kid].is_alive()
+
+    asyncio.run(main())
+
+
+def test_pool_hands_out_ready_kernels_to_one_holder_each() -> None:
+    with KernelPool("python3", size=2) as pool:
+        pool.wait_ready(120)
+        started = time.monotonic()
+        first = pool.acquire()
+        assert time.monotonic() - started < 0.5
+        second = pool.acquire()
+        assert first.kernel_id != second.kernel_id
+        client = first.client()
+        assert client.execute("y = 5", reply=True, timeout=30)["content"]["status"] == "ok"
+        client.stop_channels()
+        pool.release(first)
+        with pytest.raises(kernelwire.KernelwireError):
+            pool.release(first)  # not held any more
+        third = pool.acquire(timeout=120)
+        assert third.kernel_id != second.kernel_id
+        if third.kernel_id == first.kernel_id:  # reused: restarted, namespace gone
+            reply = third.client().execute("y", reply=True, timeout=30)
+            assert reply["content"]["status"] == "error"
+        held = [second, third]
+    assert not any(k.is_alive() for k in held)
