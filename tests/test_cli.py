@@ -40,3 +40,50 @@ def test_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
     done = kernelwire("run", str(tmp_path / "nope.py"))
     assert done.returncode != 0
     assert "cannot read" in done.stderr and "nope.py" in done.stderr
+
+
+def test_kernels_lists_specs() -> None:
+    done = kernelwire("kernels")
+    assert done.returncode == 0
+    assert "python3" in done.stdout
+    import json
+
+    specs = json.loads(kernelwire("kernels", "--json").stdout)
+    assert specs["python3"]["language"] == "python"
+
+
+def test_start_prints_how_to_connect_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from kernelwire import BlockingKernelClient
+
+    path = tmp_path / "started.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernelwire.cli", "start", "--connection-file", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert "Started kernel python3" in lines[0]
+        assert str(path) in lines[1]
+        with BlockingKernelClient(str(path)) as client:
+            assert client.execute("1", reply=True, timeout=60)["content"]["status"] == "ok"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        deadline = time.monotonic() + 5
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not path.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_unknown_kernel_is_a_one_line_error() -> None:
+    done = kernelwire("start", "-k", "no-such-kernel")
+    assert done.returncode == 2
+    assert "no kernel named 'no-such-kernel'" in done.stderr and "python3" in done.stderr

@@ -188,9 +188,11 @@ def test_curve_encryption_refuses_clients_without_the_key() -> None:
         )
         plain = info.to_dict()
         del plain["curve_publickey"], plain["curve_secretkey"]
-        with kernelwire.BlockingKernelClient(connection_info=plain) as intruder:
-            with pytest.raises(KernelTimeout):
-                intruder.kernel_info(reply=True, timeout=1.0)
+        with (
+            kernelwire.BlockingKernelClient(connection_info=plain) as intruder,
+            pytest.raises(KernelTimeout),
+        ):
+            intruder.kernel_info(reply=True, timeout=1.0)
 
 
 def test_ipc_transport() -> None:
@@ -200,6 +202,7 @@ def test_ipc_transport() -> None:
         assert text == "over ipc\n"
         sockets = [kernel.connection_info.url(ch)[len("ipc://") :] for ch in ("shell", "iopub")]
     assert not any(Path(s).exists() for s in sockets)
+    assert not Path(sockets[0]).parent.exists()
 
 
 def test_auto_restart_reports_events() -> None:

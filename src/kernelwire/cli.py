@@ -8,13 +8,19 @@ code raised.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Sequence
+
+import orjson
 
 from . import __version__
 from .client.blocking import BlockingKernelClient
 from .errors import KernelwireError
 from .kernel_process import run_kernel_in_process
+from .lifecycle.kernel import Kernel
+from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
 from .protocol.message import Message
 
@@ -56,6 +62,44 @@ def run_command(args: argparse.Namespace) -> int:
     return 0 if reply["content"].get("status") == "ok" else 1
 
 
+def kernels_command(args: argparse.Namespace) -> int:
+    """``kernelwire kernels``: list installed kernel specs."""
+    specs = list_kernel_specs()
+    if args.json:
+        print(
+            orjson.dumps(
+                {n: s.to_dict() for n, s in specs.items()}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
+        return 0
+    width = max((len(name) for name in specs), default=4)
+    for name, spec in sorted(specs.items()):
+        print(f"{name:<{width}}  {spec.display_name}  ({spec.language}, {spec.resource_dir})")
+    return 0
+
+
+def start_command(args: argparse.Namespace) -> int:
+    """``kernelwire start``: start a kernel and keep it running until Ctrl-C."""
+    kernel = Kernel(get_kernel_spec(args.kernel))
+    if args.connection_file:
+        kernel.connection_file = os.path.abspath(args.connection_file)
+    try:
+        kernel.start()
+        print(f"Started kernel {args.kernel} (pid {kernel.pid}).", flush=True)
+        print(f"Connect with: --existing {kernel.connection_file}", flush=True)
+        print(f"  BlockingKernelClient({kernel.connection_file!r})", flush=True)
+        print("Press Ctrl-C to shut it down.", flush=True)
+        while kernel.is_alive():
+            time.sleep(0.5)
+        print(f"kernelwire: the kernel exited with code {kernel.exit_code}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Shutting down the kernel.", flush=True)
+        return 0
+    finally:
+        kernel.shutdown()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kernelwire`` command."""
     parser = argparse.ArgumentParser(prog="kernelwire", description="Talk to Jupyter kernels.")
@@ -69,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("file", nargs="?", help="a file of code to run, or - for stdin")
     run.add_argument("--timeout", type=float, default=None, help="seconds to allow (default: none)")
     run.set_defaults(handler=run_command)
+    kernels = commands.add_parser("kernels", help="list installed kernel specs")
+    kernels.add_argument("--json", action="store_true", help="print the specs as JSON")
+    kernels.set_defaults(handler=kernels_command)
+    start = commands.add_parser("start", help="start a kernel and print how to connect to it")
+    start.add_argument(
+        "-k", "--kernel", default="python3", help="kernel spec name (default: python3)"
+    )
+    start.add_argument("--connection-file", help="where to write the connection file")
+    start.set_defaults(handler=start_command)
     return parser
 
 

@@ -74,7 +74,10 @@ def _cleanup(processes: list[_Process], files: list[str]) -> None:
         process.stop(1.0)
     for path in files:
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            if os.path.isdir(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
 
 
 class Kernel:
@@ -205,16 +208,15 @@ class Kernel:
             ports=ports,
             curve=self.encrypt,
         )
-        if self.connection_file is None:
-            path, info = write_connection_file(None, info)
+        path, info = write_connection_file(self.connection_file, info)
+        if path not in self._files:
             self._files.append(path)
             if info.transport == "ipc":
                 self._files.extend(
                     info.url(ch)[len("ipc://") :]
                     for ch in ("shell", "iopub", "stdin", "control", "hb")
                 )
-        else:
-            path, info = write_connection_file(self.connection_file, info)
+                self._files.append(os.path.dirname(info.ip))  # the private ipc folder
         self.connection_file, self.connection_info = path, info
 
     def _launch(self) -> None:
