@@ -271,3 +271,36 @@ def test_pool_hands_out_ready_kernels_to_one_holder_each() -> None:
             assert reply["content"]["status"] == "error"
         held = [second, third]
     assert not any(k.is_alive() for k in held)
+
+
+def test_kernels_are_shut_down_at_interpreter_exit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import kernelwire\n"
+        "kernel = kernelwire.start_kernel('python3')\n"
+        "print(kernel.pid, kernel.connection_file, flush=True)\n"
+        "# no shutdown: leaving the interpreter must stop it\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    pid, connection_file = done.stdout.split()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
+    assert not Path(connection_file).exists()
+
+
+def test_a_hung_kernel_is_reported_by_its_heartbeat() -> None:
+    with start_kernel("python3") as kernel:
+        client = kernel.client(time_to_dead=1.0)
+        os.kill(kernel.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(KernelDied, match="heartbeat"):
+                client.execute("1", reply=True, timeout=30)
+            assert time.monotonic() - started < 3.0
+        finally:
+            os.kill(kernel.pid, signal.SIGCONT)
