@@ -283,7 +283,8 @@ def test_kernels_are_shut_down_at_interpreter_exit(tmp_path: Path) -> None:
         "print(kernel.pid, kernel.connection_file, flush=True)\n"
         "# no shutdown: leaving the interpreter must stop it\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    argv = [sys.executable, "-c", script]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     pid, connection_file = done.stdout.split()
     deadline = time.monotonic() + 10
