@@ -265,6 +265,9 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
 
     def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
         engine = self.engine
+        queue_ = engine.router.unclaimed[channel]
+        if queue_ and engine.router.unclaimed_sink is None:
+            return queue_.popleft()  # fast path: deque.popleft is atomic
         try:
             return engine.wait_for(take_unclaimed(engine.router, channel), timeout)
         except KernelTimeout:
