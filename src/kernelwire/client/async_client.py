@@ -154,7 +154,7 @@ class AsyncChannel:
     def is_alive(self) -> bool:
         """Whether the channel is open."""
         engine = self.client._engine
-        return engine is not None and self.name in engine.transport.sockets
+        return engine is not None and engine.has_channel(self.name)
 
     def start(self) -> None:
         """Kept for jupyter_client compatibility."""
@@ -247,7 +247,7 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
         engine = self._engine
         if engine is None:
             return False
-        if "hb" not in engine.transport.sockets:
+        if not engine.has_channel("hb"):
             return engine.router.death is None
         heartbeat = engine.heartbeat
 
@@ -281,7 +281,7 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
                 probe = self.submit(requests.kernel_info())
                 probes.append(probe)
                 reply = await probe.reply(left())
-                if "iopub" not in self.engine.transport.sockets:
+                if not self.engine.has_channel("iopub"):
                     return reply
                 state = probe._state
                 if not welcomed_before:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import zmq
@@ -32,6 +32,7 @@ from .routing import RequestState, Router, Sink
 
 EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
 
+
 ALL_CLAIMS: frozenset[Channel] = frozenset({"shell", "iopub", "stdin", "control"})
 REPLY_CLAIMS: frozenset[Channel] = frozenset({"shell", "control"})
 
@@ -40,7 +41,9 @@ class KernelClientBase(Generic[EngineT]):
     """Connection info, session and request building, shared by every client.
 
     ``connection_file`` or ``connection_info`` may be given here or loaded later with
-    :meth:`load_connection_file` / :meth:`load_connection_info`. ``time_to_dead`` is
+    :meth:`load_connection_file` / :meth:`load_connection_info`; ``engine_factory``
+    replaces the ZeroMQ engine (remote kernels): ``start_channels`` calls it with the
+    channels to open, the session, the heartbeat and ``max_unclaimed``. ``time_to_dead`` is
     how long an unanswered heartbeat means the kernel is dead; ``max_unclaimed``
     bounds each queue of messages no request claimed (``None``: no bound).
     """
@@ -58,6 +61,8 @@ class KernelClientBase(Generic[EngineT]):
         heartbeat_interval: float = 0.5,
         max_unclaimed: int | None = None,
         allow_stdin: bool = True,
+        engine_factory: Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT]
+        | None = None,
     ) -> None:
         self.connection_file: str | None = None
         self.connection_info: ConnectionInfo | None = None
@@ -68,6 +73,9 @@ class KernelClientBase(Generic[EngineT]):
         self.max_unclaimed = max_unclaimed
         self.allow_stdin = allow_stdin
         self._engine: EngineT | None = None
+        self._engine_factory: (
+            Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT] | None
+        ) = engine_factory
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if connection_file is not None:
             self.load_connection_file(connection_file)
@@ -130,14 +138,18 @@ class KernelClientBase(Generic[EngineT]):
             return
         wanted = {"shell": shell, "iopub": iopub, "stdin": stdin, "control": control, "hb": hb}
         channels: list[ChannelName] = [name for name, on in wanted.items() if on]  # type: ignore[misc]
-        engine = self._engine_class(
-            self._info(),
-            self.session,
-            channels=channels,
-            context=self.context,
-            heartbeat=Heartbeat(self.heartbeat_interval, self.time_to_dead),
-            max_unclaimed=self.max_unclaimed,
-        )
+        heartbeat = Heartbeat(self.heartbeat_interval, self.time_to_dead)
+        if self._engine_factory is not None:
+            engine = self._engine_factory(channels, self.session, heartbeat, self.max_unclaimed)
+        else:
+            engine = self._engine_class(
+                self._info(),
+                self.session,
+                channels=channels,
+                context=self.context,
+                heartbeat=heartbeat,
+                max_unclaimed=self.max_unclaimed,
+            )
         self._engine = engine
         # A client dropped without stop_channels() still closes its sockets.
         self._finalizer = weakref.finalize(self, engine.close)
@@ -212,11 +224,7 @@ class KernelClientBase(Generic[EngineT]):
     ) -> Request:
         if allow_stdin is None:
             allow_stdin = self.allow_stdin
-        if (
-            allow_stdin
-            and self._engine is not None
-            and "stdin" not in self._engine.transport.sockets
-        ):
+        if allow_stdin and self._engine is not None and not self._engine.has_channel("stdin"):
             raise ClientClosed("allow_stdin needs the stdin channel: start_channels(stdin=True)")
         return requests.execute(
             code, silent, store_history, user_expressions, allow_stdin, stop_on_error

@@ -169,7 +169,7 @@ class BlockingChannel:
     def is_alive(self) -> bool:
         """Whether the channel is open."""
         engine = self.client._engine
-        return engine is not None and self.name in engine.transport.sockets
+        return engine is not None and engine.has_channel(self.name)
 
     def start(self) -> None:
         """Channels start with the client; kept for jupyter_client compatibility."""
@@ -201,7 +201,7 @@ class HeartbeatChannel:
     def is_alive(self) -> bool:
         """Whether the heartbeat channel is open."""
         engine = self.client._engine
-        return engine is not None and "hb" in engine.transport.sockets
+        return engine is not None and engine.has_channel("hb")
 
     def pause(self) -> None:
         """Stop pinging (e.g. while the kernel restarts)."""
@@ -295,7 +295,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         engine = self._engine
         if engine is None:
             return False
-        if "hb" not in engine.transport.sockets:
+        if not engine.has_channel("hb"):
             return engine.router.death is None
         heartbeat = engine.heartbeat
         if heartbeat.beating(time.monotonic()):
@@ -332,7 +332,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
                 probe = self.submit(requests.kernel_info())
                 probes.append(probe)
                 reply = probe.reply(left())
-                if "iopub" not in self.engine.transport.sockets:
+                if not self.engine.has_channel("iopub"):
                     return reply
                 state = probe._state
                 if not welcomed_before:

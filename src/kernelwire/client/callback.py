@@ -89,7 +89,7 @@ class CallbackKernelClient(BlockingKernelClient):
         engine = self._engine
         thread, self._thread = self._thread, None
         if engine is not None:
-            engine._wake()
+            engine.wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
         super().stop_channels()

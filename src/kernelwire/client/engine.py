@@ -78,6 +78,13 @@ class EngineBase:
                 continue
             dispatch(channel, msg)
 
+    def has_channel(self, channel: ChannelName) -> bool:
+        """Whether ``channel`` is open on this engine."""
+        return channel in self.transport.sockets
+
+    def wake(self) -> None:
+        """Make a thread blocked in :meth:`pump` (if any) return soon."""
+
     def _health_wait(self, now: float) -> float:
         """Seconds until the next health check is due."""
         wait = self.heartbeat.next_deadline(now) if "hb" in self.transport.sockets else 1.0
@@ -145,9 +152,9 @@ class BlockingEngine(EngineBase):
             finally:
                 self._release_pump()
         else:
-            self._wake()
+            self.wake()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         # A full or closed pipe means the pumper is awake (or gone) anyway.
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"!")
@@ -255,7 +262,7 @@ class BlockingEngine(EngineBase):
         if self.closed:
             return
         self.closed = True
-        self._wake()
+        self.wake()
         with self._pump_lock:
             self.transport.close()
             self._poller = zmq.Poller()
