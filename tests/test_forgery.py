@@ -95,3 +95,47 @@ def test_forged_replayed_and_broken_messages_are_refused(
     key = client.connection_info.key if client.connection_info else ""
     assert key and all(key not in text for text in refused)
     assert key not in repr(client.session) and key not in repr(client.connection_info)
+
+
+def test_oversized_messages_are_refused(
+    fake_iopub: tuple[zmq.Socket[bytes], BlockingKernelClient, Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pub, client, session = fake_iopub
+    client.engine.max_message_bytes = 10_000
+    with caplog.at_level(logging.WARNING, logger="kernelwire"):
+        pub.send_multipart(stream(session, "x" * 20_000))
+        pub.send_multipart(stream(session, "small"))
+        assert drain(client) == ["small"]
+    assert any("oversized" in r.getMessage() for r in caplog.records)
+
+
+def test_replies_to_another_session_are_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """A peer answering on shell with another session's parent is not delivered."""
+    info = new_connection_info()
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(info.url("shell"))
+    client = BlockingKernelClient(connection_info=info)
+    client.start_channels(iopub=False, stdin=False, control=False, hb=False)
+    kernel_session = Session(info.key_bytes, check_replay=False)
+    try:
+        msg_id = client.kernel_info()
+        identity, *frames = router.recv_multipart()
+        _, request = kernel_session.decode(frames)
+        assert request["msg_id"] == msg_id
+        forged_parent = dict(request["header"], session="someone-else")
+        forged = kernel_session.message("kernel_info_reply", {"status": "ok"}, parent=forged_parent)
+        genuine = kernel_session.message("kernel_info_reply", {"status": "ok"}, parent=request)
+        with caplog.at_level(logging.WARNING, logger="kernelwire"):
+            router.send_multipart(kernel_session.encode(forged, [identity]))
+            router.send_multipart(kernel_session.encode(genuine, [identity]))
+            reply = client.get_shell_msg(timeout=10)
+            assert reply["header"]["msg_id"] == genuine["header"]["msg_id"]
+            with pytest.raises(queue.Empty):
+                client.get_shell_msg(timeout=0.3)
+        assert any("another session" in r.getMessage() for r in caplog.records)
+    finally:
+        client.stop_channels()
+        router.close(0)

@@ -32,6 +32,8 @@ from .routing import Router
 log = logging.getLogger("kernelwire.engine")
 
 T = TypeVar("T")
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+"""Messages larger than this (all frames together) are refused; ``None`` on an engine lifts it."""
 LIVENESS_INTERVAL = 0.2
 """Seconds between liveness checks (process exit) while someone waits."""
 ALL_CHANNELS: tuple[ChannelName, ...] = ("shell", "iopub", "stdin", "control", "hb")
@@ -57,6 +59,7 @@ class EngineBase:
         self.heartbeat = heartbeat or Heartbeat()
         self.transport = ZmqTransport(info, session.bsession, channels, context)
         self.closed = False
+        self.max_message_bytes: int | None = MAX_MESSAGE_BYTES
         # Extra death checks (e.g. "has the kernel process exited?"), run on every round.
         self.liveness_checks: list[Callable[[], KernelDied | None]] = []
 
@@ -69,9 +72,19 @@ class EngineBase:
             return
         decode = self.session.decode
         dispatch = self.router.dispatch
+        own_session = self.session.session_id
+        limit = self.max_message_bytes
         for frames in batch:
             try:
+                if limit is not None and sum(map(len, frames)) > limit:
+                    raise ProtocolError(f"oversized message: more than {limit} bytes")
                 msg = decode(frames)[1]
+                if channel != "iopub":
+                    # Replies and input requests answer *our* requests: another session's
+                    # are not for us (IOPub is a broadcast and carries every session's).
+                    session = msg["parent_header"].get("session")
+                    if session is not None and session != own_session:
+                        raise ProtocolError(f"reply to another session ({session!r})")
             except ProtocolError as exc:
                 self.router.rejected += 1
                 log.warning("refused a message on the %s channel: %s", channel, exc)
