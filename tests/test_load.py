@@ -1,0 +1,81 @@
+"""Load: many requests in flight on one client, many kernels from one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from kernelwire import AsyncKernelClient, BlockingKernelClient, KernelProcess, requests, start_kernel_async
+from kernelwire.protocol.message import Message
+
+
+def test_1000_requests_in_flight_are_each_routed_to_their_request(client: BlockingKernelClient) -> None:
+    pending = []
+    for i in range(1000):
+        kind = i % 3
+        if kind == 0:
+            request = requests.execute(f"print({i})", store_history=False)
+        elif kind == 1:
+            request = requests.complete(f"pri{'n' * (i % 2)}")
+        else:
+            request = requests.inspect("len")
+        pending.append((i, kind, client.submit(request)))
+    sent = time.monotonic()
+    received = 0
+    # Read them in reverse order: the earlier requests' messages must wait, not vanish.
+    for i, kind, handle in reversed(pending):
+        events = list(handle.events(timeout=120))
+        received += len(events)
+        reply = handle.reply(timeout=1)
+        assert reply["parent_header"]["msg_id"] == handle.msg_id
+        assert all(m["parent_header"]["msg_id"] == handle.msg_id for _, m in events)
+        if kind == 0:
+            texts = [m["content"]["text"] for ch, m in events if m["msg_type"] == "stream"]
+            assert texts == [f"{i}\n"], (i, texts)
+        elif kind == 1:
+            assert reply["msg_type"] == "complete_reply" and "print" in reply["content"]["matches"]
+        else:
+            assert reply["msg_type"] == "inspect_reply" and reply["content"]["found"]
+    assert received >= 1000 * 3  # at least busy, idle and the reply for each
+    assert time.monotonic() - sent < 120
+    assert client.router.rejected == 0 and client.router.dropped == 0
+    assert not client.router.pending
+
+
+@pytest.mark.parametrize("count", [64])
+def test_many_kernels_from_one_event_loop(count: int) -> None:
+    """Kernels driven concurrently from one asyncio loop, each getting its own answers."""
+
+    async def main() -> list[str]:
+        kernels = await asyncio.gather(*(start_kernel_async("python3") for _ in range(count)))
+        try:
+
+            async def drive(index: int) -> str:
+                client: AsyncKernelClient = kernels[index].async_client()
+                try:
+                    await client.wait_for_ready(60)
+                    outputs: list[Message] = []
+                    for step in range(5):
+                        pending = client.submit(requests.execute(f"print({index} * 100 + {step})"))
+                        outputs.extend([m async for m in pending.iopub(60) if m["msg_type"] == "stream"])
+                    return "".join(m["content"]["text"] for m in outputs)
+                finally:
+                    client.stop_channels()
+
+            return await asyncio.gather(*(drive(i) for i in range(count)))
+        finally:
+            await asyncio.gather(*(kernel.shutdown(now=True) for kernel in kernels))
+
+    results = asyncio.run(main())
+    assert results == ["".join(f"{i * 100 + s}\n" for s in range(5)) for i in range(count)]
+
+
+def test_slow_consumer_loses_nothing(ipykernel: KernelProcess) -> None:
+    with BlockingKernelClient(ipykernel.connection_file) as client:
+        client.wait_for_ready(30)
+        handle = client.submit(requests.execute("for i in range(2000): print(i, flush=True)"))
+        time.sleep(2.0)  # the kernel floods while nobody reads
+        text = "".join(m["content"]["text"] for m in handle.iopub(60) if m["msg_type"] == "stream")
+        assert text == "".join(f"{i}\n" for i in range(2000))
