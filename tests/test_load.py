@@ -7,11 +7,19 @@ import time
 
 import pytest
 
-from kernelwire import AsyncKernelClient, BlockingKernelClient, KernelProcess, requests, start_kernel_async
+from kernelwire import (
+    AsyncKernelClient,
+    BlockingKernelClient,
+    KernelProcess,
+    requests,
+    start_kernel_async,
+)
 from kernelwire.protocol.message import Message
 
 
-def test_1000_requests_in_flight_are_each_routed_to_their_request(client: BlockingKernelClient) -> None:
+def test_1000_requests_in_flight_are_each_routed_to_their_request(
+    client: BlockingKernelClient,
+) -> None:
     pending = []
     for i in range(1000):
         kind = i % 3
@@ -33,7 +41,7 @@ def test_1000_requests_in_flight_are_each_routed_to_their_request(client: Blocki
         assert all(m["parent_header"]["msg_id"] == handle.msg_id for _, m in events)
         if kind == 0:
             texts = [m["content"]["text"] for ch, m in events if m["msg_type"] == "stream"]
-            assert texts == [f"{i}\n"], (i, texts)
+            assert "".join(texts) == f"{i}\n", (i, texts)  # ipykernel may split a print
         elif kind == 1:
             assert reply["msg_type"] == "complete_reply" and "print" in reply["content"]["matches"]
         else:
@@ -49,7 +57,9 @@ def test_many_kernels_from_one_event_loop(count: int) -> None:
     """Kernels driven concurrently from one asyncio loop, each getting its own answers."""
 
     async def main() -> list[str]:
-        kernels = await asyncio.gather(*(start_kernel_async("python3") for _ in range(count)))
+        kernels = await asyncio.gather(
+            *(start_kernel_async("python3", startup_timeout=180) for _ in range(count))
+        )
         try:
 
             async def drive(index: int) -> str:
@@ -59,7 +69,9 @@ def test_many_kernels_from_one_event_loop(count: int) -> None:
                     outputs: list[Message] = []
                     for step in range(5):
                         pending = client.submit(requests.execute(f"print({index} * 100 + {step})"))
-                        outputs.extend([m async for m in pending.iopub(60) if m["msg_type"] == "stream"])
+                        outputs.extend(
+                            [m async for m in pending.iopub(60) if m["msg_type"] == "stream"]
+                        )
                     return "".join(m["content"]["text"] for m in outputs)
                 finally:
                     client.stop_channels()

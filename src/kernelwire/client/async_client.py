@@ -26,7 +26,7 @@ from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
 from .blocking import HeartbeatChannel
 from .engine import AsyncEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
-from .routing import RequestState, welcome_or_idle
+from .routing import IDLE_GRACE, RequestState, welcome_or_idle
 
 AsyncHook = Callable[[Message], Any]
 
@@ -45,6 +45,11 @@ class AsyncPendingRequest:
         self._state = state
         self._engine = client.engine
         self._finalizer = weakref.finalize(self, _forget, self._engine, self.msg_id)
+
+    @property
+    def incomplete(self) -> bool:
+        """True if the IOPub ``idle`` never came (its output may be incomplete)."""
+        return self._state.incomplete
 
     @property
     def done(self) -> bool:
@@ -72,7 +77,7 @@ class AsyncPendingRequest:
         def next_event() -> tuple[Channel, Message] | bool | None:
             if state.events:
                 return state.events.popleft()
-            if state.done:
+            if state.done or state.give_up_on_idle(IDLE_GRACE):
                 return False
             router.check_alive()
             return None

@@ -25,7 +25,7 @@ from ..protocol.requests import Request
 from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
 from .engine import BlockingEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
-from .routing import RequestState, welcome_or_idle
+from .routing import IDLE_GRACE, RequestState, welcome_or_idle
 
 Hook = Callable[[Message], None]
 
@@ -44,6 +44,11 @@ class PendingRequest:
         self._state = state
         self._engine = client.engine
         self._finalizer = weakref.finalize(self, _forget, self._engine, self.msg_id)
+
+    @property
+    def incomplete(self) -> bool:
+        """True if the IOPub ``idle`` never came (its output may be incomplete)."""
+        return self._state.incomplete
 
     @property
     def done(self) -> bool:
@@ -74,7 +79,7 @@ class PendingRequest:
         def next_event() -> tuple[Channel, Message] | bool | None:
             if state.events:
                 return state.events.popleft()
-            if state.done:
+            if state.done or state.give_up_on_idle(IDLE_GRACE):
                 return False
             router.check_alive()
             return None

@@ -32,7 +32,7 @@ from .routing import Router
 log = logging.getLogger("kernelwire.engine")
 
 T = TypeVar("T")
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 """Messages larger than this (all frames together) are refused; ``None`` on an engine lifts it."""
 LIVENESS_INTERVAL = 0.2
 """Seconds between liveness checks (process exit) while someone waits."""
@@ -57,7 +57,9 @@ class EngineBase:
         self.session = session
         self.router = Router(max_unclaimed)
         self.heartbeat = heartbeat or Heartbeat()
-        self.transport = ZmqTransport(info, session.bsession, channels, context)
+        self.transport = ZmqTransport(
+            info, session.bsession, channels, context, max_frame_bytes=MAX_MESSAGE_BYTES
+        )
         self.closed = False
         self.max_message_bytes: int | None = MAX_MESSAGE_BYTES
         # Extra death checks (e.g. "has the kernel process exited?"), run on every round.
@@ -97,6 +99,15 @@ class EngineBase:
 
     def wake(self) -> None:
         """Make a thread blocked in :meth:`pump` (if any) return soon."""
+
+    def _iopub_dropped(self) -> None:
+        self.router.iopub_resets += 1
+        log.warning(
+            "the IOPub connection to %s was dropped (a message over %s bytes?): reconnected; "
+            "output sent meanwhile is lost",
+            self.info.url("iopub"),
+            self.max_message_bytes,
+        )
 
     def _health_wait(self, now: float) -> float:
         """Seconds until the next health check is due."""
@@ -147,6 +158,8 @@ class BlockingEngine(EngineBase):
             self._poller.register(sock, zmq.POLLIN)
             self._socket_channel[sock] = channel
         self._poller.register(self._wake_r, zmq.POLLIN)
+        if self.transport.monitor is not None:
+            self._poller.register(self.transport.monitor, zmq.POLLIN)
 
     # -- sending -------------------------------------------------------------------
     def send(self, channel: ChannelName, msg: Message) -> None:
@@ -204,11 +217,23 @@ class BlockingEngine(EngineBase):
         wait = self._health_wait(now)
         if max_wait is not None:
             wait = min(wait, max_wait)
-        events = self._poller.poll(max(0, int(wait * 1000 + 0.999)))
+        for channel, sock in self.transport.sockets.items():
+            if sock.closed:
+                raise ClientClosed(f"the {channel} socket of this client was closed under it")
+        try:
+            events = self._poller.poll(max(0, int(wait * 1000 + 0.999)))
+        except zmq.ZMQError as exc:
+            raise ClientClosed(
+                f"a socket of this client failed ({exc}); stop and reconnect"
+            ) from exc
         if self.closed:
             return
         batches: list[tuple[ChannelName, list[list[bytes]]]] = []
         for sock, _ in events:
+            if sock is self.transport.monitor:
+                if self.transport.was_disconnected():
+                    self._reconnect_iopub()
+                continue
             if sock == self._wake_r:
                 try:
                     while os.read(self._wake_r, 4096):
@@ -228,6 +253,20 @@ class BlockingEngine(EngineBase):
             self._heartbeat_tick(time.monotonic())
             if self.router.death is not None:
                 self._cond.notify_all()
+
+    def _reconnect_iopub(self) -> None:
+        old, monitor = self.transport.sockets.get("iopub"), self.transport.monitor
+        for sock in (old, monitor):
+            if sock is not None:
+                self._poller.unregister(sock)
+                self._socket_channel.pop(sock, None)
+        sock = self.transport.reconnect("iopub")
+        self._poller.register(sock, zmq.POLLIN)
+        self._socket_channel[sock] = "iopub"
+        if self.transport.monitor is not None:
+            self._poller.register(self.transport.monitor, zmq.POLLIN)
+        with self._cond:
+            self._iopub_dropped()
 
     def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
         """Pump until ``predicate()`` (called under the routing lock) returns non-None.
@@ -306,21 +345,44 @@ class AsyncEngine(EngineBase):
         if self.closed:
             raise ClientClosed("the client's channels are stopped")
         self._loop = loop
-        for sock in self.transport.sockets.values():
-            fd = sock.FD
-            loop.add_reader(fd, self._on_readable)
-            self._fds.append(fd)
+        self._add_readers()
         self._tick()
         loop.call_soon(self._on_readable)
         return loop
+
+    def _add_readers(self) -> None:
+        assert self._loop is not None
+        for sock in self.transport.sockets.values():
+            fd = sock.FD
+            self._loop.add_reader(fd, self._on_readable)
+            self._fds.append(fd)
+        if self.transport.monitor is not None:
+            fd = self.transport.monitor.FD
+            self._loop.add_reader(fd, self._on_monitor)
+            self._fds.append(fd)
+
+    def _remove_readers(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            for fd in self._fds:
+                self._loop.remove_reader(fd)
+        self._fds.clear()
+
+    def _on_monitor(self) -> None:
+        if self.closed or not self.transport.was_disconnected():
+            return
+        self._remove_readers()
+        self.transport.reconnect("iopub")
+        self._add_readers()
+        self._iopub_dropped()
+        self._on_readable()
 
     def _tick(self) -> None:
         if self.closed or self._loop is None:
             return
         now = time.monotonic()
         self._heartbeat_tick(now)
-        if self.router.death is not None:
-            self._wake_waiters()
+        # Waiters re-check their predicates: some depend on time (a lost idle) or on death.
+        self._wake_waiters()
         # A pong or a new liveness check does not reschedule this timer: never sleep long.
         delay = min(self._health_wait(now), self.heartbeat.interval)
         self._timer = self._loop.call_later(max(delay, 0.01), self._tick)
@@ -396,10 +458,7 @@ class AsyncEngine(EngineBase):
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._loop is not None and not self._loop.is_closed():
-            for fd in self._fds:
-                self._loop.remove_reader(fd)
-        self._fds.clear()
+        self._remove_readers()
         self.transport.close()
         self._wake_waiters()
 

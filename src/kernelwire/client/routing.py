@@ -11,6 +11,7 @@ because another request was being waited for.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,10 @@ from ..protocol.message import CHANNELS, Channel, Message
 log = logging.getLogger("kernelwire.routing")
 
 Sink = Callable[[Channel, Message], None]
+
+
+IDLE_GRACE = 4.0
+"""Seconds to wait for a request's IOPub ``idle`` once its reply is in (as nbclient does)."""
 
 
 def is_idle(msg: Message) -> bool:
@@ -46,9 +51,11 @@ class RequestState:
         "events",
         "expects_reply",
         "idle",
+        "incomplete",
         "msg_id",
         "msg_type",
         "reply",
+        "reply_at",
         "sink",
     )
 
@@ -58,7 +65,9 @@ class RequestState:
         self.channel = channel
         self.expects_reply = msg_type.endswith("_request")
         self.reply: Message | None = None
+        self.reply_at = 0.0
         self.idle = False
+        self.incomplete = False
         self.events: deque[tuple[Channel, Message]] = deque()
         self.sink = sink
         self.claims: frozenset[Channel] = frozenset(CHANNELS)
@@ -66,7 +75,24 @@ class RequestState:
     @property
     def done(self) -> bool:
         """Reply (when expected) and ``status: idle`` both received."""
-        return self.idle and (self.reply is not None or not self.expects_reply)
+        return (self.idle or self.incomplete) and (self.reply is not None or not self.expects_reply)
+
+    def give_up_on_idle(self, grace: float) -> bool:
+        """Mark the request ``incomplete`` if its reply came ``grace`` seconds ago and its
+        IOPub ``idle`` never did (lost across a reset connection): waiting longer would hang.
+        """
+        if self.idle or self.reply is None or self.incomplete:
+            return self.incomplete
+        if time.monotonic() - self.reply_at < grace:
+            return False
+        self.incomplete = True
+        log.warning(
+            "no IOPub idle for %s %s within %g s of its reply: its output may be incomplete",
+            self.msg_type,
+            self.msg_id,
+            grace,
+        )
+        return True
 
     def add(self, channel: Channel, msg: Message) -> None:
         """Record ``msg`` received on ``channel``."""
@@ -75,6 +101,7 @@ class RequestState:
                 self.idle = True
         elif channel in ("shell", "control") and self.reply is None:
             self.reply = msg
+            self.reply_at = time.monotonic()
         if self.sink is not None:
             self.sink(channel, msg)
         else:
@@ -97,6 +124,7 @@ class Router:
         self.received = 0
         self.death: KernelDied | None = None
         self.iopub_welcomed = False
+        self.iopub_resets = 0
         self.listeners: list[Sink] = []
         self.unclaimed_sink: Sink | None = None
 
@@ -173,6 +201,7 @@ class Router:
             "received": self.received,
             "rejected": self.rejected,
             "dropped": self.dropped,
+            "iopub_resets": self.iopub_resets,
             "pending": len(self.pending),
             "unclaimed": {ch: len(q) for ch, q in self.unclaimed.items()},
         }

@@ -8,6 +8,7 @@ delimiter frame so both echo styles (ROUTER device, REP) answer it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -43,12 +44,16 @@ class ZmqTransport:
         identity: bytes,
         channels: Iterable[ChannelName] = ("shell", "iopub", "stdin", "control", "hb"),
         context: zmq.Context[Any] | None = None,
+        max_frame_bytes: int | None = None,
     ) -> None:
         self.info = info
+        self.max_frame_bytes = max_frame_bytes
         self.context = context or _new_context()
         self.sockets: dict[ChannelName, zmq.Socket[bytes]] = {}
         self.closed = False
         self._client_keys = zmq.curve_keypair() if info.curve_publickey else (b"", b"")
+        self._identity = identity
+        self.monitor: zmq.Socket[bytes] | None = None
         try:
             for channel in channels:
                 self.sockets[channel] = self._connect(channel, identity)
@@ -71,6 +76,12 @@ class ZmqTransport:
             sock.rcvhwm = 0
         elif channel != "hb":
             sock.identity = identity
+        if channel == "iopub" and self.max_frame_bytes is not None:
+            # ZeroMQ refuses a larger frame before it is held in memory, so a kernel that
+            # floods one huge message cannot exhaust ours; it drops the connection and
+            # does not reconnect, so we watch for that and reconnect ourselves.
+            sock.maxmsgsize = self.max_frame_bytes
+            self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         if self.info.transport == "tcp":
             sock.setsockopt(zmq.IPV6, 1)
         if self.info.curve_publickey:
@@ -80,6 +91,35 @@ class ZmqTransport:
             sock.curve_publickey = public
             sock.curve_secretkey = secret
         sock.connect(self.info.url(channel))
+        return sock
+
+    def was_disconnected(self) -> bool:
+        """Whether the IOPub connection dropped since the last call (reads the monitor)."""
+        monitor = self.monitor
+        dropped = False
+        if monitor is None:
+            return False
+        try:
+            while True:
+                monitor.recv_multipart(zmq.NOBLOCK)
+                dropped = True
+        except zmq.Again:
+            pass
+        return dropped
+
+    def reconnect(self, channel: ChannelName) -> zmq.Socket[bytes]:
+        """Replace ``channel``'s socket with a freshly connected one; returns it."""
+        old = self.sockets.pop(channel)
+        self.channel_of.pop(old, None)
+        if channel == "iopub" and self.monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                old.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
+        old.close(linger=0)
+        sock = self._connect(channel, self._identity)
+        self.sockets[channel] = sock
+        self.channel_of[sock] = channel
         return sock
 
     def socket(self, channel: ChannelName) -> zmq.Socket[bytes]:
@@ -121,6 +161,11 @@ class ZmqTransport:
     def close(self) -> None:
         """Close every socket (idempotent)."""
         self.closed = True
+        if self.monitor is not None:
+            with contextlib.suppress(zmq.ZMQError, KeyError):
+                self.sockets["iopub"].disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
         for sock in self.sockets.values():
             sock.close(linger=0)
         self.sockets.clear()
