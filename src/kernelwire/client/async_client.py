@@ -14,7 +14,6 @@ import asyncio
 import inspect
 import queue
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -26,12 +25,13 @@ from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
 from .blocking import HeartbeatChannel
 from .engine import AsyncEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
-from .routing import IDLE_GRACE, RequestState, welcome_or_idle
+from .pending import PendingBase
+from .routing import RequestState, welcome_or_idle
 
 AsyncHook = Callable[[Message], Any]
 
 
-class AsyncPendingRequest:
+class AsyncPendingRequest(PendingBase[AsyncEngine]):
     """A sent request and everything the kernel sends back for it (asyncio).
 
     ``async for channel, msg in pending`` yields messages in arrival order, up to the
@@ -39,49 +39,17 @@ class AsyncPendingRequest:
     """
 
     def __init__(self, client: AsyncKernelClient, msg: Message, state: RequestState) -> None:
+        super().__init__(client.engine, msg, state)
         self.client = client
-        self.msg = msg
-        self.msg_id: str = msg["msg_id"]
-        self._state = state
-        self._engine = client.engine
-        self._finalizer = weakref.finalize(self, _forget, self._engine, self.msg_id)
-
-    @property
-    def incomplete(self) -> bool:
-        """True if the IOPub ``idle`` never came (its output may be incomplete)."""
-        return self._state.incomplete
-
-    @property
-    def done(self) -> bool:
-        """Reply and ``idle`` received, and every message taken."""
-        return self._state.done and not self._state.events
 
     async def reply(self, timeout: float | None = None) -> Message:
         """The reply; :class:`KernelTimeout` / :class:`KernelDied` if it does not come."""
-        state = self._state
-        router = self._engine.router
-
-        def ready() -> Message | None:
-            if state.reply is None:
-                router.check_alive()
-            return state.reply
-
-        return await self._engine.wait_for(ready, timeout)
+        return await self._engine.wait_for(self._reply_ready(), timeout)
 
     async def events(self, timeout: float | None = None) -> AsyncIterator[tuple[Channel, Message]]:
         """``(channel, message)`` pairs as they arrive, until done; ``timeout`` bounds the whole."""
-        state = self._state
-        router = self._engine.router
         deadline = None if timeout is None else time.monotonic() + timeout
-
-        def next_event() -> tuple[Channel, Message] | bool | None:
-            if state.events:
-                return state.events.popleft()
-            if state.done or state.give_up_on_idle(IDLE_GRACE):
-                return False
-            router.check_alive()
-            return None
-
+        next_event = self._next_event()
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             event = await self._engine.wait_for(next_event, remaining)
@@ -112,18 +80,7 @@ class AsyncPendingRequest:
                 result = hook(msg)
                 if inspect.isawaitable(result):
                     await result
-        if self._state.reply is None:
-            raise KernelTimeout(f"{self._state.msg_type} has no reply")
-        return self._state.reply
-
-    def close(self) -> None:
-        """Stop routing this request's messages here; later ones become unclaimed."""
-        self._finalizer()
-
-
-def _forget(engine: AsyncEngine, msg_id: str) -> None:
-    if not engine.closed:
-        engine.router.forget(msg_id)
+        return self._final_reply()
 
 
 class AsyncChannel:
@@ -307,8 +264,7 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
             raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
         finally:
             for probe in probes:
-                probe._state.events.clear()
-                probe.close()
+                probe.discard()
 
     def submit(
         self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS
@@ -327,8 +283,7 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
             try:
                 return await pending.reply(timeout)
             finally:
-                pending._state.events.clear()
-                pending.close()
+                pending.discard()
 
         return wait_reply()
 

@@ -204,11 +204,6 @@ class KernelClientBase(Generic[EngineT]):
             raise
         return msg, state
 
-    def _forget(self, msg_id: str) -> None:
-        engine = self._engine
-        if engine is not None:
-            engine.run_locked(lambda: engine.router.forget(msg_id))
-
     def send_message(self, channel: Channel, msg: Mapping[str, Any]) -> None:
         """Send a message you built yourself (e.g. with ``client.session.message``)."""
         self.engine.send(channel, msg)  # type: ignore[arg-type]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import queue
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -25,12 +24,13 @@ from ..protocol.requests import Request
 from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
 from .engine import BlockingEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
-from .routing import IDLE_GRACE, RequestState, welcome_or_idle
+from .pending import PendingBase
+from .routing import RequestState, welcome_or_idle
 
 Hook = Callable[[Message], None]
 
 
-class PendingRequest:
+class PendingRequest(PendingBase[BlockingEngine]):
     """A sent request and everything the kernel sends back for it.
 
     Iterate to get ``(channel, message)`` pairs in arrival order, up to the reply and
@@ -38,52 +38,20 @@ class PendingRequest:
     """
 
     def __init__(self, client: BlockingKernelClient, msg: Message, state: RequestState) -> None:
+        super().__init__(client.engine, msg, state)
         self.client = client
-        self.msg = msg
-        self.msg_id: str = msg["msg_id"]
-        self._state = state
-        self._engine = client.engine
-        self._finalizer = weakref.finalize(self, _forget, self._engine, self.msg_id)
-
-    @property
-    def incomplete(self) -> bool:
-        """True if the IOPub ``idle`` never came (its output may be incomplete)."""
-        return self._state.incomplete
-
-    @property
-    def done(self) -> bool:
-        """Reply and ``idle`` received, and every message taken."""
-        return self._state.done and not self._state.events
 
     def reply(self, timeout: float | None = None) -> Message:
         """The ``*_reply`` message.
 
         Raises :class:`KernelTimeout` or :class:`KernelDied` if it does not come.
         """
-        state = self._state
-        router = self._engine.router
-
-        def ready() -> Message | None:
-            if state.reply is None:
-                router.check_alive()
-            return state.reply
-
-        return self._engine.wait_for(ready, timeout)
+        return self._engine.wait_for(self._reply_ready(), timeout)
 
     def events(self, timeout: float | None = None) -> Iterator[tuple[Channel, Message]]:
         """``(channel, message)`` pairs as they arrive, until done; ``timeout`` bounds the whole."""
-        state = self._state
-        router = self._engine.router
         deadline = None if timeout is None else time.monotonic() + timeout
-
-        def next_event() -> tuple[Channel, Message] | bool | None:
-            if state.events:
-                return state.events.popleft()
-            if state.done or state.give_up_on_idle(IDLE_GRACE):
-                return False
-            router.check_alive()
-            return None
-
+        next_event = self._next_event()
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             event = self._engine.wait_for(next_event, remaining)
@@ -115,22 +83,7 @@ class PendingRequest:
                 output_hook(msg)
             elif channel == "stdin" and stdin_hook is not None:
                 stdin_hook(msg)
-        reply = self._state.reply
-        if reply is None:  # a request with no reply (comm_msg) ends at idle
-            raise KernelTimeout(f"{self._state.msg_type} has no reply")
-        return reply
-
-    def close(self) -> None:
-        """Stop routing this request's messages here; later ones become unclaimed."""
-        self._finalizer()
-
-    def __repr__(self) -> str:
-        return f"<PendingRequest {self._state.msg_type} {self.msg_id} done={self.done}>"
-
-
-def _forget(engine: BlockingEngine, msg_id: str) -> None:
-    if not engine.closed:
-        engine.run_locked(lambda: engine.router.forget(msg_id))
+        return self._final_reply()
 
 
 class BlockingChannel:
@@ -359,8 +312,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
             raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
         finally:
             for probe in probes:
-                probe._state.events.clear()  # probes' own messages are not the user's
-                probe.close()
+                probe.discard()  # probes' own messages are not the user's
 
     # -- requests ------------------------------------------------------------------
     def submit(
@@ -378,8 +330,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         try:
             return pending.reply(timeout)
         finally:
-            pending._state.events.clear()  # the reply was handed over: do not requeue it
-            pending.close()
+            pending.discard()  # the reply was handed over: do not requeue it
 
     def execute_interactive(
         self,

@@ -1,0 +1,86 @@
+"""What the blocking and asyncio per-request handles share: state, predicates, cleanup."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from ..errors import KernelTimeout
+from ..protocol.message import Channel, Message
+from .engine import AsyncEngine, BlockingEngine
+from .routing import IDLE_GRACE, RequestState
+
+EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
+Event = tuple[Channel, Message]
+
+
+def forget_request(engine: BlockingEngine | AsyncEngine, msg_id: str) -> None:
+    """Stop routing ``msg_id`` on ``engine`` (its later messages become unclaimed)."""
+    if not engine.closed:
+        engine.run_locked(lambda: engine.router.forget(msg_id))
+
+
+class PendingBase(Generic[EngineT]):
+    """A sent request and the routing state that collects what comes back for it."""
+
+    def __init__(self, engine: EngineT, msg: Message, state: RequestState) -> None:
+        self.msg = msg
+        self.msg_id: str = msg["msg_id"]
+        self._state = state
+        self._engine: EngineT = engine
+        self._finalizer: weakref.finalize[Any, Any] = weakref.finalize(
+            self, forget_request, engine, self.msg_id
+        )
+
+    @property
+    def incomplete(self) -> bool:
+        """True if the IOPub ``idle`` never came (its output may be incomplete)."""
+        return self._state.incomplete
+
+    @property
+    def done(self) -> bool:
+        """Reply and ``idle`` received, and every message taken."""
+        return self._state.done and not self._state.events
+
+    def _reply_ready(self) -> Callable[[], Message | None]:
+        state, router = self._state, self._engine.router
+
+        def ready() -> Message | None:
+            if state.reply is None:
+                router.check_alive()
+            return state.reply
+
+        return ready
+
+    def _next_event(self) -> Callable[[], Event | bool | None]:
+        """A predicate: the next event, ``False`` once done, ``None`` to keep waiting."""
+        state, router = self._state, self._engine.router
+
+        def next_event() -> Event | bool | None:
+            if state.events:
+                return state.events.popleft()
+            if state.done or state.give_up_on_idle(IDLE_GRACE):
+                return False
+            router.check_alive()
+            return None
+
+        return next_event
+
+    def _final_reply(self) -> Message:
+        reply = self._state.reply
+        if reply is None:  # a request with no reply (comm_msg) ends at idle
+            raise KernelTimeout(f"{self._state.msg_type} has no reply")
+        return reply
+
+    def close(self) -> None:
+        """Stop routing this request's messages here; later ones become unclaimed."""
+        self._finalizer()
+
+    def discard(self) -> None:
+        """Close, dropping what arrived and was not taken (it was handed over already)."""
+        self._state.events.clear()
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.msg_type} {self.msg_id} done={self.done}>"
