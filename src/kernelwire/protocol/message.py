@@ -139,7 +139,7 @@ class HeaderFactory:
     def header(self, msg_type: str, subshell_id: str | None = None) -> dict[str, Any]:
         """A fresh header for a message of ``msg_type``."""
         header = {
-            "msg_id": self.new_id(),
+            "msg_id": f"{self._prefix}{next(self._counter)}",
             "msg_type": msg_type,
             "username": self.username,
             "session": self.session,
@@ -160,16 +160,22 @@ class HeaderFactory:
         buffers: Sequence[Buffer] = (),
         subshell_id: str | None = None,
     ) -> Message:
-        """A new message of ``msg_type``; ``parent`` is the message (or header) it answers."""
+        """A new message of ``msg_type``; ``parent`` is the message (or header) it answers.
+
+        ``content`` and ``metadata`` are used as given (not copied), as in jupyter_client.
+        """
         parent_header: dict[str, Any] = {}
         if parent:
-            parent_header = dict(parent.get("header", parent))
-        return Message.build(
-            self.header(msg_type, subshell_id),
-            parent_header,
-            dict(metadata or {}),
-            dict(content or {}),
-            buffers,
+            parent_header = dict(parent["header"] if "header" in parent else parent)
+        header = self.header(msg_type, subshell_id)
+        return Message(
+            header=header,
+            msg_id=header["msg_id"],
+            msg_type=msg_type,
+            parent_header=parent_header,
+            metadata=metadata if isinstance(metadata, dict) else dict(metadata or {}),
+            content=content if isinstance(content, dict) else dict(content or {}),
+            buffers=list(buffers),
         )
 
 

@@ -1,0 +1,178 @@
+"""Execute round trip on a real ipykernel: kernelwire, jupyter_client and a raw-pyzmq floor.
+
+One ipykernel; the three clients take turns, one connected at a time. A round trip is
+``execute("pass")`` from sending the request until both its ``execute_reply`` and its
+IOPub ``status: idle`` are in. The floor is hand-written pyzmq: DEALER + SUB sockets,
+messages signed with ``hmac`` and parsed with ``orjson`` just enough to match the
+parent ``msg_id``: what any Python client must at least do. Rounds are interleaved so
+machine noise hits the three alike.
+
+    python bench/roundtrip.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import itertools
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import orjson
+import zmq
+from jupyter_client import BlockingKernelClient as JupyterClient
+
+from _common import table
+from kernelwire import BlockingKernelClient, requests, run_kernel_in_process
+from kernelwire.protocol.connection import ConnectionInfo
+
+
+class RawClient:
+    """The floor: the least a Python client can do for one execute round trip."""
+
+    def __init__(self, info: ConnectionInfo) -> None:
+        self.key = info.key_bytes
+        self.session = uuid.uuid4().hex
+        self.counter = itertools.count()
+        context = zmq.Context.instance()
+        self.shell = context.socket(zmq.DEALER)
+        self.shell.connect(info.url("shell"))
+        self.iopub = context.socket(zmq.SUB)
+        self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.iopub.connect(info.url("iopub"))
+        self.poller = zmq.Poller()
+        self.poller.register(self.shell, zmq.POLLIN)
+        self.poller.register(self.iopub, zmq.POLLIN)
+
+    def execute(self, code: str) -> None:
+        msg_id = f"{self.session}_{next(self.counter)}"
+        header = orjson.dumps(
+            {
+                "msg_id": msg_id,
+                "msg_type": "execute_request",
+                "session": self.session,
+                "username": "bench",
+                "date": datetime.now(timezone.utc).isoformat(),
+                "version": "5.3",
+            }
+        )
+        content = orjson.dumps(
+            {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            }
+        )
+        parts = [header, b"{}", b"{}", content]
+        signature = hmac.new(self.key, b"".join(parts), hashlib.sha256).hexdigest().encode()
+        self.shell.send_multipart([b"<IDS|MSG>", signature, *parts])
+        got_reply = got_idle = False
+        while not (got_reply and got_idle):
+            for sock, _ in self.poller.poll():
+                frames = sock.recv_multipart()
+                at = frames.index(b"<IDS|MSG>")
+                parent = orjson.loads(frames[at + 3])
+                if parent.get("msg_id") != msg_id:
+                    continue
+                if sock is self.shell:
+                    got_reply = True
+                elif orjson.loads(frames[at + 5]).get("execution_state") == "idle":
+                    got_idle = True
+
+    def close(self) -> None:
+        self.shell.close(0)
+        self.iopub.close(0)
+
+
+def kernelwire_round(client: BlockingKernelClient) -> None:
+    pending = client.submit(requests.execute("pass", store_history=False, allow_stdin=False))
+    for _ in pending.events(timeout=30):
+        pass
+
+
+def jupyter_round(client: JupyterClient) -> None:
+    msg_id = client.execute("pass", store_history=False, allow_stdin=False)
+    while client.get_shell_msg(timeout=30)["parent_header"].get("msg_id") != msg_id:
+        pass
+    while True:
+        msg = client.get_iopub_msg(timeout=30)
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["content"].get("execution_state") == "idle"
+        ):
+            return
+
+
+def timed(run: Callable[[], None], n: int, out: list[float]) -> None:
+    """Run ``run`` ``n`` times (after 5 untimed warm-up runs), appending seconds per run."""
+    for _ in range(5):
+        run()
+    for _ in range(n):
+        started = time.perf_counter()
+        run()
+        out.append(time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    args = parser.parse_args()
+    rounds, batch = (10, 20) if args.quick else (40, 50)
+    with run_kernel_in_process() as kernel:
+        path, info = kernel.connection_file, kernel.connection_info
+
+        def kernelwire_batch(n: int, out: list[float]) -> None:
+            with BlockingKernelClient(path) as client:
+                client.wait_for_ready(30)
+                timed(lambda: kernelwire_round(client), n, out)
+
+        def jupyter_batch(n: int, out: list[float]) -> None:
+            client = JupyterClient()
+            client.load_connection_file(path)
+            client.start_channels()
+            try:
+                client.wait_for_ready(30)
+                timed(lambda: jupyter_round(client), n, out)
+            finally:
+                client.stop_channels()
+
+        def floor_batch(n: int, out: list[float]) -> None:
+            client = RawClient(info)
+            try:
+                timed(lambda: client.execute("pass"), 5, [])  # also waits out the slow joiner
+                timed(lambda: client.execute("pass"), n, out)
+            finally:
+                client.close()
+
+        # Only one client is connected at a time: every client on a kernel receives every
+        # IOPub message, so others' traffic would be charged to whoever reads next.
+        batches = {
+            "raw pyzmq floor": floor_batch,
+            "kernelwire BlockingKernelClient": kernelwire_batch,
+            "jupyter_client BlockingKernelClient": jupyter_batch,
+        }
+        times: dict[str, list[float]] = {name: [] for name in batches}
+        for batch_run in batches.values():  # warm up
+            batch_run(20, [])
+        names = list(batches)
+        for index in range(rounds):
+            # Rotate who goes first, so a kernel that drifts within a round favours no one.
+            for name in names[index % 3 :] + names[: index % 3]:
+                batches[name](batch, times[name])
+    table(times, "ms", 1e3)
+    floor_median = statistics.median(times["raw pyzmq floor"])
+    for name in list(batches)[1:]:
+        ratio = statistics.median(times[name]) / floor_median
+        print(f"{name:<36} {ratio:6.3f}x the floor ({(ratio - 1) * 100:+.1f}%)")
+    print("goal: kernelwire within 5% of the floor")
+
+
+if __name__ == "__main__":
+    main()
