@@ -8,9 +8,14 @@ kernel goes through :class:`~kernelwire.AsyncKernelClient`, on the loop itself.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+from nbformat import NotebookNode
+
+from .. import execution
 from ..client.async_client import AsyncKernelClient
+from ..execution import ExecutionResult, StdinHandler
 from .kernel import SHUTDOWN_TIMEOUT, Kernel, start_kernel
 
 
@@ -19,6 +24,7 @@ class AsyncKernel:
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
+        self._run_client: AsyncKernelClient | None = None
 
     @property
     def kernel_id(self) -> str:
@@ -42,6 +48,45 @@ class AsyncKernel:
     def async_client(self, **kwargs: Any) -> AsyncKernelClient:
         """A started :class:`AsyncKernelClient` whose waits raise ``KernelDied`` on death."""
         return self.kernel.async_client(**kwargs)
+
+    def _runner(self) -> AsyncKernelClient:
+        client = self._run_client
+        if client is None or not client.channels_running:
+            client = self._run_client = self.kernel.async_client()
+        return client
+
+    async def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        stdin: StdinHandler | None = None,
+        front_end: bool = True,
+        max_output_chars: int | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` and return what a notebook would show (see :meth:`Kernel.run`)."""
+        client = self._runner()
+        await client.wait_for_ready(self.kernel.startup_timeout)
+        return await execution.run_async(
+            client,
+            code,
+            timeout=timeout,
+            stdin=stdin,
+            interrupt=self.interrupt,
+            front_end=front_end,
+            max_output_chars=max_output_chars,
+        )
+
+    async def stream(
+        self, code: str, *, timeout: float | None = None, stdin: StdinHandler | None = None
+    ) -> AsyncIterator[NotebookNode]:
+        """Run ``code`` and yield its outputs as they arrive."""
+        client = self._runner()
+        await client.wait_for_ready(self.kernel.startup_timeout)
+        async for output in execution.stream_async(
+            client, code, timeout=timeout, stdin=stdin, interrupt=self.interrupt
+        ):
+            yield output
 
     async def interrupt(self) -> None:
         """Interrupt the running code (signal or message, as the spec says)."""

@@ -15,14 +15,18 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from nbformat import NotebookNode
+
+from .. import execution
 from ..client.async_client import AsyncKernelClient
 from ..client.base import KernelClientBase
 from ..client.blocking import BlockingKernelClient
 from ..errors import KernelDied, KernelwireError
+from ..execution import ExecutionResult, StdinHandler
 from ..protocol.connection import ConnectionInfo, new_connection_info, write_connection_file
 from .launcher import (
     KernelLog,
@@ -125,6 +129,7 @@ class Kernel:
         self._lock = threading.RLock()
         self._monitor: threading.Thread | None = None
         self._closed = False
+        self._run_client: BlockingKernelClient | None = None
         self._finalizer = weakref.finalize(self, _cleanup, self._processes, self._files)
 
     # -- state -------------------------------------------------------------------
@@ -347,6 +352,46 @@ class Kernel:
                 except KernelwireError as exc:
                     self._emit("restart_failed", None, str(exc))
                     return
+
+    # -- running code ------------------------------------------------------------
+    def _runner(self) -> BlockingKernelClient:
+        client = self._run_client
+        if client is None or not client.channels_running:
+            client = self._run_client = self.client()
+        return client
+
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        stdin: StdinHandler | None = None,
+        front_end: bool = True,
+        max_output_chars: int | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` and return what a notebook would show (:class:`ExecutionResult`).
+
+        ``stdin(prompt, password)`` answers ``input()``; without it ``input()`` raises in
+        the kernel. On ``timeout`` the kernel is interrupted, its idle awaited, and
+        :class:`KernelTimeout` raised.
+        """
+        return execution.run(
+            self._runner(),
+            code,
+            timeout=timeout,
+            stdin=stdin,
+            interrupt=self.interrupt,
+            front_end=front_end,
+            max_output_chars=max_output_chars,
+        )
+
+    def stream(
+        self, code: str, *, timeout: float | None = None, stdin: StdinHandler | None = None
+    ) -> Iterator[NotebookNode]:
+        """Run ``code`` and yield its outputs as they arrive (nbformat output dicts)."""
+        return execution.stream(
+            self._runner(), code, timeout=timeout, stdin=stdin, interrupt=self.interrupt
+        )
 
     def __enter__(self) -> Kernel:
         return self

@@ -166,7 +166,7 @@ class HeaderFactory:
         """
         parent_header: dict[str, Any] = {}
         if parent:
-            parent_header = dict(parent["header"] if "header" in parent else parent)
+            parent_header = dict(parent.get("header", parent))
         header = self.header(msg_type, subshell_id)
         return Message(
             header=header,

@@ -1,0 +1,416 @@
+"""Running code the way people want: what a notebook would show, as one result or a stream.
+
+:class:`OutputCollector` turns IOPub messages into nbformat v4 outputs the way a
+notebook keeps them (streams, displays and their updates, results, errors,
+``clear_output``). :func:`run` / :func:`stream` (and their ``_async`` twins) run code on
+a client and give an :class:`ExecutionResult` or the outputs as they arrive.
+
+>>> result = run(client, "print('hi')\\n6 * 7")        # doctest: +SKIP
+>>> result.stdout, result.text
+('hi\\n', '42')
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbformat import NotebookNode
+from nbformat.v4 import output_from_msg
+
+from .client.async_client import AsyncKernelClient, AsyncPendingRequest
+from .client.blocking import BlockingKernelClient, PendingRequest
+from .errors import ExecutionError, KernelTimeout
+from .protocol import requests
+from .protocol.message import Message
+
+StdinHandler = Callable[[str, bool], str]
+"""Answers an ``input()`` in the kernel: ``(prompt, password) -> value``."""
+
+INTERRUPT_GRACE = 10.0
+"""Seconds to wait for ``idle`` after interrupting a request that timed out."""
+
+TRUNCATION_MARKER = "\n[kernelwire: output truncated, {dropped} more characters not kept]\n"
+
+_BACKSPACE = re.compile(r"[^\n]\x08")
+
+
+def process_control_characters(text: str) -> str:
+    """Apply ``\\b`` (erase the previous character) and ``\\r`` (return to the start of
+    the line and overwrite it) as a terminal or a Jupyter front end shows them.
+
+    >>> process_control_characters("10%\\r50%\\r100%\\n")
+    '100%\\n'
+    >>> process_control_characters("abc\\rd")
+    'dbc'
+    """
+    while "\x08" in text:
+        reduced = _BACKSPACE.sub("", text, count=1)
+        # A backspace at the start of a line erases nothing: drop it.
+        text = text.replace("\x08", "", 1) if reduced == text else reduced
+    if "\r" not in text:
+        return text
+    lines = []
+    for line in text.split("\n"):
+        shown = ""
+        for piece in line.split("\r"):
+            shown = piece + shown[len(piece) :]
+        lines.append(shown)
+    return "\n".join(lines)
+
+
+class OutputCollector:
+    """Keeps the outputs of one execution as a notebook would.
+
+    ``front_end`` merges consecutive stream outputs of the same name and applies
+    ``\\r`` / ``\\b`` (what JupyterLab shows and saves); without it, every stream message
+    stays its own output, as nbclient keeps them by default. ``displays`` shares display
+    ids between collectors (the cells of one notebook). ``max_output_chars`` caps
+    the text kept (stream text and text/plain); past it, a visible marker says how much
+    was dropped.
+    """
+
+    def __init__(
+        self,
+        *,
+        front_end: bool = True,
+        max_output_chars: int | None = None,
+        displays: dict[str, list[NotebookNode]] | None = None,
+    ) -> None:
+        self.front_end = front_end
+        self.max_output_chars = max_output_chars
+        self.outputs: list[NotebookNode] = []
+        self.execution_count: int | None = None
+        self.dropped_chars = 0
+        self._kept_chars = 0
+        self._clear_pending = False
+        # display_id -> outputs showing it; shared by a notebook's cells, since an update
+        # from one cell changes the display wherever it is.
+        self._displays: dict[str, list[NotebookNode]] = {} if displays is None else displays
+        self.result: ExecutionResult | None = None
+        """The finished execution's result, once :func:`stream` has run to the end."""
+
+    def feed(self, msg: Message) -> NotebookNode | None:
+        """Take one IOPub message; return the output it added or changed, if any."""
+        msg_type = msg["msg_type"]
+        content = msg["content"]
+        if "execution_count" in content and msg_type in ("execute_input", "execute_result"):
+            self.execution_count = content["execution_count"]
+        transient = content.get("transient") or {}
+        display_id = transient.get("display_id") if isinstance(transient, dict) else None
+        if msg_type == "clear_output":
+            if content.get("wait"):
+                self._clear_pending = True
+            else:
+                self._clear()
+            return None
+        if display_id and msg_type in ("display_data", "execute_result", "update_display_data"):
+            self._update_display(display_id, msg)
+        if msg_type not in ("stream", "display_data", "execute_result", "error"):
+            return None  # status, execute_input, update_display_data, comms
+        if self._clear_pending:
+            self._clear()
+        if msg_type == "stream":
+            return self._stream(content.get("name", "stdout"), content.get("text", ""))
+        output: NotebookNode = output_from_msg(msg)  # type: ignore[no-untyped-call]
+        if not self._admit(_text_size(output)):
+            return None
+        self.outputs.append(output)
+        if display_id:
+            self._displays.setdefault(display_id, []).append(output)
+        return output
+
+    def _clear(self) -> None:
+        for shown in self._displays.values():
+            shown[:] = [o for o in shown if not any(o is mine for mine in self.outputs)]
+        self.outputs.clear()
+        self._clear_pending = False
+
+    def _update_display(self, display_id: str, msg: Message) -> None:
+        data = msg["content"].get("data", {})
+        metadata = msg["content"].get("metadata", {})
+        for output in self._displays.get(display_id, []):
+            output["data"] = _node(**data)
+            output["metadata"] = _node(**metadata)
+
+    def _admit(self, size: int) -> bool:
+        """Count ``size`` characters against the cap; False (and a marker) once it is full."""
+        if self.max_output_chars is None:
+            self._kept_chars += size
+            return True
+        if self.dropped_chars:
+            self.dropped_chars += size
+            self._update_marker()
+            return False
+        if self._kept_chars + size <= self.max_output_chars:
+            self._kept_chars += size
+            return True
+        self.dropped_chars = size
+        self.outputs.append(_node(output_type="stream", name="stderr", text=""))
+        self._update_marker()
+        return False
+
+    def _update_marker(self) -> None:
+        marker = self.outputs[-1]
+        marker["text"] = TRUNCATION_MARKER.format(dropped=self.dropped_chars)
+
+    def _stream(self, name: str, text: str) -> NotebookNode | None:
+        if self.max_output_chars is not None and not self.dropped_chars:
+            room = self.max_output_chars - self._kept_chars
+            if len(text) > room:  # keep what fits, then the marker
+                kept, text = text[: max(room, 0)], text[max(room, 0) :]
+                if kept:
+                    self._stream(name, kept)
+        if not self._admit(len(text)):
+            return None
+        last = self.outputs[-1] if self.outputs else None
+        if (
+            self.front_end
+            and last is not None
+            and last.get("output_type") == "stream"
+            and last.get("name") == name
+        ):
+            last["text"] = process_control_characters(last["text"] + text)
+            return last
+        output = _node(
+            output_type="stream",
+            name=name,
+            text=process_control_characters(text) if self.front_end else text,
+        )
+        self.outputs.append(output)
+        return output
+
+
+def _node(**fields: Any) -> NotebookNode:
+    return NotebookNode(fields)  # type: ignore[no-untyped-call]
+
+
+def _text_size(output: NotebookNode) -> int:
+    if "text" in output:
+        return len(output["text"])
+    if output.get("output_type") == "error":
+        return sum(len(line) for line in output.get("traceback", []))
+    return sum(
+        len(value) if isinstance(value, str) else 0 for value in output.get("data", {}).values()
+    )
+
+
+@dataclass
+class ExecutionResult:
+    """What running some code showed: status, count, nbformat outputs, and the reply."""
+
+    status: str
+    execution_count: int | None
+    outputs: list[NotebookNode] = field(default_factory=list)
+    reply: Message | None = None
+    incomplete: bool = False
+
+    @property
+    def stdout(self) -> str:
+        """Everything written to standard output."""
+        return self._stream("stdout")
+
+    @property
+    def stderr(self) -> str:
+        """Everything written to standard error."""
+        return self._stream("stderr")
+
+    def _stream(self, name: str) -> str:
+        return "".join(
+            o["text"] for o in self.outputs if o["output_type"] == "stream" and o["name"] == name
+        )
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The ``execute_result`` mime bundle (empty when the code had no result)."""
+        for output in self.outputs:
+            if output["output_type"] == "execute_result":
+                return dict(output["data"])
+        return {}
+
+    @property
+    def text(self) -> str | None:
+        """The result's ``text/plain``, e.g. ``'42'`` for ``6 * 7``; ``None`` without a result."""
+        value = self.data.get("text/plain")
+        return value if isinstance(value, str) else None
+
+    @property
+    def error(self) -> ExecutionError | None:
+        """The error the code raised, if any."""
+        if self.status == "ok":
+            return None
+        for output in self.outputs:
+            if output["output_type"] == "error":
+                return ExecutionError(output["ename"], output["evalue"], output["traceback"])
+        content = self.reply["content"] if self.reply else {}
+        return ExecutionError(
+            content.get("ename", self.status),
+            content.get("evalue", ""),
+            content.get("traceback", []),
+        )
+
+    def raise_for_error(self) -> ExecutionResult:
+        """Raise :class:`ExecutionError` if the code raised; return ``self`` otherwise."""
+        error = self.error
+        if error is not None:
+            raise error
+        return self
+
+
+def _request(code: str, stdin: StdinHandler | None) -> requests.Request:
+    return requests.execute(code, allow_stdin=stdin is not None)
+
+
+def _answer(
+    client: BlockingKernelClient | AsyncKernelClient, msg: Message, stdin: StdinHandler | None
+) -> None:
+    if msg["msg_type"] == "input_request" and stdin is not None:
+        content = msg["content"]
+        client.input(stdin(content.get("prompt", ""), bool(content.get("password", False))))
+
+
+def _result(
+    collector: OutputCollector, pending: PendingRequest | AsyncPendingRequest
+) -> ExecutionResult:
+    reply = pending._state.reply
+    content = reply["content"] if reply else {}
+    count = content.get("execution_count", collector.execution_count)
+    return ExecutionResult(
+        status=content.get("status", "unknown"),
+        execution_count=count,
+        outputs=collector.outputs,
+        reply=reply,
+        incomplete=pending.incomplete,
+    )
+
+
+def _timed_out(timeout: float | None, result: ExecutionResult) -> KernelTimeout:
+    error = KernelTimeout(
+        f"execution did not finish within {timeout:g} s: the kernel was interrupted"
+    )
+    error.result = result  # type: ignore[attr-defined]
+    return error
+
+
+def stream(
+    client: BlockingKernelClient,
+    code: str,
+    *,
+    timeout: float | None = None,
+    stdin: StdinHandler | None = None,
+    interrupt: Callable[[], Any] | None = None,
+    collector: OutputCollector | None = None,
+) -> Iterator[NotebookNode]:
+    """Run ``code`` and yield each output as it is added or changed.
+
+    On ``timeout`` the kernel is interrupted (``interrupt``, default: an
+    ``interrupt_request``), its ``idle`` awaited, and :class:`KernelTimeout` raised; the
+    outputs so far are on the exception's ``result``.
+    """
+    collector = collector or OutputCollector()
+    pending = client.submit(_request(code, stdin))
+    try:
+        events = pending.events(timeout)
+        while True:
+            try:
+                channel, msg = next(events)
+            except StopIteration:
+                break
+            except KernelTimeout:
+                (interrupt or (lambda: client.interrupt(reply=True, timeout=INTERRUPT_GRACE)))()
+                for channel, msg in pending.events(INTERRUPT_GRACE):
+                    if channel == "iopub":
+                        collector.feed(msg)
+                raise _timed_out(timeout, _result(collector, pending)) from None
+            if channel == "iopub":
+                output = collector.feed(msg)
+                if output is not None:
+                    yield output
+            elif channel == "stdin":
+                _answer(client, msg, stdin)
+    finally:
+        pending.close()
+    collector.result = _result(collector, pending)
+
+
+def run(
+    client: BlockingKernelClient,
+    code: str,
+    *,
+    timeout: float | None = None,
+    stdin: StdinHandler | None = None,
+    interrupt: Callable[[], Any] | None = None,
+    front_end: bool = True,
+    max_output_chars: int | None = None,
+) -> ExecutionResult:
+    """Run ``code`` and return what a notebook would show (see :func:`stream`)."""
+    collector = OutputCollector(front_end=front_end, max_output_chars=max_output_chars)
+    for _ in stream(
+        client, code, timeout=timeout, stdin=stdin, interrupt=interrupt, collector=collector
+    ):
+        pass
+    assert collector.result is not None
+    return collector.result
+
+
+async def stream_async(
+    client: AsyncKernelClient,
+    code: str,
+    *,
+    timeout: float | None = None,
+    stdin: StdinHandler | None = None,
+    interrupt: Callable[[], Any] | None = None,
+    collector: OutputCollector | None = None,
+) -> AsyncIterator[NotebookNode]:
+    """:func:`stream` for asyncio clients (``interrupt`` may be a coroutine function)."""
+    collector = collector or OutputCollector()
+    pending = client.submit(_request(code, stdin))
+    try:
+        events = pending.events(timeout)
+        while True:
+            try:
+                channel, msg = await events.__anext__()
+            except StopAsyncIteration:
+                break
+            except KernelTimeout:
+                outcome = (
+                    interrupt or (lambda: client.interrupt(reply=True, timeout=INTERRUPT_GRACE))
+                )()
+                if inspect.isawaitable(outcome):
+                    await outcome
+                async for channel, msg in pending.events(INTERRUPT_GRACE):
+                    if channel == "iopub":
+                        collector.feed(msg)
+                raise _timed_out(timeout, _result(collector, pending)) from None
+            if channel == "iopub":
+                output = collector.feed(msg)
+                if output is not None:
+                    yield output
+            elif channel == "stdin":
+                _answer(client, msg, stdin)
+    finally:
+        pending.close()
+    collector.result = _result(collector, pending)
+
+
+async def run_async(
+    client: AsyncKernelClient,
+    code: str,
+    *,
+    timeout: float | None = None,
+    stdin: StdinHandler | None = None,
+    interrupt: Callable[[], Any] | None = None,
+    front_end: bool = True,
+    max_output_chars: int | None = None,
+) -> ExecutionResult:
+    """:func:`run` for asyncio clients."""
+    collector = OutputCollector(front_end=front_end, max_output_chars=max_output_chars)
+    async for _ in stream_async(
+        client, code, timeout=timeout, stdin=stdin, interrupt=interrupt, collector=collector
+    ):
+        pass
+    assert collector.result is not None
+    return collector.result

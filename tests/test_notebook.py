@@ -1,0 +1,98 @@
+"""Notebooks executed by kernelwire and by nbclient give equal outputs (volatile values aside)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from kernelwire import notebook
+from kernelwire.notebook import CellExecutionError, NotebookError
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+NOTEBOOKS = sorted((Path(__file__).parent / "notebooks").glob("*.ipynb"))
+
+
+def normalised(nb: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """Cells' counts and outputs, with streams merged: how ipykernel splits a stream into
+    messages depends on timing, not on the client."""
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs: list[dict[str, Any]] = []
+        for output in cell.get("outputs", []):
+            output = copy.deepcopy(dict(output))
+            last = outputs[-1] if outputs else None
+            if (
+                output["output_type"] == "stream"
+                and last
+                and last["output_type"] == "stream"
+                and last["name"] == output["name"]
+            ):
+                last["text"] += output["text"]
+                continue
+            outputs.append(output)
+        cells.append((cell.get("execution_count"), outputs))
+    return cells
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_outputs_equal_nbclients(path: Path) -> None:
+    nbclient = pytest.importorskip("nbclient")
+    theirs = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(theirs, kernel_name="python3", allow_errors=True, timeout=120).execute()
+    ours = notebook.execute(path, allow_errors=True, timeout=120)
+    assert normalised(ours) == normalised(theirs)
+    for cell in ours.cells:
+        if cell.cell_type == "code" and "skip-execution" not in cell.metadata.get("tags", []):
+            timing = cell.metadata["execution"]
+            assert set(timing) >= {
+                "iopub.status.busy",
+                "iopub.execute_input",
+                "shell.execute_reply",
+                "iopub.status.idle",
+            }
+
+
+def test_error_names_the_cell_and_stops(tmp_path: Path) -> None:
+    with pytest.raises(CellExecutionError) as excinfo:
+        notebook.execute(NOTEBOOKS[[p.stem for p in NOTEBOOKS].index("errors")])
+    assert excinfo.value.cell_index == 1
+    assert excinfo.value.ename == "ZeroDivisionError" and excinfo.value.traceback
+    assert "cell 1" in str(excinfo.value)
+
+
+def test_raises_exception_tag_and_skip_execution() -> None:
+    path = NOTEBOOKS[[p.stem for p in NOTEBOOKS].index("errors")]
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].metadata["tags"] = ["raises-exception"]
+    done = notebook.execute(nb)
+    assert done.cells[2].outputs[0]["text"] == "after the error 1\n"
+    assert done.cells[3].outputs[0]["ename"] == "ValueError"
+    skipped = notebook.execute(NOTEBOOKS[[p.stem for p in NOTEBOOKS].index("skip_and_rich")])
+    assert skipped.cells[0].outputs == [] and skipped.cells[0].execution_count is None
+
+
+def test_bad_notebooks_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(NotebookError, match="no such file"):
+        notebook.execute(tmp_path / "absent.ipynb")
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("{ not json")
+    with pytest.raises(NotebookError, match="broken.ipynb"):
+        notebook.execute(broken)
+
+
+def test_cwd_and_pool(tmp_path: Path) -> None:
+    from kernelwire import KernelPool
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nos.getcwd()")])
+    done = notebook.execute(copy.deepcopy(nb), cwd=tmp_path)
+    assert done.cells[0].outputs[0]["data"]["text/plain"] == repr(str(tmp_path))
+    with KernelPool("python3", size=1) as pool:
+        pooled = notebook.execute(copy.deepcopy(nb), pool=pool)
+        assert pooled.cells[0].outputs[0]["output_type"] == "execute_result"
