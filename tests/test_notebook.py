@@ -83,7 +83,7 @@ def test_bad_notebooks_give_clear_errors(tmp_path: Path) -> None:
         notebook.execute(tmp_path / "absent.ipynb")
     broken = tmp_path / "broken.ipynb"
     broken.write_text("{ not json")
-    with pytest.raises(NotebookError, match="broken.ipynb"):
+    with pytest.raises(NotebookError, match=r"broken\.ipynb"):
         notebook.execute(broken)
 
 
