@@ -87,3 +87,60 @@ def test_unknown_kernel_is_a_one_line_error() -> None:
     done = kernelwire("start", "-k", "no-such-kernel")
     assert done.returncode == 2
     assert "no kernel named 'no-such-kernel'" in done.stderr and "python3" in done.stderr
+
+
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+
+
+def test_help_everywhere() -> None:
+    for args in ([], ["run"], ["notebook"], ["notebook", "run"], ["kernels"], ["start"]):
+        done = kernelwire(*args, "--help")
+        assert done.returncode == 0 and "usage: kernelwire" in done.stdout, args
+
+
+def test_run_with_another_kernel_spec() -> None:
+    done = kernelwire("run", "-k", "python3", "-c", "print(1 + 1)")
+    assert done.stdout == "2\n"
+
+
+def test_notebook_run_writes_the_executed_notebook(tmp_path: Path) -> None:
+    import nbformat
+
+    out = tmp_path / "out.ipynb"
+    done = kernelwire("notebook", "run", str(NOTEBOOKS / "unicode.ipynb"), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert str(out) in done.stdout
+    nb = nbformat.read(out, as_version=4)
+    assert nb.cells[1].outputs[0]["text"] == "héllo wörld ✓ 日本語 🚀\n"
+
+
+def test_notebook_run_error_exits_1_naming_the_cell(tmp_path: Path) -> None:
+    out = tmp_path / "errors.out.ipynb"
+    done = kernelwire("notebook", "run", str(NOTEBOOKS / "errors.ipynb"), "-o", str(out))
+    assert done.returncode == 1
+    assert "cell 1 raised ZeroDivisionError" in done.stderr and out.exists()
+    allowed = kernelwire(
+        "notebook", "run", str(NOTEBOOKS / "errors.ipynb"), "-o", str(out), "--allow-errors"
+    )
+    assert allowed.returncode == 0
+
+
+def test_notebook_run_clear_one_line_errors(tmp_path: Path) -> None:
+    missing = kernelwire("notebook", "run", str(tmp_path / "missing.ipynb"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text('{"cells": 3}')
+    broken = kernelwire("notebook", "run", str(bad))
+    assert broken.returncode == 2 and "bad.ipynb" in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1
+    unknown = kernelwire(
+        "notebook",
+        "run",
+        str(NOTEBOOKS / "unicode.ipynb"),
+        "-k",
+        "nope",
+        "-o",
+        str(tmp_path / "x.ipynb"),
+    )
+    assert unknown.returncode == 2 and "no kernel named 'nope'" in unknown.stderr

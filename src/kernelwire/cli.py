@@ -1,8 +1,9 @@
 """The ``kernelwire`` command line.
 
-``kernelwire run -c CODE`` (or ``FILE``, or ``-`` for stdin) starts an IPython
-kernel, runs the code, prints its streams, results and errors, and exits 1 if the
-code raised.
+``kernelwire run [-k KERNEL] -c CODE`` (or ``FILE``, or ``-`` for stdin) starts a
+kernel, runs the code, prints its streams, results and errors, and exits 1 if the code
+raised. ``kernelwire notebook run IN.ipynb`` executes a notebook with a progress bar.
+``kernelwire kernels`` lists kernel specs; ``kernelwire start`` starts a kernel.
 """
 
 from __future__ import annotations
@@ -12,32 +13,19 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
 
+import nbformat
 import orjson
 
 from . import __version__
-from .client.blocking import BlockingKernelClient
-from .errors import KernelwireError
-from .kernel_process import run_kernel_in_process
-from .lifecycle.kernel import Kernel
+from .client.hooks import print_output, strip_ansi
+from .errors import ExecutionError, KernelTimeout, KernelwireError
+from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
-from .protocol.message import Message
-
-
-def _print_output(msg: Message) -> None:
-    msg_type = msg["msg_type"]
-    content = msg["content"]
-    if msg_type == "stream":
-        stream = sys.stderr if content.get("name") == "stderr" else sys.stdout
-        stream.write(content.get("text", ""))
-        stream.flush()
-    elif msg_type in ("execute_result", "display_data"):
-        text = content.get("data", {}).get("text/plain")
-        if text is not None:
-            print(text, flush=True)
-    elif msg_type == "error":
-        print("\n".join(content.get("traceback", [])), file=sys.stderr, flush=True)
 
 
 def _read_code(args: argparse.Namespace) -> str:
@@ -55,11 +43,68 @@ def _read_code(args: argparse.Namespace) -> str:
 def run_command(args: argparse.Namespace) -> int:
     """``kernelwire run``: run code on a fresh kernel; 0 if it succeeded, 1 if it raised."""
     code = _read_code(args)
-    with run_kernel_in_process() as kernel, BlockingKernelClient(kernel.connection_file) as client:
-        client.wait_for_ready(args.timeout)
+    show = partial(print_output, color=sys.stderr.isatty())
+    with start_kernel(args.kernel) as kernel:
+        client = kernel.client()
         pending = client.submit(requests.execute(code, allow_stdin=False))
-        reply = pending.wait(args.timeout, output_hook=_print_output)
+        try:
+            reply = pending.wait(args.timeout, output_hook=show)
+        except KernelTimeout:
+            kernel.interrupt()
+            print(f"kernelwire: the code did not finish within {args.timeout:g} s", file=sys.stderr)
+            return 1
     return 0 if reply["content"].get("status") == "ok" else 1
+
+
+def notebook_run_command(args: argparse.Namespace) -> int:
+    """``kernelwire notebook run``: execute a notebook and write the result."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import notebook
+
+    source = Path(args.notebook)
+    target = Path(args.output) if args.output else source.with_suffix(".executed.ipynb")
+    nb = notebook.read(source)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    failure: KernelwireError | None = None
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task(source.name, total=len(code_cells))
+
+        def started(index: int, cell: Any) -> None:
+            first_line = (cell.source.strip().splitlines() or [""])[0][:40]
+            progress.update(task, description=f"cell {index}: {first_line}")
+
+        def done(index: int, cell: Any) -> None:
+            progress.advance(task)
+
+        try:
+            notebook.execute(
+                nb,
+                kernel_name=args.kernel,
+                timeout=args.timeout,
+                allow_errors=args.allow_errors,
+                cwd=source.resolve().parent,
+                on_cell_start=started,
+                on_cell_done=done,
+            )
+        except (notebook.CellExecutionError, KernelTimeout) as exc:
+            failure = exc
+    nbformat.write(nb, str(target))  # type: ignore[no-untyped-call]
+    if failure is not None:
+        if isinstance(failure, ExecutionError):
+            print("\n".join(strip_ansi(line) for line in failure.traceback), file=sys.stderr)
+        print(f"kernelwire: {failure} (partial notebook written to {target})", file=sys.stderr)
+        return 1
+    print(f"Executed {len(code_cells)} code cells; wrote {target}")
+    return 0
 
 
 def kernels_command(args: argparse.Namespace) -> int:
@@ -105,14 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelwire", description="Talk to Jupyter kernels.")
     parser.add_argument("--version", action="version", version=f"kernelwire {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
-        "run", help="run code on a new IPython kernel and print what it shows"
-    )
+    run = commands.add_parser("run", help="run code on a new kernel and print what it shows")
+    run.add_argument("-k", "--kernel", default="python3", help="kernel spec (default: python3)")
     source = run.add_mutually_exclusive_group()
     source.add_argument("-c", "--code", help="the code to run")
     source.add_argument("file", nargs="?", help="a file of code to run, or - for stdin")
     run.add_argument("--timeout", type=float, default=None, help="seconds to allow (default: none)")
     run.set_defaults(handler=run_command)
+    notebook = commands.add_parser("notebook", help="work with notebooks")
+    notebook_commands = notebook.add_subparsers(dest="notebook_command", required=True)
+    nb_run = notebook_commands.add_parser("run", help="execute a notebook and write the result")
+    nb_run.add_argument("notebook", help="the notebook to execute (.ipynb)")
+    nb_run.add_argument("-o", "--output", help="where to write it (default: NAME.executed.ipynb)")
+    nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
+    nb_run.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
+    nb_run.add_argument("--allow-errors", action="store_true", help="keep going when a cell raises")
+    nb_run.set_defaults(handler=notebook_run_command)
     kernels = commands.add_parser("kernels", help="list installed kernel specs")
     kernels.add_argument("--json", action="store_true", help="print the specs as JSON")
     kernels.set_defaults(handler=kernels_command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,12 +22,20 @@ def _ipython_display_publisher() -> Any:
     return shell.display_pub
 
 
-def print_output(msg: Message) -> None:
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI colour escapes (IPython colours its tracebacks)."""
+    return _ANSI.sub("", text)
+
+
+def print_output(msg: Message, color: bool = True) -> None:
     """Show one IOPub message the way a terminal front end would.
 
     Streams go to ``sys.stdout`` / ``sys.stderr``, results and displays as
     ``text/plain`` (or through IPython's display system inside a kernel), errors as
-    their traceback on ``sys.stderr``.
+    their traceback on ``sys.stderr`` (without colours unless ``color``).
     """
     msg_type = msg["msg_type"]
     content = msg["content"]
@@ -41,9 +50,11 @@ def print_output(msg: Message) -> None:
         else:
             text = content.get("data", {}).get("text/plain")
             if text is not None:
-                print(text)
+                print(text, flush=True)
     elif msg_type == "error":
-        print("\n".join(content.get("traceback", [])), file=sys.stderr)
+        lines = content.get("traceback", [])
+        text = "\n".join(lines if color else map(strip_ansi, lines))
+        print(text, file=sys.stderr, flush=True)
 
 
 def terminal_stdin(prompt: str, password: bool) -> str:
