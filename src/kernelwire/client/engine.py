@@ -111,7 +111,7 @@ class EngineBase:
 
     def _health_wait(self, now: float) -> float:
         """Seconds until the next health check is due."""
-        wait = self.heartbeat.next_deadline(now) if "hb" in self.transport.sockets else 1.0
+        wait = self.heartbeat.next_deadline(now) if self.has_channel("hb") else 1.0
         return min(wait, LIVENESS_INTERVAL) if self.liveness_checks else wait
 
     def _heartbeat_tick(self, now: float) -> None:
@@ -122,7 +122,7 @@ class EngineBase:
             if death is not None:
                 self.router.mark_dead(death)
                 return
-        if "hb" not in self.transport.sockets:
+        if not self.has_channel("hb"):
             return
         if self.heartbeat.dead(now):
             self.router.mark_dead(

@@ -1,0 +1,124 @@
+"""Jupyter Server (and Kernel Gateway) transport: REST over httpx, channels over a WebSocket.
+
+The token travels in the ``Authorization`` header only: never in a URL, a log line or
+a repr.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from ..errors import KernelwireError
+from ..protocol.websocket import V1_SUBPROTOCOL
+
+
+class ServerError(KernelwireError):
+    """The server answered with an error; names the server and what was asked."""
+
+
+class AuthenticationError(ServerError):
+    """The server refused the token (HTTP 401 or 403)."""
+
+
+class ServerConnectionError(ServerError, ConnectionError):
+    """The server could not be reached (down, wrong address, TLS failure)."""
+
+
+class ServerTransport:
+    """REST calls and WebSocket connections to one Jupyter Server.
+
+    ``url`` may carry a path prefix (``https://host/user/ada/``). ``verify`` is passed
+    to httpx (``False`` or a CA bundle path for self-signed servers).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        verify: bool | str = True,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"server URL must be http(s)://host[:port][/prefix], got {url!r}")
+        self.url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/", "", ""))
+        self._token = token
+        self._verify = verify
+        self._headers = {"Authorization": f"token {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.url, headers=self._headers, timeout=timeout, verify=verify
+        )
+
+    def __repr__(self) -> str:  # never the token
+        return f"ServerTransport({self.url!r})"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the REST API; the decoded JSON answer (``None`` for an empty one)."""
+        try:
+            response = self._http.request(method, path.lstrip("/"), **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerConnectionError(f"cannot reach Jupyter server {self.url}: {exc}") from None
+        if response.status_code in (401, 403):
+            raise AuthenticationError(
+                f"Jupyter server {self.url} refused the token ({response.status_code} on {path})"
+            )
+        if response.status_code >= 400:
+            detail = response.text[:300].strip()
+            raise ServerError(
+                f"Jupyter server {self.url}: {method} {path} failed "
+                f"with {response.status_code}: {detail}"
+            )
+        return response.json() if response.content else None
+
+    def websocket_url(self, path: str, **query: str) -> str:
+        """The ws(s):// URL of ``path`` on this server."""
+        parts = urlsplit(self.url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        qs = "&".join(f"{k}={quote(v)}" for k, v in query.items())
+        return urlunsplit((scheme, parts.netloc, parts.path + path.lstrip("/"), qs, ""))
+
+    def open_websocket(
+        self, path: str, *, subprotocols: list[str] | None = None, **query: str
+    ) -> ClientConnection:
+        """Open a WebSocket to ``path`` (offering the v1 kernel protocol by default)."""
+        url = self.websocket_url(path, **query)
+        context: ssl.SSLContext | None = None
+        if url.startswith("wss:"):
+            context = ssl.create_default_context()
+            if self._verify is False:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            elif isinstance(self._verify, str):
+                context.load_verify_locations(self._verify)
+        offered = [V1_SUBPROTOCOL] if subprotocols is None else subprotocols
+        try:
+            return connect(
+                url,
+                additional_headers=self._headers,
+                subprotocols=[Subprotocol(name) for name in offered] or None,
+                ssl=context,
+                max_size=None,
+                open_timeout=30,
+                legacy=True,  # a long-lived connection, closed by its engine
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise AuthenticationError(
+                    f"Jupyter server {self.url} refused the token on its WebSocket ({status})"
+                ) from None
+            raise ServerError(f"Jupyter server {self.url}: WebSocket refused ({status})") from None
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            raise ServerConnectionError(f"cannot open a WebSocket to {self.url}: {exc}") from None
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()

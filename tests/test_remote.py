@@ -1,0 +1,217 @@
+"""Remote kernels through a real jupyter_server and a real Kernel Gateway on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import kernelwire
+from kernelwire import KernelTimeout, requests
+from kernelwire.protocol.connection import free_tcp_ports
+from kernelwire.remote import (
+    AuthenticationError,
+    JupyterServer,
+    ServerConnectionError,
+    connect_server,
+)
+
+TOKEN = "kernelwire-test-token"
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], port: int, tmp: Path, prefix: str = "/") -> Iterator[str]:
+    """Run a server command on 127.0.0.1:port until it answers; kill its process group after."""
+    env = dict(
+        os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_DATA_DIR=str(tmp / "data")
+    )
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp
+    )
+    url = f"http://127.0.0.1:{port}{prefix}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connect_server(url, TOKEN).close()
+                break
+            except ServerConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((tmp / "server.log").read_text()) from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def jupyter_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    pytest.importorskip("jupyter_server", reason="jupyter_server is installed by the test extras")
+    tmp = tmp_path_factory.mktemp("jupyter-server")
+    port = free_tcp_ports(count=1)[0]
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--allow-root",
+        "--no-browser",
+        f"--ServerApp.token={TOKEN}",
+        f"--ServerApp.port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.root_dir={tmp}",
+        "--ServerApp.base_url=/prefix/",
+        "--ServerApp.port_retries=0",
+    ]
+    with serving(argv, port, tmp, "/prefix/") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    pytest.importorskip(
+        "kernel_gateway", reason="jupyter_kernel_gateway is installed by the test extras"
+    )
+    tmp = tmp_path_factory.mktemp("gateway")
+    port = free_tcp_ports(count=1)[0]
+    argv = [
+        sys.executable,
+        "-m",
+        "kernel_gateway",
+        f"--KernelGatewayApp.auth_token={TOKEN}",
+        f"--KernelGatewayApp.port={port}",
+        "--KernelGatewayApp.ip=127.0.0.1",
+        "--KernelGatewayApp.port_retries=0",
+    ]
+    with serving(argv, port, tmp) as url:
+        yield url
+
+
+@pytest.fixture(params=["jupyter_server", "gateway"])
+def server(request: pytest.FixtureRequest) -> Iterator[JupyterServer]:
+    url = request.getfixturevalue(
+        "jupyter_server_url" if request.param == "jupyter_server" else "gateway_url"
+    )
+    with connect_server(url, TOKEN) as handle:
+        yield handle
+
+
+@pytest.mark.parametrize("framing", ["v1", "legacy"])
+def test_core_flow_run_stdin_interrupt_restart(server: JupyterServer, framing: str) -> None:
+    assert "python3" in server.kernel_specs()
+    with server.start_kernel("python3") as kernel:
+        client = kernel.client(subprotocols=None if framing == "v1" else [])
+        expected = "v1.kernel.websocket.jupyter.org" if framing == "v1" else None
+        assert client.engine.subprotocol == expected  # type: ignore[attr-defined]
+        # the classic flow, over the WebSocket
+        msg_id = client.execute("x = 42\ny = x * 2\ny")
+        msgs = []
+        while True:
+            msg = client.get_iopub_msg(timeout=5)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue  # the server's own probes (kernel_info at connect) broadcast too
+            msgs.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert [m["msg_type"] for m in msgs] == [
+            "status",
+            "execute_input",
+            "execute_result",
+            "status",
+        ]
+        assert (
+            msgs[2]["content"]["data"]["text/plain"] == "84"
+            and msgs[2]["parent_header"]["msg_id"] == msg_id
+        )
+        assert msgs[0]["header"]["date"].tzinfo is not None
+        assert kernel.run("6 * 7").text == "42"
+        assert kernel.run("input('name? ')", stdin=lambda prompt, password: "Ada").text == "'Ada'"
+        started = time.monotonic()
+        with pytest.raises(KernelTimeout):
+            kernel.run("import time; time.sleep(100)", timeout=1)
+        assert time.monotonic() - started < 8
+        kernel.restart()
+        assert kernel.run("'x' in dir()").text == "False"  # namespace gone, client still works
+
+
+def test_comms_and_binary_buffers(server: JupyterServer) -> None:
+    target = (
+        "from comm import get_comm_manager\n"
+        "def _open(comm, msg):\n"
+        "    @comm.on_msg\n"
+        "    def _echo(m):\n"
+        "        data = bytes(reversed(m['buffers'][0]))\n"
+        "        comm.send({'n': m['content']['data']['n'] + 1}, buffers=[data])\n"
+        "get_comm_manager().register_target('kw_echo', _open)\n"
+    )
+    with server.start_kernel("python3") as kernel:
+        client = kernel.client()
+        assert client.execute(target, reply=True, timeout=30)["content"]["status"] == "ok"
+        list(client.submit(requests.comm_open("c1", "kw_echo", {})).iopub(30))
+        pending = client.submit(requests.comm_msg("c1", {"n": 1}, buffers=[b"\x00\x01\x02"]))
+        echoes = [m for m in pending.iopub(30) if m["msg_type"] == "comm_msg"]
+        assert echoes[0]["content"]["data"] == {"n": 2}
+        assert bytes(echoes[0]["buffers"][0]) == b"\x02\x01\x00"
+
+
+def test_reconnect_delivers_every_output_exactly_once(jupyter_server_url: str) -> None:
+    with (
+        connect_server(jupyter_server_url, TOKEN) as server,
+        server.start_kernel("python3") as kernel,
+    ):
+        client = kernel.client()
+        code = "import time\nfor i in range(30):\n    print(i, flush=True)\n    time.sleep(0.1)"
+        pending = client.submit(requests.execute(code))
+
+        def cut() -> None:
+            time.sleep(1.0)  # mid-execution: the socket dies under the client
+            client.engine.ws.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+
+        threading.Thread(target=cut).start()
+        text = "".join(m["content"]["text"] for m in pending.iopub(60) if m["msg_type"] == "stream")
+        assert client.engine.reconnects == 1  # type: ignore[attr-defined]
+        assert text == "".join(f"{i}\n" for i in range(30))
+
+
+def test_attach_to_an_existing_kernel(jupyter_server_url: str) -> None:
+    with (
+        connect_server(jupyter_server_url, TOKEN) as server,
+        server.start_kernel("python3") as owner,
+    ):
+        owner.run("shared = 'yes'")
+        with server.kernel(owner.kernel_id) as attached:  # leaving it does not delete the kernel
+            assert attached.run("shared").text == "'yes'"
+        assert owner.is_alive()
+        assert owner.kernel_id in {k["id"] for k in server.list_kernels()}
+    with connect_server(jupyter_server_url, TOKEN) as server:
+        assert owner.kernel_id not in {k["id"] for k in server.list_kernels()}
+
+
+def test_wrong_token_and_server_down(jupyter_server_url: str) -> None:
+    with pytest.raises(AuthenticationError) as excinfo:
+        connect_server(jupyter_server_url, "wrong-token")
+    assert jupyter_server_url in str(excinfo.value) and "wrong-token" not in str(excinfo.value)
+    port = free_tcp_ports(count=1)[0]
+    started = time.monotonic()
+    with pytest.raises(ServerConnectionError, match=f"127.0.0.1:{port}"):
+        connect_server(f"http://127.0.0.1:{port}/", TOKEN)
+    assert time.monotonic() - started < 5
+    with connect_server(jupyter_server_url, TOKEN) as server:
+        assert TOKEN not in repr(server) and TOKEN not in repr(server.transport)
+    assert isinstance(excinfo.value, kernelwire.KernelwireError)
