@@ -215,3 +215,44 @@ def test_wrong_token_and_server_down(jupyter_server_url: str) -> None:
     with connect_server(jupyter_server_url, TOKEN) as server:
         assert TOKEN not in repr(server) and TOKEN not in repr(server.transport)
     assert isinstance(excinfo.value, kernelwire.KernelwireError)
+
+
+def test_notebook_and_cli_on_a_server(jupyter_server_url: str, tmp_path: Path) -> None:
+    import nbformat
+
+    from kernelwire import notebook
+
+    source = Path(__file__).parent / "notebooks" / "display_ids.ipynb"
+    with connect_server(jupyter_server_url, TOKEN) as server:
+        remote = notebook.execute(source, server=server)
+    local = notebook.execute(source)
+    assert [c.outputs for c in remote.cells] == [c.outputs for c in local.cells]
+    out = tmp_path / "out.ipynb"
+    base = [sys.executable, "-m", "kernelwire.cli"]
+    server_args = ["--server", jupyter_server_url, "--token", TOKEN]
+    done = subprocess.run(
+        [*base, "run", *server_args, "-c", "print('remote')\n6 * 7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout == "remote\n42\n", done.stderr
+    done = subprocess.run(
+        [*base, "notebook", "run", str(source), "-o", str(out), *server_args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert nbformat.read(out, as_version=4).cells[0].outputs
+    refused = subprocess.run(
+        [*base, "run", "--server", jupyter_server_url, "--token", "nope", "-c", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        refused.returncode == 2
+        and "refused the token" in refused.stderr
+        and "nope" not in refused.stderr
+    )

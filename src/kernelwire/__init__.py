@@ -6,6 +6,7 @@
 ...         reply = client.execute("6 * 7", reply=True)
 """
 
+from . import notebook
 from .client import (
     AsyncKernelClient,
     AsyncPendingRequest,
@@ -26,6 +27,7 @@ from .errors import (
     ProtocolError,
     ReplayedMessage,
 )
+from .execution import ExecutionResult
 from .kernel_process import KernelProcess, run_kernel_in_process
 from .lifecycle import (
     AsyncKernel,
@@ -48,6 +50,14 @@ from .protocol.connection import (
     load_connection_file,
     write_connection_file,
 )
+from .remote import (
+    AuthenticationError,
+    JupyterServer,
+    RemoteKernel,
+    ServerConnectionError,
+    ServerError,
+    connect_server,
+)
 
 __version__ = "0.1.0"
 
@@ -56,13 +66,16 @@ __all__ = [
     "AsyncKernelClient",
     "AsyncKernelSet",
     "AsyncPendingRequest",
+    "AuthenticationError",
     "BlockingKernelClient",
     "CallbackKernelClient",
     "ClientClosed",
     "ConnectionFileError",
     "ConnectionInfo",
     "ExecutionError",
+    "ExecutionResult",
     "InvalidSignature",
+    "JupyterServer",
     "Kernel",
     "KernelDied",
     "KernelEvent",
@@ -77,14 +90,19 @@ __all__ = [
     "PendingRequest",
     "PortInUse",
     "ProtocolError",
+    "RemoteKernel",
     "ReplayedMessage",
     "Request",
+    "ServerConnectionError",
+    "ServerError",
     "Session",
+    "connect_server",
     "find_connection_file",
     "get_kernel_spec",
     "get_messages",
     "list_kernel_specs",
     "load_connection_file",
+    "notebook",
     "requests",
     "run_kernel_in_process",
     "start_kernel",

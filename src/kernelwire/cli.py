@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .errors import ExecutionError, KernelTimeout, KernelwireError
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
+from .remote import RemoteKernel, connect_server
 
 
 def _read_code(args: argparse.Namespace) -> str:
@@ -44,7 +46,8 @@ def run_command(args: argparse.Namespace) -> int:
     """``kernelwire run``: run code on a fresh kernel; 0 if it succeeded, 1 if it raised."""
     code = _read_code(args)
     show = partial(print_output, color=sys.stderr.isatty())
-    with start_kernel(args.kernel) as kernel:
+    kernel: Kernel | RemoteKernel
+    with _kernel_for(args) as kernel:
         client = kernel.client()
         pending = client.submit(requests.execute(code, allow_stdin=False))
         try:
@@ -54,6 +57,21 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"kernelwire: the code did not finish within {args.timeout:g} s", file=sys.stderr)
             return 1
     return 0 if reply["content"].get("status") == "ok" else 1
+
+
+@contextmanager
+def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
+    """A kernel of spec ``args.kernel``: local, or on ``args.server`` when given."""
+    if args.server:
+        token = args.token or os.environ.get("JUPYTER_TOKEN")
+        with (
+            connect_server(args.server, token) as server,
+            server.start_kernel(args.kernel) as remote,
+        ):
+            yield remote
+    else:
+        with start_kernel(args.kernel) as local:
+            yield local
 
 
 def notebook_run_command(args: argparse.Namespace) -> int:
@@ -85,10 +103,16 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         def done(index: int, cell: Any) -> None:
             progress.advance(task)
 
+        server = (
+            connect_server(args.server, args.token or os.environ.get("JUPYTER_TOKEN"))
+            if args.server
+            else None
+        )
         try:
             notebook.execute(
                 nb,
                 kernel_name=args.kernel,
+                server=server,
                 timeout=args.timeout,
                 allow_errors=args.allow_errors,
                 cwd=source.resolve().parent,
@@ -145,6 +169,11 @@ def start_command(args: argparse.Namespace) -> int:
         kernel.shutdown()
 
 
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help="run on this Jupyter Server or Gateway URL instead")
+    parser.add_argument("--token", help="the server's token (default: $JUPYTER_TOKEN)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kernelwire`` command."""
     parser = argparse.ArgumentParser(prog="kernelwire", description="Talk to Jupyter kernels.")
@@ -156,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-c", "--code", help="the code to run")
     source.add_argument("file", nargs="?", help="a file of code to run, or - for stdin")
     run.add_argument("--timeout", type=float, default=None, help="seconds to allow (default: none)")
+    _server_options(run)
     run.set_defaults(handler=run_command)
     notebook = commands.add_parser("notebook", help="work with notebooks")
     notebook_commands = notebook.add_subparsers(dest="notebook_command", required=True)
@@ -165,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
     nb_run.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
     nb_run.add_argument("--allow-errors", action="store_true", help="keep going when a cell raises")
+    _server_options(nb_run)
     nb_run.set_defaults(handler=notebook_run_command)
     kernels = commands.add_parser("kernels", help="list installed kernel specs")
     kernels.add_argument("--json", action="store_true", help="print the specs as JSON")

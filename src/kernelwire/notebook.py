@@ -21,6 +21,7 @@ from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.pool import KernelPool
 from .protocol import requests
 from .protocol.jsonutil import format_date
+from .remote import JupyterServer, RemoteKernel
 
 CellHook = Callable[[int, NotebookNode], None]
 
@@ -70,6 +71,7 @@ def execute(
     cwd: str | os.PathLike[str] | None = None,
     *,
     pool: KernelPool | None = None,
+    server: JupyterServer | None = None,
     front_end: bool = False,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
@@ -78,26 +80,30 @@ def execute(
 
     The kernel is the notebook's (``metadata.kernelspec.name``) unless ``kernel_name``
     is given; ``pool`` lends a ready kernel instead of starting one (it is given back,
-    restarted). Cells tagged ``skip-execution`` are skipped; an error in a cell stops the
-    run with :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the
-    cell is tagged ``raises-exception``. ``timeout`` applies per cell: the kernel is
-    interrupted and :class:`KernelTimeout` raised. Outputs are kept as nbclient keeps
-    them; ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does.
+    restarted); ``server`` runs it on a Jupyter Server or Gateway instead. Cells tagged
+    ``skip-execution`` are skipped; an error in a cell stops the run with
+    :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the cell is
+    tagged ``raises-exception``. ``timeout`` applies per cell: the kernel is interrupted
+    and :class:`KernelTimeout` raised. Outputs are kept as nbclient keeps them;
+    ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does.
     Each executed cell gets nbclient's ``metadata.execution`` timestamps.
     """
     nb = nb_or_path if isinstance(nb_or_path, NotebookNode) else read(nb_or_path)
     name = kernel_name or kernel_name_of(nb)
     with ExitStack() as stack:
-        if pool is not None:
+        kernel: Kernel | RemoteKernel
+        if server is not None:
+            kernel = stack.enter_context(server.start_kernel(name))
+        elif pool is not None:
             kernel = pool.acquire()
             stack.callback(pool.release, kernel)
         else:
             kernel = stack.enter_context(start_kernel(name, cwd=os.fspath(cwd) if cwd else None))
         client = kernel.client()
         stack.callback(client.stop_channels)
-        language = kernel.spec.language
-        info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info", {})
-        nb.metadata["language_info"] = info or {"name": language}
+        info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
+        if info:
+            nb.metadata["language_info"] = info
         displays: dict[str, list[NotebookNode]] = {}
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
@@ -118,7 +124,7 @@ def execute(
 
 
 def _run_cell(
-    kernel: Kernel,
+    kernel: Kernel | RemoteKernel,
     client: Any,
     index: int,
     cell: NotebookNode,
