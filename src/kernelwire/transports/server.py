@@ -6,6 +6,7 @@ a repr.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -100,7 +101,7 @@ class ServerTransport:
                 context.load_verify_locations(self._verify)
         offered = [V1_SUBPROTOCOL] if subprotocols is None else subprotocols
         try:
-            return connect(
+            ws = connect(
                 url,
                 additional_headers=self._headers,
                 subprotocols=[Subprotocol(name) for name in offered] or None,
@@ -118,6 +119,10 @@ class ServerTransport:
             raise ServerError(f"Jupyter server {self.url}: WebSocket refused ({status})") from None
         except (OSError, WebSocketException, TimeoutError) as exc:
             raise ServerConnectionError(f"cannot open a WebSocket to {self.url}: {exc}") from None
+        # Small request frames must not wait for Nagle's algorithm and the peer's delayed
+        # ACK (40 ms per round trip on Linux).
+        ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return ws
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
