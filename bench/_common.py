@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -21,3 +22,13 @@ def table(rows: dict[str, Sequence[float]], unit: str, scale: float) -> None:
             f"{name:<34}{statistics.median(scaled):>14.2f}"
             f"{percentile(scaled, 0.99):>12.2f}{len(scaled):>8}"
         )
+
+
+def timed(run: Callable[[], None], n: int, out: list[float]) -> None:
+    """Run ``run`` ``n`` times (after 5 untimed warm-up runs), appending seconds per run."""
+    for _ in range(5):
+        run()
+    for _ in range(n):
+        started = time.perf_counter()
+        run()
+        out.append(time.perf_counter() - started)

@@ -23,12 +23,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 from websockets.sync.client import connect
 
-from _common import table
+from _common import table, timed
 from kernelwire import BlockingKernelClient, requests, start_kernel
 from kernelwire.protocol.connection import free_tcp_ports
 from kernelwire.remote import ServerConnectionError, connect_server
@@ -100,15 +99,6 @@ class HandClient:
 
     def close(self) -> None:
         self.ws.close()
-
-
-def timed(run: Callable[[], None], n: int, out: list[float]) -> None:
-    for _ in range(5):
-        run()
-    for _ in range(n):
-        started = time.perf_counter()
-        run()
-        out.append(time.perf_counter() - started)
 
 
 def main() -> None:

@@ -17,16 +17,14 @@ import hashlib
 import hmac
 import itertools
 import statistics
-import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 import orjson
 import zmq
 from jupyter_client import BlockingKernelClient as JupyterClient
 
-from _common import table
+from _common import table, timed
 from kernelwire import BlockingKernelClient, requests, run_kernel_in_process
 from kernelwire.protocol.connection import ConnectionInfo
 
@@ -108,16 +106,6 @@ def jupyter_round(client: JupyterClient) -> None:
             and msg["content"].get("execution_state") == "idle"
         ):
             return
-
-
-def timed(run: Callable[[], None], n: int, out: list[float]) -> None:
-    """Run ``run`` ``n`` times (after 5 untimed warm-up runs), appending seconds per run."""
-    for _ in range(5):
-        run()
-    for _ in range(n):
-        started = time.perf_counter()
-        run()
-        out.append(time.perf_counter() - started)
 
 
 def main() -> None:

@@ -414,3 +414,48 @@ async def run_async(
         pass
     assert collector.result is not None
     return collector.result
+
+
+class RunsCode:
+    """``run`` and ``stream`` for a kernel handle that can give a client and interrupt.
+
+    Mixed into :class:`~kernelwire.Kernel` and :class:`~kernelwire.RemoteKernel`.
+    """
+
+    def _runner(self) -> BlockingKernelClient:
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Interrupt the running code."""
+        raise NotImplementedError
+
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        stdin: StdinHandler | None = None,
+        front_end: bool = True,
+        max_output_chars: int | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` and return what a notebook would show (:class:`ExecutionResult`).
+
+        ``stdin(prompt, password)`` answers ``input()``; without it ``input()`` raises in
+        the kernel. On ``timeout`` the kernel is interrupted, its idle awaited, and
+        :class:`KernelTimeout` raised (the partial result on its ``result``).
+        """
+        return run(
+            self._runner(),
+            code,
+            timeout=timeout,
+            stdin=stdin,
+            interrupt=self.interrupt,
+            front_end=front_end,
+            max_output_chars=max_output_chars,
+        )
+
+    def stream(
+        self, code: str, *, timeout: float | None = None, stdin: StdinHandler | None = None
+    ) -> Iterator[NotebookNode]:
+        """Run ``code`` and yield its outputs (nbformat dicts) as they are added or change."""
+        return stream(self._runner(), code, timeout=timeout, stdin=stdin, interrupt=self.interrupt)

@@ -20,20 +20,17 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
-from nbformat import NotebookNode
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from . import execution
 from .client.blocking import BlockingKernelClient
 from .client.engine import BlockingEngine
 from .client.heartbeat import Heartbeat
 from .client.routing import Router
 from .errors import KernelDied, KernelwireError, ProtocolError
-from .execution import ExecutionResult, StdinHandler
+from .execution import RunsCode
 from .protocol.codec import Session
 from .protocol.connection import ChannelName
 from .protocol.message import Message
@@ -223,7 +220,7 @@ class WebSocketEngine(BlockingEngine):
             self._cond.notify_all()
 
 
-class RemoteKernel:
+class RemoteKernel(RunsCode):
     """A kernel that lives behind a Jupyter Server; the same handle as a local one."""
 
     def __init__(self, server: JupyterServer, model: dict[str, Any], *, owned: bool) -> None:
@@ -306,34 +303,6 @@ class RemoteKernel:
         if self._run_client is None or not self._run_client.channels_running:
             self._run_client = self.client()
         return self._run_client
-
-    def run(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        stdin: StdinHandler | None = None,
-        front_end: bool = True,
-        max_output_chars: int | None = None,
-    ) -> ExecutionResult:
-        """Run ``code`` and return what a notebook would show (see ``Kernel.run``)."""
-        return execution.run(
-            self._runner(),
-            code,
-            timeout=timeout,
-            stdin=stdin,
-            interrupt=self.interrupt,
-            front_end=front_end,
-            max_output_chars=max_output_chars,
-        )
-
-    def stream(
-        self, code: str, *, timeout: float | None = None, stdin: StdinHandler | None = None
-    ) -> Iterator[NotebookNode]:
-        """Run ``code`` and yield its outputs as they arrive."""
-        return execution.stream(
-            self._runner(), code, timeout=timeout, stdin=stdin, interrupt=self.interrupt
-        )
 
     def __enter__(self) -> RemoteKernel:
         return self

@@ -15,18 +15,15 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nbformat import NotebookNode
-
-from .. import execution
 from ..client.async_client import AsyncKernelClient
 from ..client.base import KernelClientBase
 from ..client.blocking import BlockingKernelClient
 from ..errors import KernelDied, KernelwireError
-from ..execution import ExecutionResult, StdinHandler
+from ..execution import RunsCode
 from ..protocol.connection import ConnectionInfo, new_connection_info, write_connection_file
 from .launcher import (
     KernelLog,
@@ -84,7 +81,7 @@ def _cleanup(processes: list[_Process], files: list[str]) -> None:
                 os.unlink(path)
 
 
-class Kernel:
+class Kernel(RunsCode):
     """A kernel process started from a :class:`KernelSpec`, and its connection file.
 
     Use :func:`start_kernel`. Leaving a ``with`` block, :meth:`shutdown`, garbage
@@ -359,39 +356,6 @@ class Kernel:
         if client is None or not client.channels_running:
             client = self._run_client = self.client()
         return client
-
-    def run(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        stdin: StdinHandler | None = None,
-        front_end: bool = True,
-        max_output_chars: int | None = None,
-    ) -> ExecutionResult:
-        """Run ``code`` and return what a notebook would show (:class:`ExecutionResult`).
-
-        ``stdin(prompt, password)`` answers ``input()``; without it ``input()`` raises in
-        the kernel. On ``timeout`` the kernel is interrupted, its idle awaited, and
-        :class:`KernelTimeout` raised.
-        """
-        return execution.run(
-            self._runner(),
-            code,
-            timeout=timeout,
-            stdin=stdin,
-            interrupt=self.interrupt,
-            front_end=front_end,
-            max_output_chars=max_output_chars,
-        )
-
-    def stream(
-        self, code: str, *, timeout: float | None = None, stdin: StdinHandler | None = None
-    ) -> Iterator[NotebookNode]:
-        """Run ``code`` and yield its outputs as they arrive (nbformat output dicts)."""
-        return execution.stream(
-            self._runner(), code, timeout=timeout, stdin=stdin, interrupt=self.interrupt
-        )
 
     def __enter__(self) -> Kernel:
         return self
