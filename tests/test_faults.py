@@ -116,3 +116,12 @@ def test_sockets_closed_under_the_client(kernel: Kernel) -> None:
     fresh = BlockingKernelClient(connection_info=kernel.connection_info)
     with fresh:
         assert fresh.execute("1", reply=True, timeout=30)["content"]["status"] == "ok"
+
+
+def test_run_marks_a_lost_flood_and_still_returns(kernel: Kernel) -> None:
+    with PeakRss() as memory:
+        result = kernel.run(FLOOD_1GB_AT_ONCE, timeout=120)
+    assert result.status == "ok" and result.incomplete
+    assert "output lost" in result.stderr
+    assert memory.peak - memory.base < 200
+    assert kernel.run("'fine'").text == "'fine'"

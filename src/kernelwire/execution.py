@@ -35,6 +35,11 @@ INTERRUPT_GRACE = 10.0
 
 TRUNCATION_MARKER = "\n[kernelwire: output truncated, {dropped} more characters not kept]\n"
 
+LOST_MARKER = (
+    "\n[kernelwire: output lost: the kernel sent more than the client keeps "
+    "(a message over max_message_bytes, or a dropped IOPub connection)]\n"
+)
+
 _BACKSPACE = re.compile(r"[^\n]\x08")
 
 
@@ -275,6 +280,8 @@ def _answer(
 def _result(
     collector: OutputCollector, pending: PendingRequest | AsyncPendingRequest
 ) -> ExecutionResult:
+    if pending.incomplete and not any(o.get("text") == LOST_MARKER for o in collector.outputs):
+        collector.outputs.append(_node(output_type="stream", name="stderr", text=LOST_MARKER))
     reply = pending._state.reply
     content = reply["content"] if reply else {}
     count = content.get("execution_count", collector.execution_count)
