@@ -256,3 +256,30 @@ def test_notebook_and_cli_on_a_server(jupyter_server_url: str, tmp_path: Path) -
         and "refused the token" in refused.stderr
         and "nope" not in refused.stderr
     )
+
+
+def test_async_client_over_the_server(jupyter_server_url: str) -> None:
+    import asyncio
+
+    async def main() -> None:
+        with (
+            connect_server(jupyter_server_url, TOKEN) as server,
+            server.start_kernel("python3") as kernel,
+        ):
+            client = kernel.async_client()
+            await client.wait_for_ready(60)
+            reply = await client.execute("6 * 7", reply=True, timeout=30)
+            assert reply["content"]["status"] == "ok"
+            slow = client.submit(requests.execute("import time; time.sleep(0.2); print('slow')"))
+            fast = client.submit(requests.execute("print('fast')"))
+            fast_text = [
+                m["content"]["text"] async for m in fast.iopub(30) if m["msg_type"] == "stream"
+            ]
+            slow_text = [
+                m["content"]["text"] async for m in slow.iopub(30) if m["msg_type"] == "stream"
+            ]
+            assert (fast_text, slow_text) == (["fast\n"], ["slow\n"])
+            assert await client.is_alive()
+            client.stop_channels()
+
+    asyncio.run(main())

@@ -25,8 +25,9 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
+from .client.async_client import AsyncKernelClient
 from .client.blocking import BlockingKernelClient
-from .client.engine import BlockingEngine
+from .client.engine import AsyncEngine, BlockingEngine
 from .client.heartbeat import Heartbeat
 from .client.routing import Router
 from .errors import KernelDied, KernelwireError, ProtocolError
@@ -65,77 +66,56 @@ def _quick_ack(ws: ClientConnection) -> None:
             ws.socket.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
 
-class WebSocketEngine(BlockingEngine):
-    """The blocking engine over a Jupyter Server WebSocket (no heartbeat channel there)."""
+class WebSocketLink:
+    """One kernel's WebSocket: opens it, sends, reconnects with the same ``session_id``,
+    decodes frames and drops the messages a reconnect replays. Shared by both engines.
+    """
 
     def __init__(
         self,
         transport: ServerTransport,
         kernel_id: str,
         session: Session,
-        *,
-        heartbeat: Heartbeat | None = None,
-        max_unclaimed: int | None = None,
-        subprotocols: list[str] | None = None,
+        subprotocols: list[str] | None,
     ) -> None:
-        # Not BlockingEngine.__init__: that opens ZeroMQ sockets. The waiting machinery
-        # (wait_for, the pump lock, the condition) is reused as it is.
         self.server = transport
         self.kernel_id = kernel_id
         self.session = session
-        self.router = Router(max_unclaimed)
-        self.heartbeat = heartbeat or Heartbeat()
-        self.liveness_checks = []
-        self.max_message_bytes = None
-        self.closed = False
+        self.subprotocols = subprotocols
         self.events: list[str] = []
-        self._cond = threading.Condition()
-        self._pump_lock = threading.Lock()
-        self._outbox = deque()
-        self._ws_lock = threading.Lock()
-        self._subprotocols = subprotocols
+        self.reconnects = 0
+        self.closed = False
+        self.failure: str | None = None
+        self._lock = threading.Lock()
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
-        self.reconnects = 0
         self.ws = self._open()
 
     def _open(self) -> ClientConnection:
         ws = self.server.open_websocket(
             f"api/kernels/{self.kernel_id}/channels",
-            subprotocols=self._subprotocols,
+            subprotocols=self.subprotocols,
             session_id=self.session.session_id,
         )
         self.framing = WebSocketFraming(ws.subprotocol)
         return ws
 
-    @property
-    def subprotocol(self) -> str | None:
-        """The framing the server agreed to (``None``: legacy)."""
-        return self.ws.subprotocol
-
-    def has_channel(self, channel: ChannelName) -> bool:
-        """Every message channel is multiplexed on the WebSocket; there is no heartbeat."""
-        return channel != "hb"
-
-    def wake(self) -> None:
-        """Sends go straight to the WebSocket: there is nothing to wake."""
-
     def send(self, channel: ChannelName, msg: Message) -> None:
-        """Send ``msg`` on ``channel`` over the WebSocket (from any thread)."""
+        """Send ``msg`` on ``channel`` (thread-safe); reconnects once if the socket dropped."""
         if self.closed:
             raise KernelwireError("the client's channels are stopped")
-        frame = self.framing.encode(channel, msg)
         ws = self.ws
         try:
-            ws.send(frame)
+            ws.send(self.framing.encode(channel, msg))
         except ConnectionClosed:
-            self._reconnect(ws)
-            self.ws.send(self.framing.encode(channel, msg))
+            if self.reconnect(ws):
+                self.ws.send(self.framing.encode(channel, msg))
 
-    def _reconnect(self, broken: ClientConnection) -> None:
-        with self._ws_lock:
+    def reconnect(self, broken: ClientConnection) -> bool:
+        """Replace a dropped socket (with back-off); False, and ``failure`` set, if we cannot."""
+        with self._lock:
             if self.ws is not broken or self.closed:
-                return  # another thread reconnected already
+                return not self.closed  # another thread reconnected already
             for delay in RECONNECT_DELAYS:
                 time.sleep(delay)
                 try:
@@ -143,26 +123,16 @@ class WebSocketEngine(BlockingEngine):
                 except ServerConnectionError:
                     continue
                 except ServerError as exc:
-                    self._die(f"the server refused to reconnect: {exc}")
-                    return
+                    self.failure = f"the server refused to reconnect: {exc}"
+                    return False
                 self.reconnects += 1
                 log.warning("reconnected to kernel %s on %s", self.kernel_id, self.server.url)
-                return
-            self._die(f"lost the WebSocket to {self.server.url} and could not reconnect")
+                return True
+            self.failure = f"lost the WebSocket to {self.server.url} and could not reconnect"
+            return False
 
-    def _die(self, why: str) -> None:
-        with self._cond:
-            self.router.mark_dead(KernelDied(f"kernel {self.kernel_id}: {why}"))
-            self._cond.notify_all()
-
-    def pump(self, max_wait: float | None) -> None:
-        """Read what the WebSocket has (waiting up to ``max_wait``) and route it."""
-        now = time.monotonic()
-        with self._cond:
-            self._heartbeat_tick(now)  # liveness checks (no heartbeat channel here)
-        wait = self._health_wait(now)
-        if max_wait is not None:
-            wait = min(wait, max_wait)
+    def receive(self, wait: float) -> list[str | bytes]:
+        """Frames that arrive within ``wait`` seconds (then whatever is already there)."""
         ws = self.ws
         _quick_ack(ws)
         frames: list[str | bytes] = []
@@ -174,18 +144,15 @@ class WebSocketEngine(BlockingEngine):
             pass
         except ConnectionClosed:
             if not self.closed:
-                self._reconnect(ws)
-        if frames:
-            with self._cond:
-                for frame in frames:
-                    self._route(frame)
-                self._cond.notify_all()
+                self.reconnect(ws)
+        return frames
 
-    def _route(self, frame: str | bytes) -> None:
+    def route(self, frame: str | bytes, router: Router) -> None:
+        """Decode ``frame`` and hand it to ``router`` unless it is a replayed duplicate."""
         try:
             channel, msg = self.framing.decode(frame)
         except ProtocolError as exc:
-            self.router.rejected += 1
+            router.rejected += 1
             log.warning("refused a WebSocket frame from %s: %s", self.server.url, exc)
             return
         msg_id = msg["msg_id"]
@@ -201,8 +168,81 @@ class WebSocketEngine(BlockingEngine):
                 self.events.append(state)
                 log.warning("server reports kernel %s %s", self.kernel_id, state)
             if state == "dead":
-                self.router.mark_dead(KernelDied(f"server reports kernel {self.kernel_id} dead"))
-        self.router.dispatch(channel, msg)
+                router.mark_dead(KernelDied(f"server reports kernel {self.kernel_id} dead"))
+        router.dispatch(channel, msg)
+
+    def check(self, router: Router) -> None:
+        """Turn a failed reconnect into the router's death."""
+        if self.failure is not None:
+            router.mark_dead(KernelDied(f"kernel {self.kernel_id}: {self.failure}"))
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.closed = True
+        self.ws.close()
+
+
+class WebSocketEngine(BlockingEngine):
+    """The blocking engine over a Jupyter Server WebSocket (no heartbeat channel there)."""
+
+    def __init__(
+        self,
+        link: WebSocketLink,
+        *,
+        heartbeat: Heartbeat | None = None,
+        max_unclaimed: int | None = None,
+    ) -> None:
+        # Not BlockingEngine.__init__: that opens ZeroMQ sockets. The waiting machinery
+        # (wait_for, the pump lock, the condition) is reused as it is.
+        self.link = link
+        self.session = link.session
+        self.router = Router(max_unclaimed)
+        self.heartbeat = heartbeat or Heartbeat()
+        self.liveness_checks = []
+        self.max_message_bytes = None
+        self.closed = False
+        self._cond = threading.Condition()
+        self._pump_lock = threading.Lock()
+        self._outbox = deque()
+
+    @property
+    def ws(self) -> ClientConnection:
+        """The current WebSocket (it changes on a reconnect)."""
+        return self.link.ws
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The framing the server agreed to (``None``: legacy)."""
+        return self.link.ws.subprotocol
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the WebSocket was reconnected."""
+        return self.link.reconnects
+
+    def has_channel(self, channel: ChannelName) -> bool:
+        """Every message channel is multiplexed on the WebSocket; there is no heartbeat."""
+        return channel != "hb"
+
+    def wake(self) -> None:
+        """Sends go straight to the WebSocket: there is nothing to wake."""
+
+    def send(self, channel: ChannelName, msg: Message) -> None:
+        """Send ``msg`` on ``channel`` over the WebSocket (from any thread)."""
+        self.link.send(channel, msg)
+
+    def pump(self, max_wait: float | None) -> None:
+        """Read what the WebSocket has (waiting up to ``max_wait``) and route it."""
+        now = time.monotonic()
+        with self._cond:
+            self._heartbeat_tick(now)  # liveness checks (no heartbeat channel here)
+        wait = self._health_wait(now)
+        frames = self.link.receive(wait if max_wait is None else min(wait, max_wait))
+        with self._cond:
+            for frame in frames:
+                self.link.route(frame, self.router)
+            self.link.check(self.router)
+            self._cond.notify_all()
 
     def run_locked(self, func: Any) -> Any:
         """Call ``func`` under the routing lock."""
@@ -215,9 +255,97 @@ class WebSocketEngine(BlockingEngine):
             return
         self.closed = True
         with self._pump_lock:
-            self.ws.close()
+            self.link.close()
         with self._cond:
             self._cond.notify_all()
+
+
+class AsyncWebSocketEngine(AsyncEngine):
+    """The asyncio engine over a Jupyter Server WebSocket.
+
+    A reader thread receives frames and hands them to the loop, where they are routed:
+    the router is only ever touched from the loop's thread.
+    """
+
+    def __init__(
+        self,
+        link: WebSocketLink,
+        *,
+        heartbeat: Heartbeat | None = None,
+        max_unclaimed: int | None = None,
+    ) -> None:
+        # Not AsyncEngine.__init__: that opens ZeroMQ sockets.
+        self.link = link
+        self.session = link.session
+        self.router = Router(max_unclaimed)
+        self.heartbeat = heartbeat or Heartbeat()
+        self.liveness_checks = []
+        self.max_message_bytes = None
+        self.closed = False
+        self._loop = None
+        self._waiters = []
+        self._timer = None
+        self._fds = []
+        self._reader: threading.Thread | None = None
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The framing the server agreed to (``None``: legacy)."""
+        return self.link.ws.subprotocol
+
+    def has_channel(self, channel: ChannelName) -> bool:
+        """Every message channel is multiplexed on the WebSocket; there is no heartbeat."""
+        return channel != "hb"
+
+    def _add_readers(self) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(
+                target=self._read_forever, name="kernelwire-ws-reader", daemon=True
+            )
+            self._reader.start()
+
+    def _remove_readers(self) -> None:
+        """The reader thread stops by itself once the engine is closed."""
+
+    def _read_forever(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while not self.closed:
+            frames = self.link.receive(0.25)
+            if frames or self.link.failure is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed under us
+                    loop.call_soon_threadsafe(self._deliver, frames)
+            if self.link.failure is not None:
+                return
+
+    def _deliver(self, frames: list[str | bytes]) -> None:
+        for frame in frames:
+            self.link.route(frame, self.router)
+        self.link.check(self.router)
+        self._wake_waiters()
+
+    def send(self, channel: ChannelName, msg: Message) -> None:
+        """Send ``msg`` on ``channel`` over the WebSocket."""
+        self.link.send(channel, msg)
+
+    def send_frames(self, channel: ChannelName, frames: list[Any]) -> None:
+        """Not used over a WebSocket: messages are framed by :meth:`send`."""
+        raise NotImplementedError("WebSocket engines send messages, not ZeroMQ frames")
+
+    def _on_readable(self) -> None:
+        """Nothing to poll: the reader thread delivers."""
+
+    def close(self) -> None:
+        """Close the WebSocket; waiters get ClientClosed."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.link.close()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(2)
+        self._wake_waiters()
 
 
 class RemoteKernel(RunsCode):
@@ -229,9 +357,12 @@ class RemoteKernel(RunsCode):
         self.kernel_id: str = model["id"]
         self.name: str = model.get("name", "")
         self._owned = owned
-        self._clients: list[BlockingKernelClient] = []
+        self._clients: list[BlockingKernelClient | AsyncKernelClient] = []
         self._run_client: BlockingKernelClient | None = None
         self._closed = False
+
+    def _link(self, subprotocols: list[str] | None, session: Session) -> WebSocketLink:
+        return WebSocketLink(self.server.transport, self.kernel_id, session, subprotocols)
 
     def client(
         self, *, subprotocols: list[str] | None = None, **kwargs: Any
@@ -240,7 +371,6 @@ class RemoteKernel(RunsCode):
 
         ``subprotocols=[]`` asks for the legacy framing.
         """
-        transport = self.server.transport
 
         def engine(
             channels: list[ChannelName],
@@ -248,19 +378,33 @@ class RemoteKernel(RunsCode):
             heartbeat: Heartbeat,
             max_unclaimed: int | None,
         ) -> WebSocketEngine:
-            return WebSocketEngine(
-                transport,
-                self.kernel_id,
-                session,
-                heartbeat=heartbeat,
-                max_unclaimed=max_unclaimed,
-                subprotocols=subprotocols,
-            )
+            link = self._link(subprotocols, session)
+            return WebSocketEngine(link, heartbeat=heartbeat, max_unclaimed=max_unclaimed)
 
         client = BlockingKernelClient(engine_factory=engine, **kwargs)
         client.start_channels()
         self._clients.append(client)
         client.wait_for_ready(60)
+        return client
+
+    def async_client(
+        self, *, subprotocols: list[str] | None = None, **kwargs: Any
+    ) -> AsyncKernelClient:
+        """A started :class:`AsyncKernelClient` over the server's WebSocket
+        (``await client.wait_for_ready()`` before the first request if needed)."""
+
+        def engine(
+            channels: list[ChannelName],
+            session: Session,
+            heartbeat: Heartbeat,
+            max_unclaimed: int | None,
+        ) -> AsyncWebSocketEngine:
+            link = self._link(subprotocols, session)
+            return AsyncWebSocketEngine(link, heartbeat=heartbeat, max_unclaimed=max_unclaimed)
+
+        client = AsyncKernelClient(engine_factory=engine, **kwargs)
+        client.start_channels()
+        self._clients.append(client)
         return client
 
     def info(self) -> dict[str, Any]:
@@ -285,7 +429,8 @@ class RemoteKernel(RunsCode):
         for client in self._clients:
             if client.channels_running:
                 client.engine.router.death = None
-                client.wait_for_ready(60)
+                if isinstance(client, BlockingKernelClient):
+                    client.wait_for_ready(60)
 
     def shutdown(self) -> None:
         """Stop the clients and delete the kernel on the server (idempotent)."""
@@ -372,11 +517,13 @@ def connect_server(
 
 
 __all__ = [
+    "AsyncWebSocketEngine",
     "AuthenticationError",
     "JupyterServer",
     "RemoteKernel",
     "ServerConnectionError",
     "ServerError",
     "WebSocketEngine",
+    "WebSocketLink",
     "connect_server",
 ]
