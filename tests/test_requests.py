@@ -226,7 +226,10 @@ def test_channel_objects(client: BlockingKernelClient) -> None:
     time.sleep(0.3)
     assert client.iopub_channel.msg_ready()
     msgs = client.iopub_channel.get_msgs()
-    assert msgs and msgs[-1]["content"]["execution_state"] == "idle"
+    assert any(
+        m["parent_header"].get("msg_id") == msg_id and m["content"].get("execution_state") == "idle"
+        for m in msgs
+    )
     assert not client.iopub_channel.msg_ready()
     assert client.hb_channel.is_beating()
     for channel in (
