@@ -283,3 +283,51 @@ def test_async_client_over_the_server(jupyter_server_url: str) -> None:
             client.stop_channels()
 
     asyncio.run(main())
+
+
+def test_https_and_wss(tmp_path: Path) -> None:
+    """TLS end to end: https for REST, wss for the channels, the server's CA verified."""
+    trustme = pytest.importorskip("trustme")
+    pytest.importorskip("jupyter_server")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    port = free_tcp_ports(count=1)[0]
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--allow-root",
+        "--no-browser",
+        f"--ServerApp.token={TOKEN}",
+        f"--ServerApp.port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.root_dir={tmp_path}",
+        f"--ServerApp.certfile={certfile}",
+        f"--ServerApp.keyfile={keyfile}",
+        "--ServerApp.port_retries=0",
+    ]
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    url = f"https://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                server = connect_server(url, TOKEN, verify=str(cafile))
+                break
+            except ServerConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        with server, server.start_kernel("python3") as kernel:
+            assert kernel.run("6 * 7").text == "42"
+        with pytest.raises(ServerConnectionError):
+            connect_server(url, TOKEN)  # the system trust store does not know this CA
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)

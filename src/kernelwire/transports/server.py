@@ -32,6 +32,17 @@ class ServerConnectionError(ServerError, ConnectionError):
     """The server could not be reached (down, wrong address, TLS failure)."""
 
 
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """TLS settings for both httpx and the WebSocket: system CAs, a CA bundle, or none."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class ServerTransport:
     """REST calls and WebSocket connections to one Jupyter Server.
 
@@ -51,11 +62,10 @@ class ServerTransport:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"server URL must be http(s)://host[:port][/prefix], got {url!r}")
         self.url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/", "", ""))
-        self._token = token
-        self._verify = verify
+        self._ssl = _ssl_context(verify)
         self._headers = {"Authorization": f"token {token}"} if token else {}
         self._http = httpx.Client(
-            base_url=self.url, headers=self._headers, timeout=timeout, verify=verify
+            base_url=self.url, headers=self._headers, timeout=timeout, verify=self._ssl
         )
 
     def __repr__(self) -> str:  # never the token
@@ -91,14 +101,7 @@ class ServerTransport:
     ) -> ClientConnection:
         """Open a WebSocket to ``path`` (offering the v1 kernel protocol by default)."""
         url = self.websocket_url(path, **query)
-        context: ssl.SSLContext | None = None
-        if url.startswith("wss:"):
-            context = ssl.create_default_context()
-            if self._verify is False:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            elif isinstance(self._verify, str):
-                context.load_verify_locations(self._verify)
+        context = self._ssl if url.startswith("wss:") else None
         offered = [V1_SUBPROTOCOL] if subprotocols is None else subprotocols
         try:
             ws = connect(
