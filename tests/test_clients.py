@@ -245,3 +245,26 @@ def test_no_thread_or_fd_left_after_1000_cycles(ipykernel: KernelProcess, kind: 
     while _open_fds() > fds + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _open_fds() <= fds + 2
+
+
+@pytest.mark.parametrize("kind", ["blocking", "async"])
+def test_first_request_of_a_fresh_client_loses_no_output(
+    ipykernel: KernelProcess, kind: str
+) -> None:
+    """ZeroMQ's slow joiner: a request sent right after connecting must not lose its first
+    IOPub messages (the client waits for the kernel's iopub_welcome first)."""
+
+    async def once_async() -> list[str]:
+        async with AsyncKernelClient(ipykernel.connection_file) as client:
+            pending = client.submit(requests.execute("print('first')"))
+            return [m["msg_type"] async for m in pending.iopub(30)]
+
+    def once() -> list[str]:
+        if kind == "async":
+            return asyncio.run(once_async())
+        with BlockingKernelClient(ipykernel.connection_file) as client:
+            pending = client.submit(requests.execute("print('first')"))
+            return [m["msg_type"] for m in pending.iopub(30)]
+
+    for _ in range(15):
+        assert once() == ["status", "execute_input", "stream", "status"]

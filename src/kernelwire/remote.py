@@ -201,6 +201,7 @@ class WebSocketEngine(BlockingEngine):
         self.liveness_checks = []
         self.max_message_bytes = None
         self.closed = False
+        self.iopub_join_wait = 0.0  # the server has been subscribed all along
         self._cond = threading.Condition()
         self._pump_lock = threading.Lock()
         self._outbox = deque()
@@ -282,6 +283,7 @@ class AsyncWebSocketEngine(AsyncEngine):
         self.liveness_checks = []
         self.max_message_bytes = None
         self.closed = False
+        self.iopub_join_wait = 0.0
         self._loop = None
         self._waiters = []
         self._timer = None

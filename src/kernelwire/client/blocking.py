@@ -12,6 +12,7 @@ inside a running asyncio loop, e.g. in a notebook cell, without nest_asyncio.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -25,7 +26,7 @@ from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
 from .engine import BlockingEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
 from .pending import PendingBase
-from .routing import RequestState, welcome_or_idle
+from .routing import RequestState, Sink, welcome_or_idle
 
 Hook = Callable[[Message], None]
 
@@ -315,6 +316,26 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
                 probe.discard()  # probes' own messages are not the user's
 
     # -- requests ------------------------------------------------------------------
+    def _send(
+        self,
+        request: Request,
+        claims: frozenset[Channel] | None = None,
+        sink: Sink | None = None,
+    ) -> tuple[Message, RequestState | None]:
+        engine = self.engine
+        if not engine.router.iopub_welcomed and request.channel != "stdin":
+            self._join_iopub(engine)
+        return super()._send(request, claims, sink)
+
+    def _join_iopub(self, engine: BlockingEngine) -> None:
+        """Before the first request, give IOPub a moment to be subscribed (its welcome)."""
+        wait, engine.iopub_join_wait = engine.iopub_join_wait, 0.0  # once per connection
+        if wait <= 0 or not engine.has_channel("iopub"):
+            return
+        router = engine.router
+        with contextlib.suppress(KernelTimeout):  # an older kernel: no welcome comes
+            engine.wait_for(lambda: True if router.iopub_welcomed else None, wait)
+
     def submit(
         self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS
     ) -> PendingRequest:

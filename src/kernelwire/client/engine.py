@@ -34,6 +34,10 @@ log = logging.getLogger("kernelwire.engine")
 T = TypeVar("T")
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 """Messages larger than this (all frames together) are refused; ``None`` on an engine lifts it."""
+IOPUB_JOIN_WAIT = 0.25
+"""Seconds the first request waits for ``iopub_welcome``: without it a fresh subscriber may
+miss the request's first IOPub messages (ZeroMQ's slow joiner). Kernels that send the
+welcome (protocol 5.5, ipykernel 7, xeus) answer in milliseconds."""
 LIVENESS_INTERVAL = 0.2
 """Seconds between liveness checks (process exit) while someone waits."""
 ALL_CHANNELS: tuple[ChannelName, ...] = ("shell", "iopub", "stdin", "control", "hb")
@@ -62,6 +66,8 @@ class EngineBase:
         )
         self.closed = False
         self.max_message_bytes: int | None = MAX_MESSAGE_BYTES
+        # How long the first request waits for IOPub's welcome (ZeroMQ's slow joiner).
+        self.iopub_join_wait = IOPUB_JOIN_WAIT
         # Extra death checks (e.g. "has the kernel process exited?"), run on every round.
         self.liveness_checks: list[Callable[[], KernelDied | None]] = []
 
@@ -334,6 +340,9 @@ class AsyncEngine(EngineBase):
         self._waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._fds: list[int] = []
+        # Sends held back until IOPub's welcome (or IOPUB_JOIN_WAIT) on a fresh connection.
+        self._held: list[tuple[ChannelName, list[Any]]] | None = None
+        self._held_timer: asyncio.TimerHandle | None = None
 
     def attach(self) -> asyncio.AbstractEventLoop:
         """Hook the sockets into the running loop (once); returns the loop."""
@@ -401,6 +410,8 @@ class AsyncEngine(EngineBase):
                 self._ingest(channel, batch)
                 got = True
         if got:
+            if self._held is not None and self.router.iopub_welcomed:
+                self._release_held()
             self._wake_waiters()
 
     def _wake_waiters(self) -> None:
@@ -417,7 +428,38 @@ class AsyncEngine(EngineBase):
         """Send encoded frames; re-checks the sockets after (ZeroMQ resets the FD edge on send)."""
         if self.closed:
             raise ClientClosed("the client's channels are stopped")
+        if self._held is None and self._should_hold(channel):
+            loop = self.attach()
+            self._held = []
+            self._held_timer = loop.call_later(self.iopub_join_wait, self._release_held)
+            self.iopub_join_wait = 0.0
+        if self._held is not None:
+            self._held.append((channel, frames))  # sent, in order, once IOPub is joined
+            return
         self.transport.send(channel, frames)
+        if self._loop is not None:
+            self._loop.call_soon(self._on_readable)
+
+    def _should_hold(self, channel: ChannelName) -> bool:
+        if self.iopub_join_wait <= 0 or channel == "stdin" or self.router.iopub_welcomed:
+            return False
+        if not self.has_channel("iopub"):
+            return False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False  # no loop to wait on: send at once
+        return True
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        if not held or self.closed:
+            return
+        for channel, frames in held:
+            self.transport.send(channel, frames)
         if self._loop is not None:
             self._loop.call_soon(self._on_readable)
 
@@ -458,6 +500,8 @@ class AsyncEngine(EngineBase):
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._held_timer is not None:
+            self._held_timer.cancel()
         self._remove_readers()
         self.transport.close()
         self._wake_waiters()
