@@ -29,7 +29,14 @@ TOKEN = "kernelwire-test-token"
 
 
 @contextlib.contextmanager
-def serving(argv: list[str], port: int, tmp: Path, prefix: str = "/") -> Iterator[str]:
+def serving(
+    argv: list[str],
+    port: int,
+    tmp: Path,
+    prefix: str = "/",
+    scheme: str = "http",
+    verify: bool | str = True,
+) -> Iterator[str]:
     """Run a server command on 127.0.0.1:port until it answers; kill its process group after."""
     env = dict(
         os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_DATA_DIR=str(tmp / "data")
@@ -38,12 +45,12 @@ def serving(argv: list[str], port: int, tmp: Path, prefix: str = "/") -> Iterato
     proc = subprocess.Popen(
         argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp
     )
-    url = f"http://127.0.0.1:{port}{prefix}"
+    url = f"{scheme}://127.0.0.1:{port}{prefix}"
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                connect_server(url, TOKEN).close()
+                connect_server(url, TOKEN, verify=verify).close()
                 break
             except ServerConnectionError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -310,24 +317,11 @@ def test_https_and_wss(tmp_path: Path) -> None:
         f"--ServerApp.keyfile={keyfile}",
         "--ServerApp.port_retries=0",
     ]
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
-    )
-    url = f"https://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                server = connect_server(url, TOKEN, verify=str(cafile))
-                break
-            except ServerConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
-        with server, server.start_kernel("python3") as kernel:
+    with serving(argv, port, tmp_path, scheme="https", verify=str(cafile)) as url:
+        with (
+            connect_server(url, TOKEN, verify=str(cafile)) as server,
+            server.start_kernel("python3") as kernel,
+        ):
             assert kernel.run("6 * 7").text == "42"
         with pytest.raises(ServerConnectionError):
             connect_server(url, TOKEN)  # the system trust store does not know this CA
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)

@@ -182,29 +182,23 @@ class WebSocketLink:
         self.ws.close()
 
 
-class WebSocketEngine(BlockingEngine):
-    """The blocking engine over a Jupyter Server WebSocket (no heartbeat channel there)."""
+class _OverWebSocket:
+    """What both WebSocket engines set up and answer alike (their base classes' own
+    ``__init__`` would open ZeroMQ sockets, so they call this instead)."""
 
-    def __init__(
-        self,
-        link: WebSocketLink,
-        *,
-        heartbeat: Heartbeat | None = None,
-        max_unclaimed: int | None = None,
+    link: WebSocketLink
+
+    def _set_up(
+        self, link: WebSocketLink, heartbeat: Heartbeat | None, max_unclaimed: int | None
     ) -> None:
-        # Not BlockingEngine.__init__: that opens ZeroMQ sockets. The waiting machinery
-        # (wait_for, the pump lock, the condition) is reused as it is.
         self.link = link
         self.session = link.session
         self.router = Router(max_unclaimed)
         self.heartbeat = heartbeat or Heartbeat()
-        self.liveness_checks = []
-        self.max_message_bytes = None
+        self.liveness_checks: list[Any] = []
+        self.max_message_bytes: int | None = None
         self.closed = False
         self.iopub_join_wait = 0.0  # the server has been subscribed all along
-        self._cond = threading.Condition()
-        self._pump_lock = threading.Lock()
-        self._outbox = deque()
 
     @property
     def ws(self) -> ClientConnection:
@@ -225,12 +219,29 @@ class WebSocketEngine(BlockingEngine):
         """Every message channel is multiplexed on the WebSocket; there is no heartbeat."""
         return channel != "hb"
 
-    def wake(self) -> None:
-        """Sends go straight to the WebSocket: there is nothing to wake."""
-
     def send(self, channel: ChannelName, msg: Message) -> None:
         """Send ``msg`` on ``channel`` over the WebSocket (from any thread)."""
         self.link.send(channel, msg)
+
+
+class WebSocketEngine(_OverWebSocket, BlockingEngine):
+    """The blocking engine over a Jupyter Server WebSocket (no heartbeat channel there)."""
+
+    def __init__(
+        self,
+        link: WebSocketLink,
+        *,
+        heartbeat: Heartbeat | None = None,
+        max_unclaimed: int | None = None,
+    ) -> None:
+        # The waiting machinery (wait_for, the pump lock, the condition) is reused.
+        self._set_up(link, heartbeat, max_unclaimed)
+        self._cond = threading.Condition()
+        self._pump_lock = threading.Lock()
+        self._outbox = deque()
+
+    def wake(self) -> None:
+        """Sends go straight to the WebSocket: there is nothing to wake."""
 
     def pump(self, max_wait: float | None) -> None:
         """Read what the WebSocket has (waiting up to ``max_wait``) and route it."""
@@ -261,7 +272,7 @@ class WebSocketEngine(BlockingEngine):
             self._cond.notify_all()
 
 
-class AsyncWebSocketEngine(AsyncEngine):
+class AsyncWebSocketEngine(_OverWebSocket, AsyncEngine):
     """The asyncio engine over a Jupyter Server WebSocket.
 
     A reader thread receives frames and hands them to the loop, where they are routed:
@@ -275,29 +286,12 @@ class AsyncWebSocketEngine(AsyncEngine):
         heartbeat: Heartbeat | None = None,
         max_unclaimed: int | None = None,
     ) -> None:
-        # Not AsyncEngine.__init__: that opens ZeroMQ sockets.
-        self.link = link
-        self.session = link.session
-        self.router = Router(max_unclaimed)
-        self.heartbeat = heartbeat or Heartbeat()
-        self.liveness_checks = []
-        self.max_message_bytes = None
-        self.closed = False
-        self.iopub_join_wait = 0.0
+        self._set_up(link, heartbeat, max_unclaimed)
         self._loop = None
         self._waiters = []
         self._timer = None
         self._fds = []
         self._reader: threading.Thread | None = None
-
-    @property
-    def subprotocol(self) -> str | None:
-        """The framing the server agreed to (``None``: legacy)."""
-        return self.link.ws.subprotocol
-
-    def has_channel(self, channel: ChannelName) -> bool:
-        """Every message channel is multiplexed on the WebSocket; there is no heartbeat."""
-        return channel != "hb"
 
     def _add_readers(self) -> None:
         if self._reader is None:
@@ -325,10 +319,6 @@ class AsyncWebSocketEngine(AsyncEngine):
             self.link.route(frame, self.router)
         self.link.check(self.router)
         self._wake_waiters()
-
-    def send(self, channel: ChannelName, msg: Message) -> None:
-        """Send ``msg`` on ``channel`` over the WebSocket."""
-        self.link.send(channel, msg)
 
     def send_frames(self, channel: ChannelName, frames: list[Any]) -> None:
         """Not used over a WebSocket: messages are framed by :meth:`send`."""
