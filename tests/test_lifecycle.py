@@ -188,11 +188,22 @@ def test_curve_encryption_refuses_clients_without_the_key() -> None:
         )
         plain = info.to_dict()
         del plain["curve_publickey"], plain["curve_secretkey"]
-        with (
-            kernelwire.BlockingKernelClient(connection_info=plain) as intruder,
-            pytest.raises(KernelTimeout),
-        ):
-            intruder.kernel_info(reply=True, timeout=1.0)
+        with kernelwire.BlockingKernelClient(connection_info=plain) as intruder:
+            # Once the kernel has refused the handshake, ZeroMQ has no peer to send to:
+            # the request must wait in our queue and time out, not block the send.
+            time.sleep(0.5)
+            started = time.monotonic()
+            with pytest.raises(KernelTimeout):
+                intruder.kernel_info(reply=True, timeout=1.0)
+            assert time.monotonic() - started < 5
+
+        async def refused() -> None:
+            async with kernelwire.AsyncKernelClient(connection_info=plain) as intruder:
+                await asyncio.sleep(0.5)
+                with pytest.raises(KernelTimeout):
+                    await intruder.kernel_info(reply=True, timeout=1.0)
+
+        asyncio.run(asyncio.wait_for(refused(), 10))
 
 
 def test_ipc_transport() -> None:

@@ -40,6 +40,8 @@ miss the request's first IOPub messages (ZeroMQ's slow joiner). Kernels that sen
 welcome (protocol 5.5, ipykernel 7, xeus) answer in milliseconds."""
 LIVENESS_INTERVAL = 0.2
 """Seconds between liveness checks (process exit) while someone waits."""
+SEND_RETRY_INTERVAL = 0.02
+"""Seconds between tries of a message ZeroMQ could not take (no peer yet, or a full queue)."""
 ALL_CHANNELS: tuple[ChannelName, ...] = ("shell", "iopub", "stdin", "control", "hb")
 _MESSAGE_CHANNELS = ("shell", "iopub", "stdin", "control")
 
@@ -140,11 +142,28 @@ class EngineBase:
             return
         ping = self.heartbeat.due(now)
         if ping is not None:
+            # A ping that cannot be sent (no peer) goes unanswered: that is the verdict.
             self.transport.send("hb", [b"", ping])
 
     def encode(self, msg: Message) -> list[Any]:
         """Wire frames for ``msg`` under this engine's session."""
         return self.session.encode(msg)
+
+    def _send_queued(self, queue: deque[tuple[ChannelName, list[Any]]]) -> bool:
+        """Send ``queue``'s messages in order until ZeroMQ cannot take one; True if emptied.
+
+        What is left stays at the head of the queue for the next try: a request to a
+        peer that is not connected (yet) waits there, and its caller's timeout applies.
+        """
+        while queue:
+            channel, frames = queue[0]
+            try:
+                if not self.transport.send(channel, frames):
+                    return False
+            except (zmq.ZMQError, ClientClosed) as exc:
+                log.warning("could not send on the %s channel: %s", channel, exc)
+            queue.popleft()
+        return True
 
 
 class BlockingEngine(EngineBase):
@@ -191,25 +210,24 @@ class BlockingEngine(EngineBase):
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"!")
 
-    def _flush(self) -> None:
-        outbox = self._outbox
-        while outbox:
-            channel, frames = outbox.popleft()
-            try:
-                self.transport.send(channel, frames)
-            except (zmq.ZMQError, ClientClosed) as exc:
-                log.warning("could not send on the %s channel: %s", channel, exc)
+    def _flush(self) -> bool:
+        """Send the outbox; False if ZeroMQ refused a message (it stays queued)."""
+        # Only the pump lock's holder flushes; other threads only append.
+        return self._send_queued(self._outbox)
 
     def _release_pump(self) -> None:
-        self._pump_lock.release()
-        with self._cond:
-            self._cond.notify_all()
-        # A sender may have queued frames after our last flush and failed to take the lock.
-        if self._outbox and not self.closed and self._pump_lock.acquire(blocking=False):
-            try:
-                self._flush()
-            finally:
-                self._release_pump()
+        refused = False
+        while True:
+            self._pump_lock.release()
+            with self._cond:
+                self._cond.notify_all()
+            # A sender may have queued frames after our last flush and failed to take the
+            # lock. A message ZeroMQ refused waits for the next pump (it retries).
+            if refused or not self._outbox or self.closed:
+                return
+            if not self._pump_lock.acquire(blocking=False):
+                return
+            refused = not self._flush()
 
     # -- receiving -----------------------------------------------------------------
     def pump(self, max_wait: float | None) -> None:
@@ -221,6 +239,8 @@ class BlockingEngine(EngineBase):
         now = time.monotonic()
         self._heartbeat_tick(now)
         wait = self._health_wait(now)
+        if self._outbox:
+            wait = min(wait, SEND_RETRY_INTERVAL)
         if max_wait is not None:
             wait = min(wait, max_wait)
         for channel, sock in self.transport.sockets.items():
@@ -343,6 +363,9 @@ class AsyncEngine(EngineBase):
         # Sends held back until IOPub's welcome (or IOPUB_JOIN_WAIT) on a fresh connection.
         self._held: list[tuple[ChannelName, list[Any]]] | None = None
         self._held_timer: asyncio.TimerHandle | None = None
+        # Sends ZeroMQ could not take yet, retried in order every SEND_RETRY_INTERVAL.
+        self._unsent: deque[tuple[ChannelName, list[Any]]] = deque()
+        self._retry_timer: asyncio.TimerHandle | None = None
 
     def attach(self) -> asyncio.AbstractEventLoop:
         """Hook the sockets into the running loop (once); returns the loop."""
@@ -356,6 +379,8 @@ class AsyncEngine(EngineBase):
         self._loop = loop
         self._add_readers()
         self._tick()
+        if self._unsent:
+            self._send_unsent()
         loop.call_soon(self._on_readable)
         return loop
 
@@ -436,7 +461,17 @@ class AsyncEngine(EngineBase):
         if self._held is not None:
             self._held.append((channel, frames))  # sent, in order, once IOPub is joined
             return
-        self.transport.send(channel, frames)
+        self._unsent.append((channel, frames))
+        if self._retry_timer is None:  # else the timer's next try sends it, in order
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        self._retry_timer = None
+        if self.closed:
+            return
+        if not self._send_queued(self._unsent) and self._loop is not None:
+            # Without a loop yet, attach() tries again.
+            self._retry_timer = self._loop.call_later(SEND_RETRY_INTERVAL, self._send_unsent)
         if self._loop is not None:
             self._loop.call_soon(self._on_readable)
 
@@ -458,10 +493,9 @@ class AsyncEngine(EngineBase):
             self._held_timer = None
         if not held or self.closed:
             return
-        for channel, frames in held:
-            self.transport.send(channel, frames)
-        if self._loop is not None:
-            self._loop.call_soon(self._on_readable)
+        self._unsent.extend(held)
+        if self._retry_timer is None:
+            self._send_unsent()
 
     async def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
         """Wait until ``predicate()`` returns non-None; :class:`KernelTimeout` after ``timeout``."""
@@ -500,8 +534,10 @@ class AsyncEngine(EngineBase):
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._held_timer is not None:
-            self._held_timer.cancel()
+        for timer in (self._held_timer, self._retry_timer):
+            if timer is not None:
+                timer.cancel()
+        self._unsent.clear()
         self._remove_readers()
         self.transport.close()
         self._wake_waiters()

@@ -132,15 +132,28 @@ class ZmqTransport:
             state = "closed" if self.closed else "not started"
             raise ClientClosed(f"the {channel} channel is {state}") from None
 
-    def send(self, channel: ChannelName, frames: Sequence[Any]) -> None:
-        """Send one multipart message on ``channel`` without blocking."""
+    def send(self, channel: ChannelName, frames: Sequence[Any]) -> bool:
+        """Send one multipart message on ``channel`` without blocking.
+
+        Returns False, having sent nothing, when ZeroMQ cannot take the message now: no
+        peer is connected (a refused CurveZMQ handshake leaves none) or its queue is
+        full. A blocking send would wait forever in that case.
+        """
         sock = self.socket(channel)
         # The backend's send with int flags: send_multipart's enum arithmetic costs
         # about three times the send itself for a small message.
         send = _SEND
-        for frame in frames[:-1]:
-            send(sock, frame, _SNDMORE)
-        send(sock, frames[-1], 0)
+        last = len(frames) - 1
+        try:
+            send(sock, frames[0], _NOBLOCK | _SNDMORE if last else _NOBLOCK)
+        except zmq.Again:
+            return False
+        # Once the first frame is queued, ZeroMQ takes the rest of the message.
+        for index in range(1, last):
+            send(sock, frames[index], _SNDMORE)
+        if last:
+            send(sock, frames[last], 0)
+        return True
 
     def drain(self, channel: ChannelName, limit: int = RECV_BATCH) -> list[list[bytes]]:
         """Read up to ``limit`` waiting multipart messages from ``channel`` without blocking."""
