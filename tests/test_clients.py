@@ -268,3 +268,24 @@ def test_first_request_of_a_fresh_client_loses_no_output(
 
     for _ in range(15):
         assert once() == ["status", "execute_input", "stream", "status"]
+
+
+def test_a_second_client_gets_its_own_iopub_welcome(
+    client: BlockingKernelClient, ipykernel: KernelProcess
+) -> None:
+    """A kernel's XPUB socket reports a topic to the kernel only for its first subscriber.
+    Each client also subscribes to a topic of its own, so a second client is welcomed too
+    (and its first request does not wait blind for a welcome that never comes)."""
+    client.kernel_info(reply=True, timeout=30)  # the first subscriber is connected
+    with BlockingKernelClient(ipykernel.connection_file) as second:
+        welcomes: list[dict[str, Any]] = []
+
+        def listen(channel: str, msg: Message) -> None:
+            if msg["msg_type"] == "iopub_welcome":
+                welcomes.append(msg["content"])
+
+        # Nothing is read before the first wait: the listener sees every message.
+        second.engine.router.listeners.append(listen)
+        second.kernel_info(reply=True, timeout=30)
+        assert second.engine.router.iopub_welcomed
+        assert any(w["subscription"].endswith(second.session.session_id) for w in welcomes)

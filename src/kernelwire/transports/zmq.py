@@ -25,6 +25,8 @@ _GET = zmq.Socket.get
 _SEND = zmq.Socket.send
 _SNDMORE = int(zmq.SNDMORE)
 
+WELCOME_TOPIC_PREFIX = b"kernelwire-welcome."
+"""IOPub topic prefix each client subscribes to (with its session id) besides everything."""
 RECV_BATCH = 256
 """How many messages one drain of a socket reads at most before yielding."""
 
@@ -74,6 +76,9 @@ class ZmqTransport:
         sock.linger = 0
         if channel == "iopub":
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+            # And a topic of our own: a kernel's XPUB socket reports only topics new to it,
+            # so a second client subscribing to b"" alone gets no iopub_welcome (5.5).
+            sock.setsockopt(zmq.SUBSCRIBE, WELCOME_TOPIC_PREFIX + identity)
             # Keep every published message: the client, not ZeroMQ, decides what to drop.
             sock.rcvhwm = 0
         elif channel != "hb":
