@@ -144,3 +144,23 @@ def test_notebook_run_clear_one_line_errors(tmp_path: Path) -> None:
         str(tmp_path / "x.ipynb"),
     )
     assert unknown.returncode == 2 and "no kernel named 'nope'" in unknown.stderr
+
+
+def test_notebook_run_several_notebooks(tmp_path: Path) -> None:
+    import shutil
+
+    import nbformat
+
+    copies = []
+    for name in ("unicode.ipynb", "errors.ipynb"):
+        copies.append(tmp_path / name)
+        shutil.copy(NOTEBOOKS / name, copies[-1])
+    done = kernelwire("notebook", "run", *map(str, copies))
+    assert done.returncode == 1  # errors.ipynb fails; unicode.ipynb is still written
+    assert "errors.ipynb: cell 1 raised ZeroDivisionError" in done.stderr
+    for path in copies:
+        assert path.with_suffix(".executed.ipynb").exists()
+    unicode_out = nbformat.read(copies[0].with_suffix(".executed.ipynb"), as_version=4)
+    assert unicode_out.cells[1].outputs[0]["text"] == "héllo wörld ✓ 日本語 🚀\n"
+    too_many = kernelwire("notebook", "run", *map(str, copies), "-o", str(tmp_path / "x.ipynb"))
+    assert too_many.returncode == 2 and "-o/--output takes one notebook" in too_many.stderr

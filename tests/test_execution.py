@@ -150,3 +150,31 @@ def test_collector_without_front_end_keeps_messages_apart() -> None:
     for text in ("a\r", "b\n"):
         collector.feed({"msg_type": "stream", "content": {"name": "stdout", "text": text}})  # type: ignore[arg-type]
     assert [o["text"] for o in collector.outputs] == ["a\r", "b\n"]
+
+
+@pytest.mark.parametrize(
+    "msg_type, content",
+    [
+        (
+            "execute_result",
+            {
+                "data": {"text/plain": "1", "application/json": {"a": [1]}},
+                "metadata": {},
+                "execution_count": 3,
+            },
+        ),
+        ("display_data", {"data": {"image/png": "iVBOR"}, "metadata": {"image/png": {"width": 2}}}),
+        ("error", {"ename": "ValueError", "evalue": "no", "traceback": ["line 1", "line 2"]}),
+    ],
+)
+def test_outputs_are_the_nodes_nbformat_builds(msg_type: str, content: dict[str, object]) -> None:
+    from nbformat.v4 import output_from_msg as nbformat_output
+
+    from kernelwire.execution import output_from_msg
+
+    msg = {"msg_type": msg_type, "header": {"msg_type": msg_type}, "content": content}
+    ours, theirs = output_from_msg(msg), nbformat_output(msg)  # type: ignore[arg-type]
+    assert ours == theirs
+    assert type(ours) is type(theirs) and type(ours.get("data", ours)) is type(
+        theirs.get("data", theirs)
+    )

@@ -96,3 +96,46 @@ def test_cwd_and_pool(tmp_path: Path) -> None:
     with KernelPool("python3", size=1) as pool:
         pooled = notebook.execute(copy.deepcopy(nb), pool=pool)
         assert pooled.cells[0].outputs[0]["output_type"] == "execute_result"
+
+
+def test_execute_many_runs_each_on_its_own_kernel_in_its_own_directory(tmp_path: Path) -> None:
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    cells = [
+        nbformat.v4.new_code_cell("'seen' if 'marker' in globals() else 'fresh'"),
+        nbformat.v4.new_code_cell("marker = 1\nimport os\nos.getcwd()"),
+    ]
+    paths = []
+    for folder in dirs:
+        folder.mkdir()
+        path = folder / "nb.ipynb"
+        nbformat.write(nbformat.v4.new_notebook(cells=copy.deepcopy(cells)), path)
+        paths.append(path)
+    failing = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("1/0"), nbformat.v4.new_code_cell("never = 1")]
+    )
+    starts: list[int] = []
+    runs = notebook.execute_many(
+        [paths[0], failing, tmp_path / "missing.ipynb", paths[1]],
+        on_notebook_start=lambda index, run: starts.append(index),
+    )
+    assert starts == [0, 1, 3]  # the unreadable one never starts
+    first, bad, missing, last = runs
+    for run, folder in ((first, dirs[0]), (last, dirs[1])):
+        assert run.ok and run.source is not None
+        assert run.notebook is not None
+        outputs = [cell.outputs[0]["data"]["text/plain"] for cell in run.notebook.cells]
+        assert outputs == ["'fresh'", repr(str(folder))]  # a new namespace, its own directory
+    assert isinstance(bad.error, CellExecutionError) and bad.error.cell_index == 0
+    assert bad.notebook is not None and bad.notebook.cells[1].get("outputs") in (None, [])
+    assert isinstance(missing.error, NotebookError) and missing.notebook is None
+    assert not missing.ok
+
+
+def test_execute_many_reports_a_kernel_that_cannot_start() -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    nb.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "x"}
+    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("2")])
+    runs = notebook.execute_many([nb, good])
+    assert runs[0].error is not None and "no-such-kernel" in str(runs[0].error)
+    assert runs[1].ok and runs[1].notebook is not None
+    assert runs[1].notebook.cells[0].outputs[0]["data"]["text/plain"] == "2"

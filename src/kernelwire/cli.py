@@ -75,16 +75,24 @@ def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
 
 
 def notebook_run_command(args: argparse.Namespace) -> int:
-    """``kernelwire notebook run``: execute a notebook and write the result."""
+    """``kernelwire notebook run``: execute notebooks and write the results.
+
+    Several notebooks run one after another, each on its own kernel; the next one's
+    kernel starts while the current one runs. Exit status: 0 if every notebook ran,
+    1 if a cell failed or timed out, 2 if a notebook could not be read or its kernel
+    could not be started.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import notebook
 
-    source = Path(args.notebook)
-    target = Path(args.output) if args.output else source.with_suffix(".executed.ipynb")
-    nb = notebook.read(source)
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    sources = [Path(p) for p in args.notebooks]
+    if args.output and len(sources) > 1:
+        print("kernelwire: -o/--output takes one notebook; give one, or omit -o", file=sys.stderr)
+        return 2
+    for source in sources:
+        notebook.read(source)  # a missing or broken file is an error before anything runs
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -92,43 +100,60 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    failure: KernelwireError | None = None
+    server = (
+        connect_server(args.server, args.token or os.environ.get("JUPYTER_TOKEN"))
+        if args.server
+        else None
+    )
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task(source.name, total=len(code_cells))
+        tasks: list[Any] = []
 
-        def started(index: int, cell: Any) -> None:
+        def notebook_started(index: int, run: notebook.NotebookRun) -> None:
+            cells = [c for c in run.notebook.cells if c.cell_type == "code"] if run.notebook else []
+            tasks.append(progress.add_task(sources[index].name, total=len(cells)))
+
+        def cell_started(index: int, cell: Any) -> None:
             first_line = (cell.source.strip().splitlines() or [""])[0][:40]
-            progress.update(task, description=f"cell {index}: {first_line}")
+            progress.update(tasks[-1], description=f"cell {index}: {first_line}")
 
-        def done(index: int, cell: Any) -> None:
-            progress.advance(task)
+        def cell_done(index: int, cell: Any) -> None:
+            progress.advance(tasks[-1])
 
-        server = (
-            connect_server(args.server, args.token or os.environ.get("JUPYTER_TOKEN"))
-            if args.server
-            else None
+        runs = notebook.execute_many(
+            sources,
+            kernel_name=args.kernel,
+            server=server,
+            timeout=args.timeout,
+            allow_errors=args.allow_errors,
+            on_notebook_start=notebook_started,
+            on_cell_start=cell_started,
+            on_cell_done=cell_done,
         )
-        try:
-            notebook.execute(
-                nb,
-                kernel_name=args.kernel,
-                server=server,
-                timeout=args.timeout,
-                allow_errors=args.allow_errors,
-                cwd=source.resolve().parent,
-                on_cell_start=started,
-                on_cell_done=done,
+    status = 0
+    for source, run in zip(sources, runs, strict=True):
+        target = Path(args.output) if args.output else source.with_suffix(".executed.ipynb")
+        failure = run.error
+        if failure is not None and not isinstance(
+            failure, (notebook.CellExecutionError, KernelTimeout)
+        ):
+            prefix = f"{source}: " if len(sources) > 1 else ""
+            print(f"kernelwire: {prefix}{failure}", file=sys.stderr)
+            status = 2
+            continue
+        assert run.notebook is not None  # read above
+        nbformat.write(run.notebook, str(target))  # type: ignore[no-untyped-call]
+        if failure is not None:
+            if isinstance(failure, ExecutionError):
+                print("\n".join(strip_ansi(line) for line in failure.traceback), file=sys.stderr)
+            print(
+                f"kernelwire: {source}: {failure} (partial notebook written to {target})",
+                file=sys.stderr,
             )
-        except (notebook.CellExecutionError, KernelTimeout) as exc:
-            failure = exc
-    nbformat.write(nb, str(target))  # type: ignore[no-untyped-call]
-    if failure is not None:
-        if isinstance(failure, ExecutionError):
-            print("\n".join(strip_ansi(line) for line in failure.traceback), file=sys.stderr)
-        print(f"kernelwire: {failure} (partial notebook written to {target})", file=sys.stderr)
-        return 1
-    print(f"Executed {len(code_cells)} code cells; wrote {target}")
-    return 0
+            status = max(status, 1)
+            continue
+        cells = len([c for c in run.notebook.cells if c.cell_type == "code"])
+        print(f"Executed {cells} code cells of {source}; wrote {target}")
+    return status
 
 
 def kernels_command(args: argparse.Namespace) -> int:
@@ -189,9 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=run_command)
     notebook = commands.add_parser("notebook", help="work with notebooks")
     notebook_commands = notebook.add_subparsers(dest="notebook_command", required=True)
-    nb_run = notebook_commands.add_parser("run", help="execute a notebook and write the result")
-    nb_run.add_argument("notebook", help="the notebook to execute (.ipynb)")
-    nb_run.add_argument("-o", "--output", help="where to write it (default: NAME.executed.ipynb)")
+    nb_run = notebook_commands.add_parser(
+        "run",
+        help="execute notebooks and write the results",
+        description="Execute notebooks, each on a kernel of its own, in its own directory; "
+        "the next notebook's kernel starts while the current one runs.",
+    )
+    nb_run.add_argument("notebooks", nargs="+", help="the notebooks to execute (.ipynb)")
+    nb_run.add_argument(
+        "-o", "--output", help="where to write it, for one notebook (default: NAME.executed.ipynb)"
+    )
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
     nb_run.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
     nb_run.add_argument("--allow-errors", action="store_true", help="keep going when a cell raises")

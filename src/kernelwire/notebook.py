@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -72,6 +75,7 @@ def execute(
     *,
     pool: KernelPool | None = None,
     server: JupyterServer | None = None,
+    kernel: Kernel | RemoteKernel | None = None,
     front_end: bool = False,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
@@ -80,7 +84,8 @@ def execute(
 
     The kernel is the notebook's (``metadata.kernelspec.name``) unless ``kernel_name``
     is given; ``pool`` lends a ready kernel instead of starting one (it is given back,
-    restarted); ``server`` runs it on a Jupyter Server or Gateway instead. Cells tagged
+    restarted); ``server`` runs it on a Jupyter Server or Gateway instead; ``kernel``
+    runs it on a kernel you started (left running, namespace and all). Cells tagged
     ``skip-execution`` are skipped; an error in a cell stops the run with
     :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the cell is
     tagged ``raises-exception``. ``timeout`` applies per cell: the kernel is interrupted
@@ -91,14 +96,8 @@ def execute(
     nb = nb_or_path if isinstance(nb_or_path, NotebookNode) else read(nb_or_path)
     name = kernel_name or kernel_name_of(nb)
     with ExitStack() as stack:
-        kernel: Kernel | RemoteKernel
-        if server is not None:
-            kernel = stack.enter_context(server.start_kernel(name))
-        elif pool is not None:
-            kernel = pool.acquire()
-            stack.callback(pool.release, kernel)
-        else:
-            kernel = stack.enter_context(start_kernel(name, cwd=os.fspath(cwd) if cwd else None))
+        if kernel is None:
+            kernel = _own_kernel(stack, name, server, pool, cwd)
         client = kernel.client()
         stack.callback(client.stop_channels)
         info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
@@ -121,6 +120,23 @@ def execute(
             if error is not None and not allow_errors and "raises-exception" not in tags:
                 raise CellExecutionError(index, error.ename, error.evalue, error.traceback)
     return nb
+
+
+def _own_kernel(
+    stack: ExitStack,
+    name: str,
+    server: JupyterServer | None,
+    pool: KernelPool | None,
+    cwd: str | os.PathLike[str] | None,
+) -> Kernel | RemoteKernel:
+    """A kernel for one run, released or shut down when ``stack`` closes."""
+    if server is not None:
+        return stack.enter_context(server.start_kernel(name))
+    if pool is not None:
+        kernel = pool.acquire()
+        stack.callback(pool.release, kernel)
+        return kernel
+    return stack.enter_context(start_kernel(name, cwd=os.fspath(cwd) if cwd else None))
 
 
 def _run_cell(
@@ -175,3 +191,120 @@ def _consume(collector: OutputCollector, timing: dict[str, str], channel: str, m
         if started:
             timing["shell.execute_reply.started"] = started
         timing["shell.execute_reply"] = timestamp(msg)
+
+
+@dataclass
+class NotebookRun:
+    """One notebook of :func:`execute_many`: what ran, and the error that stopped it, if any."""
+
+    source: str | None
+    """The notebook's path, or ``None`` for a notebook given in memory."""
+    notebook: NotebookNode | None
+    """The notebook with its outputs so far (``None`` if it could not be read)."""
+    error: KernelwireError | None = None
+    """Why it stopped early: a cell's error, a timeout, a kernel that died or never started."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every cell ran (errors allowed by ``allow_errors`` or tags count as ran)."""
+        return self.error is None
+
+
+NotebookHook = Callable[[int, NotebookRun], None]
+
+
+def execute_many(
+    notebooks: Iterable[NotebookNode | str | os.PathLike[str]],
+    kernel_name: str | None = None,
+    timeout: float | None = None,
+    allow_errors: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    *,
+    server: JupyterServer | None = None,
+    front_end: bool = False,
+    on_notebook_start: NotebookHook | None = None,
+    on_notebook_done: NotebookHook | None = None,
+    on_cell_start: CellHook | None = None,
+    on_cell_done: CellHook | None = None,
+) -> list[NotebookRun]:
+    """Execute notebooks one after another, each on a fresh kernel of its own.
+
+    Runs each as :func:`execute` would, but starts the next notebook's kernel while
+    the current notebook runs and shuts finished kernels down in the background, so
+    kernel start-up and shutdown mostly leave the critical path. A notebook that fails
+    does not stop the others: its :class:`NotebookRun` carries the error. ``cwd``
+    defaults to each notebook file's own directory (the current directory for a
+    notebook given in memory); ``server`` runs them on a Jupyter Server or Gateway
+    instead. Every kernel is shut down when this returns or raises.
+    """
+    runs = [_prepare(item) for item in notebooks]
+
+    def kernel_for(run: NotebookRun) -> Callable[[], Kernel | RemoteKernel]:
+        assert run.notebook is not None
+        name = kernel_name or kernel_name_of(run.notebook)
+        if server is not None:
+            return lambda: server.start_kernel(name)
+        where = (
+            cwd if cwd is not None else (Path(run.source).resolve().parent if run.source else None)
+        )
+        return lambda: start_kernel(name, cwd=os.fspath(where) if where else None)
+
+    runnable = [i for i, run in enumerate(runs) if run.notebook is not None]
+    starting: dict[int, Future[Kernel | RemoteKernel]] = {}
+    stopping: list[Future[None]] = []
+    # Two workers: the next kernel's start and the last one's shutdown run side by side.
+    with ThreadPoolExecutor(2, thread_name_prefix="kernelwire-notebooks") as workers:
+        try:
+            for position, index in enumerate(runnable):
+                run = runs[index]
+                for ahead in runnable[position : position + 2]:  # this one, and the next
+                    if ahead not in starting:
+                        starting[ahead] = workers.submit(kernel_for(runs[ahead]))
+                if on_notebook_start is not None:
+                    on_notebook_start(index, run)
+                try:
+                    kernel = starting.pop(index).result()
+                except KernelwireError as exc:
+                    run.error = exc
+                else:
+                    try:
+                        assert run.notebook is not None
+                        execute(
+                            run.notebook,
+                            timeout=timeout,
+                            allow_errors=allow_errors,
+                            kernel=kernel,
+                            front_end=front_end,
+                            on_cell_start=on_cell_start,
+                            on_cell_done=on_cell_done,
+                        )
+                    except KernelwireError as exc:
+                        run.error = exc
+                    finally:
+                        stopping.append(workers.submit(kernel.shutdown))
+                if on_notebook_done is not None:
+                    on_notebook_done(index, run)
+        finally:
+            for started in starting.values():
+                stopping.append(workers.submit(_shutdown_started, started))
+            for stopped in stopping:
+                stopped.result()
+    return runs
+
+
+def _prepare(item: NotebookNode | str | os.PathLike[str]) -> NotebookRun:
+    if isinstance(item, NotebookNode):
+        return NotebookRun(None, item)
+    try:
+        return NotebookRun(os.fspath(item), read(item))
+    except NotebookError as exc:
+        return NotebookRun(os.fspath(item), None, exc)
+
+
+def _shutdown_started(future: Future[Kernel | RemoteKernel]) -> None:
+    """Shut down a kernel that was started ahead but never used."""
+    try:
+        kernel = future.result()
+    except KernelwireError:
+        return
+    kernel.shutdown()
