@@ -287,10 +287,7 @@ class AsyncWebSocketEngine(_OverWebSocket, AsyncEngine):
         max_unclaimed: int | None = None,
     ) -> None:
         self._set_up(link, heartbeat, max_unclaimed)
-        self._loop = None
-        self._waiters = []
-        self._timer = None
-        self._fds = []
+        self._set_up_loop_state()
         self._reader: threading.Thread | None = None
 
     def _add_readers(self) -> None:

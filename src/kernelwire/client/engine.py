@@ -356,6 +356,10 @@ class AsyncEngine(EngineBase):
 
     def __init__(self, info: ConnectionInfo, session: Session, **kwargs: Any) -> None:
         super().__init__(info, session, **kwargs)
+        self._set_up_loop_state()
+
+    def _set_up_loop_state(self) -> None:
+        """The state of waiting on a loop (engines over other transports call this too)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
