@@ -139,3 +139,41 @@ def test_replies_to_another_session_are_refused(caplog: pytest.LogCaptureFixture
     finally:
         client.stop_channels()
         router.close(0)
+
+
+def test_unsolicited_control_and_stdin_messages_are_still_delivered() -> None:
+    """Control and stdin are polled once the client sends there, or once someone asks
+    for their messages: a message nobody asked for is not lost meanwhile."""
+    info = new_connection_info()
+    context = zmq.Context.instance()
+    routers: dict[str, zmq.Socket[bytes]] = {}
+    client = BlockingKernelClient(connection_info=info)
+    try:
+        for channel in ("control", "stdin"):
+            router = routers[channel] = context.socket(zmq.ROUTER)
+            router.linger = 0
+            router.router_mandatory = True  # an unknown peer is an error, not a silent drop
+            router.bind(info.url(channel))
+        client.start_channels(shell=False, iopub=False, hb=False)
+        kernel_session = Session(info.key_bytes, check_replay=False)
+        sent = {
+            "control": kernel_session.message("debug_event", {"event": "stopped"}),
+            "stdin": kernel_session.message("input_request", {"prompt": "? ", "password": False}),
+        }
+        for channel, msg in sent.items():
+            deadline = time.monotonic() + 10
+            while True:  # until the client's DEALER has connected
+                try:
+                    routers[channel].send_multipart(
+                        [client.session.bsession, *kernel_session.encode(msg)]
+                    )
+                    break
+                except zmq.ZMQError:
+                    assert time.monotonic() < deadline, f"{channel}: client never connected"
+                    time.sleep(0.01)
+        assert client.get_control_msg(timeout=5)["msg_id"] == sent["control"]["msg_id"]
+        assert client.get_stdin_msg(timeout=5)["msg_id"] == sent["stdin"]["msg_id"]
+    finally:
+        client.stop_channels()
+        for router in routers.values():
+            router.close(0)

@@ -219,6 +219,9 @@ class _OverWebSocket:
         """Every message channel is multiplexed on the WebSocket; there is no heartbeat."""
         return channel != "hb"
 
+    def watch(self, channel: ChannelName) -> None:
+        """Every channel's messages come on the WebSocket, read all along."""
+
     def send(self, channel: ChannelName, msg: Message) -> None:
         """Send ``msg`` on ``channel`` over the WebSocket (from any thread)."""
         self.link.send(channel, msg)

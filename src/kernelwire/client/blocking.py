@@ -113,6 +113,7 @@ class BlockingChannel:
     def msg_ready(self) -> bool:
         """Whether an unclaimed message is waiting."""
         engine = self.client.engine
+        engine.watch(self.name)
         if engine.router.unclaimed[self.name]:
             return True
         try:
@@ -224,6 +225,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
 
     def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
         engine = self.engine
+        engine.watch(channel)
         queue_ = engine.router.unclaimed[channel]
         if queue_ and engine.router.unclaimed_sink is None:
             return queue_.popleft()  # fast path: deque.popleft is atomic

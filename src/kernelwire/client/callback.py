@@ -59,6 +59,8 @@ class CallbackKernelClient(BlockingKernelClient):
         super().start_channels(*args, **kwargs)
         if self.on_unclaimed is not None:
             self.engine.router.unclaimed_sink = self._deliver_unclaimed
+            for channel in ("control", "stdin"):
+                self.engine.watch(channel)  # every message is the callback's, solicited or not
         self._stopping = False
         self._thread = threading.Thread(
             target=self._read_forever, name="kernelwire-reader", daemon=True

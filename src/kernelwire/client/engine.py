@@ -42,6 +42,12 @@ LIVENESS_INTERVAL = 0.2
 """Seconds between liveness checks (process exit) while someone waits."""
 SEND_RETRY_INTERVAL = 0.02
 """Seconds between tries of a message ZeroMQ could not take (no peer yet, or a full queue)."""
+MONITOR_INTERVAL = 0.2
+"""Seconds between looks at the IOPub connection monitor (is the connection dropped?)."""
+ON_DEMAND_CHANNELS: tuple[ChannelName, ...] = ("control", "stdin")
+"""Channels that carry only answers to our own control requests and to executes that allow
+stdin: the blocking engine polls them once one is sent, or once someone asks for their
+messages. Every socket in a poll costs each round trip a little."""
 ALL_CHANNELS: tuple[ChannelName, ...] = ("shell", "iopub", "stdin", "control", "hb")
 _MESSAGE_CHANNELS = ("shell", "iopub", "stdin", "control")
 
@@ -104,6 +110,9 @@ class EngineBase:
     def has_channel(self, channel: ChannelName) -> bool:
         """Whether ``channel`` is open on this engine."""
         return channel in self.transport.sockets
+
+    def watch(self, channel: ChannelName) -> None:
+        """Make sure ``channel``'s messages are read (engines that read all, always do)."""
 
     def wake(self) -> None:
         """Make a thread blocked in :meth:`pump` (if any) return soon."""
@@ -178,17 +187,33 @@ class BlockingEngine(EngineBase):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
-        self._socket_channel: dict[Any, ChannelName] = {}
-        for channel, sock in self.transport.sockets.items():
-            self._poller.register(sock, zmq.POLLIN)
-            self._socket_channel[sock] = channel
         self._poller.register(self._wake_r, zmq.POLLIN)
-        if self.transport.monitor is not None:
-            self._poller.register(self.transport.monitor, zmq.POLLIN)
+        self._socket_channel: dict[Any, ChannelName] = {}
+        for channel in self.transport.sockets:
+            if channel not in ON_DEMAND_CHANNELS:
+                self._poll_socket(channel)
+        # The IOPub monitor is looked at every MONITOR_INTERVAL, not polled.
+        self._monitor_due = 0.0
+
+    def _poll_socket(self, channel: ChannelName) -> None:
+        sock = self.transport.sockets[channel]
+        self._socket_channel[sock] = channel
+        self._poller.register(sock, zmq.POLLIN)
+
+    def watch(self, channel: ChannelName) -> None:
+        """Poll ``channel`` from now on (see :data:`ON_DEMAND_CHANNELS`); from any thread."""
+        if self.closed or not self.has_channel(channel):
+            return
+        if self.transport.sockets[channel] in self._socket_channel:
+            return
+        self._poll_socket(channel)
+        self.wake()  # a pump blocked in a poll without this socket polls again
 
     # -- sending -------------------------------------------------------------------
     def send(self, channel: ChannelName, msg: Message) -> None:
         """Encode and send ``msg`` on ``channel`` (from any thread)."""
+        if msg["msg_type"] == "execute_request" and msg["content"].get("allow_stdin"):
+            self.watch("stdin")  # its input_request may come
         self.send_frames(channel, self.encode(msg))
 
     def send_frames(self, channel: ChannelName, frames: list[Any]) -> None:
@@ -196,6 +221,8 @@ class BlockingEngine(EngineBase):
         if self.closed:
             raise ClientClosed("the client's channels are stopped")
         self.transport.socket(channel)  # fail now, in the caller, if the channel is not open
+        if channel in ON_DEMAND_CHANNELS:
+            self.watch(channel)  # its answer comes there
         self._outbox.append((channel, frames))
         if self._pump_lock.acquire(blocking=False):
             try:
@@ -237,8 +264,14 @@ class BlockingEngine(EngineBase):
         """
         self._flush()
         now = time.monotonic()
+        if now >= self._monitor_due and self.transport.monitor is not None:
+            self._monitor_due = now + MONITOR_INTERVAL
+            if self.transport.was_disconnected():
+                self._reconnect_iopub()
         self._heartbeat_tick(now)
         wait = self._health_wait(now)
+        if self.transport.monitor is not None:
+            wait = min(wait, MONITOR_INTERVAL)
         if self._outbox:
             wait = min(wait, SEND_RETRY_INTERVAL)
         if max_wait is not None:
@@ -256,10 +289,6 @@ class BlockingEngine(EngineBase):
             return
         batches: list[tuple[ChannelName, list[list[bytes]]]] = []
         for sock, _ in events:
-            if sock is self.transport.monitor:
-                if self.transport.was_disconnected():
-                    self._reconnect_iopub()
-                continue
             if sock == self._wake_r:
                 try:
                     while os.read(self._wake_r, 4096):
@@ -281,16 +310,12 @@ class BlockingEngine(EngineBase):
                 self._cond.notify_all()
 
     def _reconnect_iopub(self) -> None:
-        old, monitor = self.transport.sockets.get("iopub"), self.transport.monitor
-        for sock in (old, monitor):
-            if sock is not None:
-                self._poller.unregister(sock)
-                self._socket_channel.pop(sock, None)
-        sock = self.transport.reconnect("iopub")
-        self._poller.register(sock, zmq.POLLIN)
-        self._socket_channel[sock] = "iopub"
-        if self.transport.monitor is not None:
-            self._poller.register(self.transport.monitor, zmq.POLLIN)
+        old = self.transport.sockets.get("iopub")
+        if old is not None:
+            self._poller.unregister(old)
+            self._socket_channel.pop(old, None)
+        self.transport.reconnect("iopub")
+        self._poll_socket("iopub")
         with self._cond:
             self._iopub_dropped()
 
