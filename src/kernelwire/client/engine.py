@@ -186,19 +186,40 @@ class BlockingEngine(EngineBase):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # What one poll waits on: every ZeroMQ socket in it costs each poll system calls,
+        # so it holds only the sockets that can have something for us now. The heartbeat
+        # is in it while a ping is out; control and stdin once they are used (watch());
+        # the IOPub monitor is looked at every MONITOR_INTERVAL instead.
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poller_lock = threading.Lock()  # other threads add sockets (watch)
         self._socket_channel: dict[Any, ChannelName] = {}
-        for channel in self.transport.sockets:
-            if channel not in ON_DEMAND_CHANNELS:
+        for channel in ("shell", "iopub"):
+            if self.has_channel(channel):
                 self._poll_socket(channel)
-        # The IOPub monitor is looked at every MONITOR_INTERVAL, not polled.
         self._monitor_due = 0.0
 
     def _poll_socket(self, channel: ChannelName) -> None:
         sock = self.transport.sockets[channel]
-        self._socket_channel[sock] = channel
-        self._poller.register(sock, zmq.POLLIN)
+        with self._poller_lock:
+            if sock not in self._socket_channel:
+                self._socket_channel[sock] = channel
+                self._poller.register(sock, zmq.POLLIN)
+
+    def _unpoll_socket(self, sock: Any) -> None:
+        """Only the pumping thread removes sockets (a poll in progress keeps its indices)."""
+        with self._poller_lock:
+            if self._socket_channel.pop(sock, None) is not None:
+                self._poller.unregister(sock)
+
+    def _poll_heartbeat(self) -> None:
+        sock = self.transport.sockets.get("hb")
+        if sock is None:
+            return
+        if self.heartbeat.outstanding is not None:
+            self._poll_socket("hb")
+        elif sock in self._socket_channel:
+            self._unpoll_socket(sock)
 
     def watch(self, channel: ChannelName) -> None:
         """Poll ``channel`` from now on (see :data:`ON_DEMAND_CHANNELS`); from any thread."""
@@ -269,6 +290,7 @@ class BlockingEngine(EngineBase):
             if self.transport.was_disconnected():
                 self._reconnect_iopub()
         self._heartbeat_tick(now)
+        self._poll_heartbeat()
         wait = self._health_wait(now)
         if self.transport.monitor is not None:
             wait = min(wait, MONITOR_INTERVAL)
@@ -312,8 +334,7 @@ class BlockingEngine(EngineBase):
     def _reconnect_iopub(self) -> None:
         old = self.transport.sockets.get("iopub")
         if old is not None:
-            self._poller.unregister(old)
-            self._socket_channel.pop(old, None)
+            self._unpoll_socket(old)
         self.transport.reconnect("iopub")
         self._poll_socket("iopub")
         with self._cond:
