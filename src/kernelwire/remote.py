@@ -324,7 +324,7 @@ class AsyncWebSocketEngine(_OverWebSocket, AsyncEngine):
         """Not used over a WebSocket: messages are framed by :meth:`send`."""
         raise NotImplementedError("WebSocket engines send messages, not ZeroMQ frames")
 
-    def _on_readable(self) -> None:
+    def _on_readable(self, channel: ChannelName | None = None) -> None:
         """Nothing to poll: the reader thread delivers."""
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from ..errors import ClientClosed, KernelDied, KernelTimeout, ProtocolError
 from ..protocol.codec import Session
 from ..protocol.connection import ChannelName, ConnectionInfo
 from ..protocol.message import Channel, Message
-from ..transports.zmq import ZmqTransport
+from ..transports.zmq import RECV_BATCH, ZmqTransport
 from .heartbeat import Heartbeat
 from .routing import Router
 
@@ -436,9 +436,10 @@ class AsyncEngine(EngineBase):
 
     def _add_readers(self) -> None:
         assert self._loop is not None
-        for sock in self.transport.sockets.values():
+        for channel, sock in self.transport.sockets.items():
             fd = sock.FD
-            self._loop.add_reader(fd, self._on_readable)
+            # A socket's FD fires for that socket only: read just it.
+            self._loop.add_reader(fd, self._on_readable, channel)
             self._fds.append(fd)
         if self.transport.monitor is not None:
             fd = self.transport.monitor.FD
@@ -471,19 +472,23 @@ class AsyncEngine(EngineBase):
         delay = min(self._health_wait(now), self.heartbeat.interval)
         self._timer = self._loop.call_later(max(delay, 0.01), self._tick)
 
-    def _on_readable(self) -> None:
+    def _on_readable(self, channel: ChannelName | None = None) -> None:
+        """Read ``channel``'s socket (every socket when ``None``) until it has nothing left."""
         if self.closed:
             return
         got = False
         transport = self.transport
-        for channel in tuple(transport.sockets):
-            # Edge-triggered FDs: read until the socket says nothing is left.
-            while transport.readable(channel):
-                batch = transport.drain(channel)
-                if not batch:
+        sockets = transport.sockets
+        for name in tuple(sockets) if channel is None else (channel,):
+            # Edge-triggered FDs: read until ZeroMQ says nothing is left, which re-arms
+            # the FD. drain() stops on exactly that, unless it stopped at its limit.
+            while name in sockets:
+                batch = transport.drain(name)
+                if batch:
+                    self._ingest(name, batch)
+                    got = True
+                if len(batch) < RECV_BATCH:
                     break
-                self._ingest(channel, batch)
-                got = True
         if got:
             if self._held is not None and self.router.iopub_welcomed:
                 self._release_held()
@@ -519,11 +524,14 @@ class AsyncEngine(EngineBase):
         self._retry_timer = None
         if self.closed:
             return
-        if not self._send_queued(self._unsent) and self._loop is not None:
+        unsent = self._unsent
+        # A send can consume a socket's FD edge: re-read the sockets sent on.
+        sent_on = unsent[0][0] if len(unsent) == 1 else None
+        if not self._send_queued(unsent) and self._loop is not None:
             # Without a loop yet, attach() tries again.
             self._retry_timer = self._loop.call_later(SEND_RETRY_INTERVAL, self._send_unsent)
         if self._loop is not None:
-            self._loop.call_soon(self._on_readable)
+            self._loop.call_soon(self._on_readable, sent_on)
 
     def _should_hold(self, channel: ChannelName) -> bool:
         if self.iopub_join_wait <= 0 or channel == "stdin" or self.router.iopub_welcomed:
