@@ -316,3 +316,22 @@ def test_a_hung_kernel_is_reported_by_its_heartbeat() -> None:
             assert time.monotonic() - started < 3.0
         finally:
             os.kill(kernel.pid, signal.SIGCONT)
+
+
+def test_a_command_that_cannot_run_is_a_clear_error(tmp_path: Path) -> None:
+    spec = kernelwire.KernelSpec(
+        name="broken",
+        argv=(str(tmp_path / "no-such-program"), "-f", "{connection_file}"),
+        display_name="Broken",
+        language="python",
+        resource_dir=str(tmp_path),
+    )
+    kernel = kernelwire.Kernel(spec)
+    try:
+        with pytest.raises(kernelwire.KernelLaunchError, match="no-such-program"):
+            kernel.start()
+    finally:
+        kernel.shutdown(now=True)
+    assert kernel.connection_file is None or not Path(kernel.connection_file).exists()
+    with pytest.raises(kernelwire.KernelLaunchError, match="missing-dir"):
+        start_kernel("python3", cwd=str(tmp_path / "missing-dir"))

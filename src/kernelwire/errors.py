@@ -66,6 +66,10 @@ class KernelDied(KernelwireError, RuntimeError):
         super().__init__(text)
 
 
+class KernelLaunchError(KernelwireError, OSError):
+    """The kernel's command could not be run (its program is missing or not executable)."""
+
+
 class PortInUse(KernelwireError, OSError):
     """A port named in a connection file is already bound by another process."""
 

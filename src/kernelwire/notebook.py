@@ -263,10 +263,14 @@ def execute_many(
                 if on_notebook_start is not None:
                     on_notebook_start(index, run)
                 try:
-                    kernel = starting.pop(index).result()
+                    # Kept in ``starting`` until its result is in, so that an interrupt
+                    # while waiting still shuts the kernel down.
+                    kernel = starting[index].result()
                 except KernelwireError as exc:
+                    del starting[index]
                     run.error = exc
                 else:
+                    del starting[index]
                     try:
                         assert run.notebook is not None
                         execute(

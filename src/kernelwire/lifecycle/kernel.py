@@ -22,7 +22,7 @@ from typing import Any
 from ..client.async_client import AsyncKernelClient
 from ..client.base import KernelClientBase
 from ..client.blocking import BlockingKernelClient
-from ..errors import KernelDied, KernelwireError
+from ..errors import KernelDied, KernelLaunchError, KernelwireError
 from ..execution import RunsCode
 from ..protocol.connection import ConnectionInfo, new_connection_info, write_connection_file
 from .launcher import (
@@ -225,7 +225,15 @@ class Kernel(RunsCode):
         assert self.connection_file is not None and self.connection_info is not None
         kernel_log = KernelLog()
         env = child_env({**self.spec.env, **self.extra_env})
-        proc = spawn(self.spec.command(self.connection_file), kernel_log, env=env, cwd=self.cwd)
+        argv = self.spec.command(self.connection_file)
+        try:
+            proc = spawn(argv, kernel_log, env=env, cwd=self.cwd)
+        except OSError as exc:
+            where = f" in {self.cwd!r}" if self.cwd else ""
+            raise KernelLaunchError(
+                f"kernel {self.spec.name}: cannot run {argv[0]!r}{where}: "
+                f"{exc.strerror or exc}: {exc.filename!r} (spec: {self.spec.resource_dir})"
+            ) from None
         process = _Process(proc, kernel_log)
         self._processes.append(process)
         self._process = process
