@@ -179,7 +179,9 @@ def test_sixteen_concurrent_starts_never_collide() -> None:
     assert not any(Path(f).exists() for f in files if f)
 
 
-def test_curve_encryption_refuses_clients_without_the_key() -> None:
+def test_curve_encryption_refuses_clients_without_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with start_kernel("python3", encrypt=True) as kernel:
         info = kernel.connection_info
         assert info is not None and info.curve_publickey
@@ -193,9 +195,12 @@ def test_curve_encryption_refuses_clients_without_the_key() -> None:
             # the request must wait in our queue and time out, not block the send.
             time.sleep(0.5)
             started = time.monotonic()
-            with pytest.raises(KernelTimeout):
+            with caplog.at_level("WARNING", logger="kernelwire"), pytest.raises(KernelTimeout):
                 intruder.kernel_info(reply=True, timeout=1.0)
             assert time.monotonic() - started < 5
+            # The refusal is said, and is not taken for a dead kernel.
+            assert "refused the connection" in caplog.text
+            assert intruder.engine.router.death is None
 
         async def refused() -> None:
             async with kernelwire.AsyncKernelClient(connection_info=plain) as intruder:

@@ -43,7 +43,7 @@ LIVENESS_INTERVAL = 0.2
 SEND_RETRY_INTERVAL = 0.02
 """Seconds between tries of a message ZeroMQ could not take (no peer yet, or a full queue)."""
 MONITOR_INTERVAL = 0.2
-"""Seconds between looks at the IOPub connection monitor (is the connection dropped?)."""
+"""Seconds between the blocking engine's looks at the connection monitors (dropped?)."""
 ON_DEMAND_CHANNELS: tuple[ChannelName, ...] = ("control", "stdin")
 """Channels that carry only answers to our own control requests and to executes that allow
 stdin: the blocking engine polls them once one is sent, or once someone asks for their
@@ -120,8 +120,8 @@ class EngineBase:
     def _iopub_dropped(self) -> None:
         self.router.iopub_resets += 1
         log.warning(
-            "the IOPub connection to %s was dropped (a message over %s bytes?): reconnected; "
-            "output sent meanwhile is lost",
+            "the IOPub connection to %s dropped (the kernel died or restarted, or ZeroMQ "
+            "refused a message over %s bytes): reconnected; output sent meanwhile is lost",
             self.info.url("iopub"),
             self.max_message_bytes,
         )
@@ -141,18 +141,28 @@ class EngineBase:
                 return
         if not self.has_channel("hb"):
             return
-        if self.heartbeat.dead(now):
-            self.router.mark_dead(
-                KernelDied(
-                    f"kernel at {self.info.url('hb')} stopped answering its heartbeat "
-                    f"for {self.heartbeat.time_to_dead:g} s"
+        heartbeat = self.heartbeat
+        if heartbeat.dead(now):
+            where = self.info.url("hb")
+            if heartbeat.suspect_until is not None:
+                why = (
+                    f"kernel at {where} closed its heartbeat connection and did not answer "
+                    f"within {heartbeat.disconnect_grace:g} s (its process is gone?)"
                 )
-            )
+            else:
+                why = f"kernel at {where} stopped answering its heartbeat for "
+                why += f"{heartbeat.time_to_dead:g} s"
+            self.router.mark_dead(KernelDied(why))
             return
-        ping = self.heartbeat.due(now)
-        if ping is not None:
-            # A ping that cannot be sent (no peer) goes unanswered: that is the verdict.
-            self.transport.send("hb", [b"", ping])
+        ping = heartbeat.due(now)
+        if ping is not None and not self.transport.send("hb", [b"", ping]):
+            heartbeat.unsent(now)  # no connection (yet): the verdict's clock keeps running
+
+    def _check_connections(self, now: float) -> bool:
+        """Read the connection monitors; True if IOPub's connection dropped."""
+        if self.transport.was_disconnected("hb"):
+            self.heartbeat.disconnected(now)
+        return self.transport.was_disconnected("iopub")
 
     def encode(self, msg: Message) -> list[Any]:
         """Wire frames for ``msg`` under this engine's session."""
@@ -285,14 +295,15 @@ class BlockingEngine(EngineBase):
         """
         self._flush()
         now = time.monotonic()
-        if now >= self._monitor_due and self.transport.monitor is not None:
+        monitored = bool(self.transport.monitors)
+        if monitored and now >= self._monitor_due:
             self._monitor_due = now + MONITOR_INTERVAL
-            if self.transport.was_disconnected():
+            if self._check_connections(now):
                 self._reconnect_iopub()
         self._heartbeat_tick(now)
         self._poll_heartbeat()
         wait = self._health_wait(now)
-        if self.transport.monitor is not None:
+        if monitored:
             wait = min(wait, MONITOR_INTERVAL)
         if self._outbox:
             wait = min(wait, SEND_RETRY_INTERVAL)
@@ -441,10 +452,13 @@ class AsyncEngine(EngineBase):
             # A socket's FD fires for that socket only: read just it.
             self._loop.add_reader(fd, self._on_readable, channel)
             self._fds.append(fd)
-        if self.transport.monitor is not None:
-            fd = self.transport.monitor.FD
+        for monitor in self.transport.monitors.values():
+            fd = monitor.FD
             self._loop.add_reader(fd, self._on_monitor)
             self._fds.append(fd)
+        # A ZeroMQ FD signals only once its socket has been read dry: read the monitors
+        # now (as attach() does the sockets), or their events never wake the loop.
+        self._loop.call_soon(self._on_monitor)
 
     def _remove_readers(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -453,7 +467,13 @@ class AsyncEngine(EngineBase):
         self._fds.clear()
 
     def _on_monitor(self) -> None:
-        if self.closed or not self.transport.was_disconnected():
+        if self.closed:
+            return
+        now = time.monotonic()
+        if not self._check_connections(now):
+            if self.heartbeat.suspect_until is not None and self._timer is not None:
+                self._timer.cancel()  # ping the suspect kernel now, judge it in time
+                self._tick()
             return
         self._remove_readers()
         self.transport.reconnect("iopub")

@@ -312,13 +312,18 @@ class Kernel(RunsCode):
         The namespace is gone; clients from :meth:`client` stay connected and usable.
         """
         with self._lock:
-            self._stop_process(now, True, timeout)
-            self._launch()
-            for client in list(self._clients):
-                engine = client._engine
-                if engine is not None:
+            engines = [c._engine for c in list(self._clients) if c._engine is not None]
+            paused = [engine.heartbeat.paused for engine in engines]
+            for engine in engines:
+                engine.heartbeat.paused = True  # its dropped connection is expected
+            try:
+                self._stop_process(now, True, timeout)
+                self._launch()
+            finally:
+                for engine, was_paused in zip(engines, paused, strict=True):
                     engine.router.death = None
-                    engine.heartbeat.outstanding = None
+                    engine.heartbeat.reset()
+                    engine.heartbeat.paused = was_paused
             self._emit("restarted")
 
     def shutdown(self, now: bool = False, timeout: float = SHUTDOWN_TIMEOUT) -> None:

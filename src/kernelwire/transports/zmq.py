@@ -9,11 +9,13 @@ delimiter frame so both echo styles (ROUTER device, REP) answer it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import ClientClosed
 from ..protocol.connection import ChannelName, ConnectionInfo
@@ -29,6 +31,13 @@ _SNDMORE = int(zmq.SNDMORE)
 
 WELCOME_TOPIC_PREFIX = b"kernelwire-welcome."
 """IOPub topic prefix each client subscribes to (with its session id) besides everything."""
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED
+log = logging.getLogger("kernelwire.transport")
 RECV_BATCH = 256
 """How many messages one drain of a socket reads at most before yielding."""
 
@@ -59,7 +68,12 @@ class ZmqTransport:
         self.closed = False
         self._client_keys = zmq.curve_keypair() if info.curve_publickey else (b"", b"")
         self._identity = identity
-        self.monitor: zmq.Socket[bytes] | None = None
+        # Connection monitors (EVENT_DISCONNECTED): IOPub's, to reconnect after ZeroMQ drops
+        # an oversized message's connection; the heartbeat's, to learn at once that the
+        # kernel's process closed its sockets (it died, or is restarting).
+        self.monitors: dict[ChannelName, zmq.Socket[bytes]] = {}
+        self._refused: dict[ChannelName, bool] = {}
+        self._refusal_logged = False
         try:
             for channel in channels:
                 self.sockets[channel] = self._connect(channel, identity)
@@ -90,7 +104,9 @@ class ZmqTransport:
             # floods one huge message cannot exhaust ours; it drops the connection and
             # does not reconnect, so we watch for that and reconnect ourselves.
             sock.maxmsgsize = self.max_frame_bytes
-            self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self.monitors[channel] = sock.get_monitor_socket(_MONITORED_EVENTS)
+        elif channel == "hb":
+            self.monitors[channel] = sock.get_monitor_socket(_MONITORED_EVENTS)
         if self.info.transport == "tcp":
             sock.setsockopt(zmq.IPV6, 1)
         if self.info.curve_publickey:
@@ -102,34 +118,57 @@ class ZmqTransport:
         sock.connect(self.info.url(channel))
         return sock
 
-    def was_disconnected(self) -> bool:
-        """Whether the IOPub connection dropped since the last call (reads the monitor)."""
-        monitor = self.monitor
+    def was_disconnected(self, channel: ChannelName) -> bool:
+        """Whether ``channel``'s connection dropped since the last call (reads its monitor).
+
+        A connection the kernel refused (a failed handshake: CurveZMQ keys that do not
+        match) does not count: the kernel is alive, and it is logged instead.
+        """
+        monitor = self.monitors.get(channel)
         dropped = False
         if monitor is None:
             return False
+        refused = self._refused.get(channel, False)
         try:
             while True:
-                monitor.recv_multipart(zmq.NOBLOCK)
-                dropped = True
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))["event"]
+                if event & _HANDSHAKE_FAILED:
+                    refused = True  # until a handshake succeeds
+                elif event & zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    refused = False
+                elif event & zmq.EVENT_DISCONNECTED and not refused:
+                    dropped = True
         except zmq.Again:
             pass
+        self._refused[channel] = refused
+        if refused and not self._refusal_logged:
+            self._refusal_logged = True
+            log.warning(
+                "the kernel at %s refused the connection (handshake failed: does the "
+                "connection file carry the kernel's CurveZMQ keys?)",
+                self.info.url(channel),
+            )
         return dropped
 
     def reconnect(self, channel: ChannelName) -> zmq.Socket[bytes]:
         """Replace ``channel``'s socket with a freshly connected one; returns it."""
         old = self.sockets.pop(channel)
         self.channel_of.pop(old, None)
-        if channel == "iopub" and self.monitor is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                old.disable_monitor()
-            self.monitor.close(linger=0)
-            self.monitor = None
+        self._close_monitor(channel, old)
         old.close(linger=0)
         sock = self._connect(channel, self._identity)
         self.sockets[channel] = sock
         self.channel_of[sock] = channel
         return sock
+
+    def _close_monitor(self, channel: ChannelName, sock: zmq.Socket[bytes] | None) -> None:
+        monitor = self.monitors.pop(channel, None)
+        if monitor is None:
+            return
+        if sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+        monitor.close(linger=0)
 
     def socket(self, channel: ChannelName) -> zmq.Socket[bytes]:
         """The socket of ``channel``; :class:`ClientClosed` if it is not open."""
@@ -200,11 +239,8 @@ class ZmqTransport:
     def close(self) -> None:
         """Close every socket (idempotent)."""
         self.closed = True
-        if self.monitor is not None:
-            with contextlib.suppress(zmq.ZMQError, KeyError):
-                self.sockets["iopub"].disable_monitor()
-            self.monitor.close(linger=0)
-            self.monitor = None
+        for channel in list(self.monitors):
+            self._close_monitor(channel, self.sockets.get(channel))
         for sock in self.sockets.values():
             sock.close(linger=0)
         self.sockets.clear()
