@@ -38,6 +38,8 @@ _HANDSHAKE_FAILED = (
 )
 _MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED
 log = logging.getLogger("kernelwire.transport")
+RECONNECT_INTERVAL_MS = 10
+"""Milliseconds between ZeroMQ's tries to connect a socket (its default is 100)."""
 RECV_BATCH = 256
 """How many messages one drain of a socket reads at most before yielding."""
 
@@ -90,6 +92,9 @@ class ZmqTransport:
         kind = zmq.SUB if channel == "iopub" else zmq.DEALER
         sock: zmq.Socket[bytes] = self.context.socket(kind)
         sock.linger = 0
+        # Retry a connection every 10 ms, not ZeroMQ's 100: a kernel that is starting
+        # or restarting binds its ports at some moment, and we want to be there at once.
+        sock.reconnect_ivl = RECONNECT_INTERVAL_MS
         if channel == "iopub":
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             # And a topic of our own: a kernel's XPUB socket reports only topics new to it,
