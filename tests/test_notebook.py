@@ -139,3 +139,18 @@ def test_execute_many_reports_a_kernel_that_cannot_start() -> None:
     assert runs[0].error is not None and "no-such-kernel" in str(runs[0].error)
     assert runs[1].ok and runs[1].notebook is not None
     assert runs[1].notebook.cells[0].outputs[0]["data"]["text/plain"] == "2"
+
+
+def test_ipython_history_stays_in_memory_as_with_nbclient() -> None:
+    """nbclient starts IPython kernels with --HistoryManager.hist_file=:memory:, so a run
+    neither writes nor waits on the user's history database; so does kernelwire."""
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("str(get_ipython().history_manager.hist_file)")]
+    )
+    ours = notebook.execute(copy.deepcopy(nb))
+    assert ours.cells[0].outputs[0]["data"]["text/plain"] == "':memory:'"
+    own_setting = notebook.execute(copy.deepcopy(nb), history_file=None)
+    assert own_setting.cells[0].outputs[0]["data"]["text/plain"] != "':memory:'"
+    runs = notebook.execute_many([copy.deepcopy(nb)])
+    assert runs[0].notebook is not None
+    assert runs[0].notebook.cells[0].outputs[0]["data"]["text/plain"] == "':memory:'"

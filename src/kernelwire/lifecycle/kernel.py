@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,8 @@ class Kernel(RunsCode):
     Use :func:`start_kernel`. Leaving a ``with`` block, :meth:`shutdown`, garbage
     collection and interpreter exit all stop the process and remove the file.
     ``auto_restart`` restarts a kernel that died (at most ``restart_limit`` times),
-    reporting ``died`` and ``restarted`` events to ``on_event``.
+    reporting ``died`` and ``restarted`` events to ``on_event``. ``extra_arguments`` are
+    appended to the spec's command line.
     """
 
     def __init__(
@@ -103,8 +104,10 @@ class Kernel(RunsCode):
         auto_restart: bool = False,
         restart_limit: int = 5,
         on_event: EventHandler | None = None,
+        extra_arguments: Sequence[str] = (),
     ) -> None:
         self.spec = spec
+        self.extra_arguments = list(extra_arguments)
         self.kernel_id = kernel_id or os.urandom(8).hex()
         self.cwd = cwd
         self.extra_env = dict(env or {})
@@ -225,7 +228,7 @@ class Kernel(RunsCode):
         assert self.connection_file is not None and self.connection_info is not None
         kernel_log = KernelLog()
         env = child_env({**self.spec.env, **self.extra_env})
-        argv = self.spec.command(self.connection_file)
+        argv = self.spec.command(self.connection_file) + self.extra_arguments
         try:
             proc = spawn(argv, kernel_log, env=env, cwd=self.cwd)
         except OSError as exc:
@@ -385,7 +388,8 @@ def start_kernel(name: str = "python3", **options: Any) -> Kernel:
     """Start the kernel called ``name`` (any installed spec) and wait until it answers.
 
     ``options`` go to :class:`Kernel` (``cwd``, ``env``, ``transport``, ``encrypt``,
-    ``startup_timeout``, ``auto_restart``, ``restart_limit``, ``on_event``).
+    ``startup_timeout``, ``auto_restart``, ``restart_limit``, ``on_event``,
+    ``extra_arguments``).
     """
     kernel = Kernel(get_kernel_spec(name), **options)
     try:

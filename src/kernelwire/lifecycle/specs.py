@@ -83,6 +83,11 @@ class KernelSpec:
         return argv
 
     @property
+    def is_ipykernel(self) -> bool:
+        """Whether the spec runs ipykernel (its argv names the ``ipykernel`` module)."""
+        return any("ipykernel" in arg for arg in self.argv)
+
+    @property
     def supports_curve(self) -> bool:
         """Whether the spec says the kernel accepts CurveZMQ keys."""
         return "curve" in (self.metadata.get("supported_encryption") or [])
