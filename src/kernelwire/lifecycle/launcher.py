@@ -124,11 +124,8 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 3.0) -> int | None:
     if proc.poll() is None:
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             signal_group(proc, sig)
-            try:
-                proc.wait(wait)
+            if wait_exit(proc, wait):
                 break
-            except subprocess.TimeoutExpired:
-                continue
     signal_group(proc, signal.SIGKILL)
     return proc.poll()
 
