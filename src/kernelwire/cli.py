@@ -119,6 +119,11 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         def cell_done(index: int, cell: Any) -> None:
             progress.advance(tasks[-1])
 
+        def notebook_done(index: int, run: notebook.NotebookRun) -> None:
+            if tasks:
+                outcome = "done" if run.ok else "failed"
+                progress.update(tasks[-1], description=f"{sources[index].name}: {outcome}")
+
         runs = notebook.execute_many(
             sources,
             kernel_name=args.kernel,
@@ -126,6 +131,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             allow_errors=args.allow_errors,
             on_notebook_start=notebook_started,
+            on_notebook_done=notebook_done,
             on_cell_start=cell_started,
             on_cell_done=cell_done,
         )
