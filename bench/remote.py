@@ -51,7 +51,10 @@ class HandClient:
             + f"api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
         )
         self.ws = connect(
-            ws_url, additional_headers={"Authorization": f"token {TOKEN}"}, max_size=None
+            ws_url,
+            additional_headers={"Authorization": f"token {TOKEN}"},
+            max_size=None,
+            legacy=True,  # kept open across rounds, closed by close()
         )
         self.session = uuid.uuid4().hex
 

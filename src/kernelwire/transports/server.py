@@ -6,6 +6,7 @@ a repr.
 
 from __future__ import annotations
 
+import inspect
 import socket
 import ssl
 from typing import Any
@@ -18,6 +19,12 @@ from websockets.typing import Subprotocol
 
 from ..errors import KernelwireError
 from ..protocol.websocket import V1_SUBPROTOCOL
+
+# A long-lived connection, closed by its engine: websockets 17.1 and newer warn unless
+# told so (``legacy=True``); older releases have no such parameter.
+_LONG_LIVED: dict[str, Any] = (
+    {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+)
 
 
 class ServerError(KernelwireError):
@@ -104,14 +111,14 @@ class ServerTransport:
         context = self._ssl if url.startswith("wss:") else None
         offered = [V1_SUBPROTOCOL] if subprotocols is None else subprotocols
         try:
-            ws = connect(
+            ws: ClientConnection = connect(
                 url,
                 additional_headers=self._headers,
                 subprotocols=[Subprotocol(name) for name in offered] or None,
                 ssl=context,
                 max_size=None,
                 open_timeout=30,
-                legacy=True,  # a long-lived connection, closed by its engine
+                **_LONG_LIVED,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
