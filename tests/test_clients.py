@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import signal
@@ -257,20 +258,27 @@ def test_first_request_of_a_fresh_client_loses_no_output(
     """ZeroMQ's slow joiner: a request sent right after connecting must not lose its first
     IOPub messages (the client waits for the kernel's iopub_welcome first)."""
 
-    async def once_async() -> list[str]:
+    async def once_async() -> list[Message]:
         async with AsyncKernelClient(ipykernel.connection_file) as client:
             pending = client.submit(requests.execute("print('first')"))
-            return [m["msg_type"] async for m in pending.iopub(30)]
+            return [m async for m in pending.iopub(30)]
 
-    def once() -> list[str]:
+    def once() -> list[Message]:
         if kind == "async":
             return asyncio.run(once_async())
         with BlockingKernelClient(ipykernel.connection_file) as client:
             pending = client.submit(requests.execute("print('first')"))
-            return [m["msg_type"] for m in pending.iopub(30)]
+            return list(pending.iopub(30))
 
     for _ in range(15):
-        assert once() == ["status", "execute_input", "stream", "status"]
+        msgs = once()
+        # A loaded kernel may send print()'s text and its newline as two stream messages.
+        kinds = [m["msg_type"] for m in msgs]
+        merged = [k for i, k in enumerate(kinds) if not (k == "stream" == kinds[i - 1])]
+        assert merged == ["status", "execute_input", "stream", "status"], kinds
+        assert "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream") == (
+            "first\n"
+        )
 
 
 def test_a_second_client_gets_its_own_iopub_welcome(
@@ -292,3 +300,61 @@ def test_a_second_client_gets_its_own_iopub_welcome(
         second.kernel_info(reply=True, timeout=30)
         assert second.engine.router.iopub_welcomed
         assert any(w["subscription"].endswith(second.session.session_id) for w in welcomes)
+
+
+def _as_an_older_kernel(client: BlockingKernelClient | AsyncKernelClient) -> None:
+    """Make the client see no iopub_welcome, as with a kernel older than protocol 5.5."""
+    router = client.engine.router
+    dispatch = router.dispatch
+
+    def without_welcome(channel: Any, msg: Message) -> Any:
+        if msg["msg_type"] == "iopub_welcome":
+            return None
+        return dispatch(channel, msg)
+
+    router.dispatch = without_welcome  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("kind", ["blocking", "async"])
+def test_without_a_welcome_the_client_probes_and_hides_the_probes(
+    ipykernel: KernelProcess, kind: str
+) -> None:
+    """With no welcome within the join wait (an older kernel, or a loaded one), the first
+    request waits until kernel_info probes show IOPub subscribed; nobody sees the probes."""
+
+    async def once_async() -> tuple[list[str], list[str], int]:
+        async with AsyncKernelClient(ipykernel.connection_file) as client:
+            _as_an_older_kernel(client)
+            pending = client.submit(requests.execute("print('first')"))
+            seen = [m["msg_type"] async for m in pending.iopub(30)]
+            await pending.reply(30)
+            await asyncio.sleep(0.3)  # let any late probe answers arrive
+            leftovers = []
+            for get in (client.get_iopub_msg, client.get_shell_msg):
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        leftovers.append((await get(timeout=0.05))["msg_type"])
+            return seen, leftovers, len(client.engine.router.swallowed)
+
+    def once() -> tuple[list[str], list[str], int]:
+        if kind == "async":
+            return asyncio.run(once_async())
+        with BlockingKernelClient(ipykernel.connection_file) as client:
+            _as_an_older_kernel(client)
+            pending = client.submit(requests.execute("print('first')"))
+            seen = [m["msg_type"] for m in pending.iopub(30)]
+            pending.reply(30)
+            time.sleep(0.3)
+            leftovers = []
+            for get in (client.get_iopub_msg, client.get_shell_msg):
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        leftovers.append(get(timeout=0.05)["msg_type"])
+            return seen, leftovers, len(client.engine.router.swallowed)
+
+    for _ in range(5):
+        seen, leftovers, probes = once()
+        assert probes >= 1  # the probe path ran
+        merged = [k for i, k in enumerate(seen) if not (k == "stream" == seen[i - 1])]
+        assert merged == ["status", "execute_input", "stream", "status"], seen
+        assert leftovers == []

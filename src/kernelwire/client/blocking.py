@@ -12,7 +12,6 @@ inside a running asyncio loop, e.g. in a notebook cell, without nest_asyncio.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +22,7 @@ from ..protocol import requests
 from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
 from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
-from .engine import BlockingEngine, take_unclaimed
+from .engine import IOPUB_PROBE_LIMIT, BlockingEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
 from .pending import PendingBase
 from .routing import RequestState, Sink, welcome_or_idle
@@ -330,13 +329,32 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         return super()._send(request, claims, sink)
 
     def _join_iopub(self, engine: BlockingEngine) -> None:
-        """Before the first request, give IOPub a moment to be subscribed (its welcome)."""
+        """Before the first request, wait until IOPub is subscribed (ZeroMQ's slow joiner).
+
+        The kernel's welcome says so; without one within the join wait (an older kernel
+        sends none, a loaded one sends it late), ``kernel_info`` probes ask for IOPub
+        statuses, up to :data:`IOPUB_PROBE_LIMIT` seconds in all.
+        """
         wait, engine.iopub_join_wait = engine.iopub_join_wait, 0.0  # once per connection
         if wait <= 0 or not engine.has_channel("iopub"):
             return
         router = engine.router
-        with contextlib.suppress(KernelTimeout):  # an older kernel: no welcome comes
-            engine.wait_for(lambda: True if router.iopub_welcomed else None, wait)
+
+        def subscribed() -> bool | None:
+            if router.iopub_welcomed:
+                return True
+            router.check_alive()
+            return None
+
+        give_up = time.monotonic() + IOPUB_PROBE_LIMIT
+        while True:
+            try:
+                engine.wait_for(subscribed, wait)
+                return
+            except KernelTimeout:
+                if time.monotonic() >= give_up:
+                    return  # send anyway: as good as it gets
+            engine.send_frames("shell", engine.probe_frames())
 
     def submit(
         self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import zmq
 
 from ..errors import ClientClosed, KernelDied, KernelTimeout, ProtocolError
+from ..protocol import requests
 from ..protocol.codec import Session
 from ..protocol.connection import ChannelName, ConnectionInfo
 from ..protocol.message import Channel, Message
@@ -38,6 +39,11 @@ IOPUB_JOIN_WAIT = 0.25
 """Seconds the first request waits for ``iopub_welcome``: without it a fresh subscriber may
 miss the request's first IOPub messages (ZeroMQ's slow joiner). Kernels that send the
 welcome (protocol 5.5, ipykernel 7, xeus) answer in milliseconds."""
+IOPUB_PROBE_LIMIT = 0.5
+"""Seconds the first request waits at most for IOPub to show it is subscribed. With no
+welcome within IOPUB_JOIN_WAIT (an older kernel sends none, a loaded one sends it late),
+the client asks with a ``kernel_info`` probe, whose IOPub statuses show it. Short, since
+the request's own timeout only starts after it."""
 LIVENESS_INTERVAL = 0.2
 """Seconds between liveness checks (process exit) while someone waits."""
 SEND_RETRY_INTERVAL = 0.02
@@ -167,6 +173,13 @@ class EngineBase:
     def encode(self, msg: Message) -> list[Any]:
         """Wire frames for ``msg`` under this engine's session."""
         return self.session.encode(msg)
+
+    def probe_frames(self) -> list[Any]:
+        """A ``kernel_info_request`` whose answers nobody is shown: its IOPub statuses
+        tell that IOPub is subscribed (see :data:`IOPUB_PROBE_LIMIT`)."""
+        msg = self.session.request_message(requests.kernel_info())
+        self.router.swallowed.add(msg["msg_id"])
+        return self.encode(msg)
 
     def _send_queued(self, queue: deque[tuple[ChannelName, list[Any]]]) -> bool:
         """Send ``queue``'s messages in order until ZeroMQ cannot take one; True if emptied.
@@ -424,6 +437,7 @@ class AsyncEngine(EngineBase):
         # Sends held back until IOPub's welcome (or IOPUB_JOIN_WAIT) on a fresh connection.
         self._held: list[tuple[ChannelName, list[Any]]] | None = None
         self._held_timer: asyncio.TimerHandle | None = None
+        self._held_until = 0.0
         # Sends ZeroMQ could not take yet, retried in order every SEND_RETRY_INTERVAL.
         self._unsent: deque[tuple[ChannelName, list[Any]]] = deque()
         self._retry_timer: asyncio.TimerHandle | None = None
@@ -531,8 +545,8 @@ class AsyncEngine(EngineBase):
         if self._held is None and self._should_hold(channel):
             loop = self.attach()
             self._held = []
-            self._held_timer = loop.call_later(self.iopub_join_wait, self._release_held)
-            self.iopub_join_wait = 0.0
+            self._held_until = time.monotonic() + IOPUB_PROBE_LIMIT
+            self._held_timer = loop.call_later(self.iopub_join_wait, self._held_timeout)
         if self._held is not None:
             self._held.append((channel, frames))  # sent, in order, once IOPub is joined
             return
@@ -564,7 +578,21 @@ class AsyncEngine(EngineBase):
             return False  # no loop to wait on: send at once
         return True
 
+    def _held_timeout(self) -> None:
+        """No sign of IOPub yet: probe, and look again a join wait later (up to the limit)."""
+        self._held_timer = None
+        if self.closed or self._held is None:
+            return
+        if self.router.iopub_welcomed or time.monotonic() >= self._held_until:
+            self._release_held()
+            return
+        assert self._loop is not None
+        self.transport.send("shell", self.probe_frames())  # not held: it is the question
+        self._loop.call_soon(self._on_readable, "shell")
+        self._held_timer = self._loop.call_later(self.iopub_join_wait, self._held_timeout)
+
     def _release_held(self) -> None:
+        self.iopub_join_wait = 0.0  # once per connection
         held, self._held = self._held, None
         if self._held_timer is not None:
             self._held_timer.cancel()

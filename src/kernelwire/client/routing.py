@@ -124,6 +124,9 @@ class Router:
         self.received = 0
         self.death: KernelDied | None = None
         self.iopub_welcomed = False
+        """IOPub is known to be subscribed: its welcome, or any IOPub message, has come."""
+        self.swallowed: set[str] = set()
+        """Our own probe requests, whose replies and outputs nobody is shown."""
         self.iopub_resets = 0
         self.listeners: list[Sink] = []
         self.unclaimed_sink: Sink | None = None
@@ -149,15 +152,18 @@ class Router:
         self.received += 1
         for listener in self.listeners:
             listener(channel, msg)
+        if channel == "iopub":
+            self.iopub_welcomed = True  # whatever arrived, the subscription is in effect
         parent = msg["parent_header"]
-        state = self.pending.get(parent.get("msg_id", "")) if parent else None
+        parent_id = parent.get("msg_id", "") if parent else ""
+        state = self.pending.get(parent_id) if parent_id else None
         if state is not None and channel in state.claims:
             state.add(channel, msg)
             return state
-        if channel == "iopub" and msg["msg_type"] == "iopub_welcome":
-            # A connection event (protocol 5.5), not output: it marks IOPub as subscribed.
-            self.iopub_welcomed = True
+        if parent_id in self.swallowed:
             return None
+        if channel == "iopub" and msg["msg_type"] == "iopub_welcome":
+            return None  # a connection event (protocol 5.5), not output
         self._keep(channel, msg)
         return None
 
