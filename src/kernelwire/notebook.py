@@ -161,7 +161,7 @@ def start_notebook_kernel(
     extra = []
     if history_file and spec.is_ipykernel:
         extra.append(f"--HistoryManager.hist_file={history_file}")
-    return start_kernel(name, cwd=os.fspath(cwd) if cwd else None, extra_arguments=extra)
+    return start_kernel(spec, cwd=os.fspath(cwd) if cwd else None, extra_arguments=extra)
 
 
 def _run_cell(

@@ -550,8 +550,12 @@ class AsyncEngine(EngineBase):
         if self._held is not None:
             self._held.append((channel, frames))  # sent, in order, once IOPub is joined
             return
-        self._unsent.append((channel, frames))
-        if self._retry_timer is None:  # else the timer's next try sends it, in order
+        self._send_in_order([(channel, frames)])
+
+    def _send_in_order(self, messages: list[tuple[ChannelName, list[Any]]]) -> None:
+        """Send ``messages`` after any still unsent, in order."""
+        self._unsent.extend(messages)
+        if self._retry_timer is None:  # else the timer's next try sends them, in order
             self._send_unsent()
 
     def _send_unsent(self) -> None:
@@ -599,9 +603,7 @@ class AsyncEngine(EngineBase):
             self._held_timer = None
         if not held or self.closed:
             return
-        self._unsent.extend(held)
-        if self._retry_timer is None:
-            self._send_unsent()
+        self._send_in_order(held)
 
     async def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
         """Wait until ``predicate()`` returns non-None; :class:`KernelTimeout` after ``timeout``."""

@@ -384,14 +384,16 @@ class Kernel(RunsCode):
         return f"<Kernel {self.spec.name} {self.kernel_id} {state}>"
 
 
-def start_kernel(name: str = "python3", **options: Any) -> Kernel:
-    """Start the kernel called ``name`` (any installed spec) and wait until it answers.
+def start_kernel(name: str | KernelSpec = "python3", **options: Any) -> Kernel:
+    """Start the kernel called ``name`` (any installed spec, or a spec itself) and wait
+    until it answers.
 
     ``options`` go to :class:`Kernel` (``cwd``, ``env``, ``transport``, ``encrypt``,
     ``startup_timeout``, ``auto_restart``, ``restart_limit``, ``on_event``,
     ``extra_arguments``).
     """
-    kernel = Kernel(get_kernel_spec(name), **options)
+    spec = name if isinstance(name, KernelSpec) else get_kernel_spec(name)
+    kernel = Kernel(spec, **options)
     try:
         kernel.start()
     except BaseException:

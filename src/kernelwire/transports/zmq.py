@@ -209,8 +209,8 @@ class ZmqTransport:
     def drain(self, channel: ChannelName, limit: int = RECV_BATCH) -> list[list[bytes]]:
         """Read up to ``limit`` waiting multipart messages from ``channel`` without blocking.
 
-        Call it when a poll or :meth:`readable` said the socket has a message: the first
-        is read without asking again.
+        Call it when a poll or the socket's FD said it has a message: the first is read
+        without asking again (if there is none, nothing is read).
         """
         sock = self.sockets.get(channel)
         out: list[list[bytes]] = []
@@ -235,11 +235,6 @@ class ZmqTransport:
             if len(out) >= limit or not get(sock, _EVENTS) & _POLLIN:
                 return out
             frame = recv(sock, _NOBLOCK, False)
-
-    def readable(self, channel: ChannelName) -> bool:
-        """Whether ``channel`` has a message waiting (edge-triggered FDs need this check)."""
-        sock = self.sockets.get(channel)
-        return sock is not None and bool(int(sock.get(zmq.EVENTS)) & zmq.POLLIN)
 
     def close(self) -> None:
         """Close every socket (idempotent)."""
