@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from kernelwire import (
     KernelTimeout,
     requests,
 )
+from kernelwire.protocol.connection import ChannelName
 from kernelwire.protocol.message import Message
 
 
@@ -302,6 +305,70 @@ def test_a_second_client_gets_its_own_iopub_welcome(
         assert any(w["subscription"].endswith(second.session.session_id) for w in welcomes)
 
 
+def _count_requests_sent(client: BlockingKernelClient | AsyncKernelClient) -> list[str]:
+    """The msg_type of every request the client hands to ZeroMQ from now on, in order."""
+    transport = client.engine.transport
+    send = transport.send
+    sent: list[str] = []
+
+    def counting(channel: ChannelName, frames: Sequence[Any]) -> bool:
+        if channel != "hb":
+            header = json.loads(bytes(frames[list(frames).index(b"<IDS|MSG>") + 2]))
+            sent.append(header["msg_type"])
+        return send(channel, frames)
+
+    transport.send = counting  # type: ignore[method-assign]
+    return sent
+
+
+@pytest.mark.parametrize("kind", ["blocking", "async"])
+def test_wait_for_ready_of_a_fresh_client_asks_once(ipykernel: KernelProcess, kind: str) -> None:
+    """With the kernel's welcome, readiness takes one kernel_info round trip: the join
+    comes first, so the probe's statuses are certain and no second probe is needed."""
+
+    async def once_async() -> list[str]:
+        async with AsyncKernelClient(ipykernel.connection_file) as client:
+            sent = _count_requests_sent(client)
+            reply = await client.wait_for_ready(30)
+            assert reply["content"]["status"] == "ok"
+            assert client.engine.router.iopub_welcomed
+            return sent
+
+    def once() -> list[str]:
+        if kind == "async":
+            return asyncio.run(once_async())
+        with BlockingKernelClient(ipykernel.connection_file) as client:
+            sent = _count_requests_sent(client)
+            reply = client.wait_for_ready(30)
+            assert reply["content"]["status"] == "ok"
+            assert client.engine.router.iopub_welcomed
+            return sent
+
+    for _ in range(3):
+        sent = once()
+        assert sent == ["kernel_info_request"]
+
+
+def _leftovers(client: BlockingKernelClient) -> list[str]:
+    """The msg_type of whatever is left for the user on IOPub and shell."""
+    leftovers = []
+    for get in (client.get_iopub_msg, client.get_shell_msg):
+        with contextlib.suppress(queue.Empty):
+            while True:
+                leftovers.append(get(timeout=0.05)["msg_type"])
+    return leftovers
+
+
+async def _leftovers_async(client: AsyncKernelClient) -> list[str]:
+    """The msg_type of whatever is left for the user on IOPub and shell."""
+    leftovers = []
+    for get in (client.get_iopub_msg, client.get_shell_msg):
+        with contextlib.suppress(queue.Empty):
+            while True:
+                leftovers.append((await get(timeout=0.05))["msg_type"])
+    return leftovers
+
+
 def _as_an_older_kernel(client: BlockingKernelClient | AsyncKernelClient) -> None:
     """Make the client see no iopub_welcome, as with a kernel older than protocol 5.5."""
     router = client.engine.router
@@ -329,11 +396,7 @@ def test_without_a_welcome_the_client_probes_and_hides_the_probes(
             seen = [m["msg_type"] async for m in pending.iopub(30)]
             await pending.reply(30)
             await asyncio.sleep(0.3)  # let any late probe answers arrive
-            leftovers = []
-            for get in (client.get_iopub_msg, client.get_shell_msg):
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        leftovers.append((await get(timeout=0.05))["msg_type"])
+            leftovers = await _leftovers_async(client)
             return seen, leftovers, len(client.engine.router.swallowed)
 
     def once() -> tuple[list[str], list[str], int]:
@@ -345,11 +408,7 @@ def test_without_a_welcome_the_client_probes_and_hides_the_probes(
             seen = [m["msg_type"] for m in pending.iopub(30)]
             pending.reply(30)
             time.sleep(0.3)
-            leftovers = []
-            for get in (client.get_iopub_msg, client.get_shell_msg):
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        leftovers.append(get(timeout=0.05)["msg_type"])
+            leftovers = _leftovers(client)
             return seen, leftovers, len(client.engine.router.swallowed)
 
     for _ in range(5):
@@ -358,3 +417,34 @@ def test_without_a_welcome_the_client_probes_and_hides_the_probes(
         merged = [k for i, k in enumerate(seen) if not (k == "stream" == seen[i - 1])]
         assert merged == ["status", "execute_input", "stream", "status"], seen
         assert leftovers == []
+
+
+@pytest.mark.parametrize("kind", ["blocking", "async"])
+def test_wait_for_ready_without_a_welcome_shows_no_probe(
+    ipykernel: KernelProcess, kind: str
+) -> None:
+    """Without a welcome, readiness still comes (probes show IOPub subscribed), and neither
+    the probes nor wait_for_ready's own kernel_info leave messages for the user."""
+
+    async def once_async() -> list[str]:
+        async with AsyncKernelClient(ipykernel.connection_file) as client:
+            _as_an_older_kernel(client)
+            reply = await client.wait_for_ready(30)
+            assert reply["content"]["status"] == "ok"
+            await asyncio.sleep(0.3)  # let any late probe answers arrive
+            leftovers = await _leftovers_async(client)
+            return leftovers
+
+    def once() -> list[str]:
+        if kind == "async":
+            return asyncio.run(once_async())
+        with BlockingKernelClient(ipykernel.connection_file) as client:
+            _as_an_older_kernel(client)
+            reply = client.wait_for_ready(30)
+            assert reply["content"]["status"] == "ok"
+            time.sleep(0.3)
+            leftovers = _leftovers(client)
+            return leftovers
+
+    for _ in range(3):
+        assert once() == []

@@ -26,7 +26,7 @@ from .blocking import HeartbeatChannel
 from .engine import AsyncEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
 from .pending import PendingBase
-from .routing import RequestState, welcome_or_idle
+from .routing import RequestState, iopub_joined
 
 AsyncHook = Callable[[Message], Any]
 
@@ -239,6 +239,7 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
         probes: list[AsyncPendingRequest] = []
         try:
             while True:
+                await self.engine.join_iopub(left())
                 welcomed_before = router.iopub_welcomed
                 probe = self.submit(requests.kernel_info())
                 probes.append(probe)
@@ -248,9 +249,7 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
                 state = probe._state
                 if not welcomed_before:
                     try:
-                        await self.engine.wait_for(
-                            welcome_or_idle(router, state), min(1.0, left() or 1)
-                        )
+                        await self.engine.wait_for(iopub_joined(router), min(1.0, left() or 1))
                     except KernelTimeout:
                         if left() == 0.0:
                             raise

@@ -22,10 +22,10 @@ from ..protocol import requests
 from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
 from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
-from .engine import IOPUB_PROBE_LIMIT, BlockingEngine, take_unclaimed
+from .engine import BlockingEngine, take_unclaimed
 from .hooks import make_stdin_hook, print_output, terminal_stdin
 from .pending import PendingBase
-from .routing import RequestState, Sink, welcome_or_idle
+from .routing import RequestState, Sink, iopub_joined
 
 Hook = Callable[[Message], None]
 
@@ -288,6 +288,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         probes: list[PendingRequest] = []
         try:
             while True:
+                self.engine.join_iopub()
                 welcomed_before = router.iopub_welcomed
                 probe = self.submit(requests.kernel_info())
                 probes.append(probe)
@@ -299,7 +300,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
                     # Our statuses may have gone out before IOPub was subscribed: wait for
                     # them or for the welcome, which makes the next probe's statuses certain.
                     try:
-                        self.engine.wait_for(welcome_or_idle(router, state), min(1.0, left() or 1))
+                        self.engine.wait_for(iopub_joined(router), min(1.0, left() or 1))
                     except KernelTimeout:
                         if left() == 0.0:
                             raise
@@ -323,38 +324,9 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         claims: frozenset[Channel] | None = None,
         sink: Sink | None = None,
     ) -> tuple[Message, RequestState | None]:
-        engine = self.engine
-        if not engine.router.iopub_welcomed and request.channel != "stdin":
-            self._join_iopub(engine)
+        if request.channel != "stdin":
+            self.engine.join_iopub()
         return super()._send(request, claims, sink)
-
-    def _join_iopub(self, engine: BlockingEngine) -> None:
-        """Before the first request, wait until IOPub is subscribed (ZeroMQ's slow joiner).
-
-        The kernel's welcome says so; without one within the join wait (an older kernel
-        sends none, a loaded one sends it late), ``kernel_info`` probes ask for IOPub
-        statuses, up to :data:`IOPUB_PROBE_LIMIT` seconds in all.
-        """
-        wait, engine.iopub_join_wait = engine.iopub_join_wait, 0.0  # once per connection
-        if wait <= 0 or not engine.has_channel("iopub"):
-            return
-        router = engine.router
-
-        def subscribed() -> bool | None:
-            if router.iopub_welcomed:
-                return True
-            router.check_alive()
-            return None
-
-        give_up = time.monotonic() + IOPUB_PROBE_LIMIT
-        while True:
-            try:
-                engine.wait_for(subscribed, wait)
-                return
-            except KernelTimeout:
-                if time.monotonic() >= give_up:
-                    return  # send anyway: as good as it gets
-            engine.send_frames("shell", engine.probe_frames())
 
     def submit(
         self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS

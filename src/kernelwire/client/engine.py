@@ -28,7 +28,7 @@ from ..protocol.connection import ChannelName, ConnectionInfo
 from ..protocol.message import Channel, Message
 from ..transports.zmq import RECV_BATCH, ZmqTransport
 from .heartbeat import Heartbeat
-from .routing import Router
+from .routing import Router, iopub_joined
 
 log = logging.getLogger("kernelwire.engine")
 
@@ -364,6 +364,30 @@ class BlockingEngine(EngineBase):
         with self._cond:
             self._iopub_dropped()
 
+    def join_iopub(self) -> None:
+        """Before the first request, wait until IOPub is subscribed (ZeroMQ's slow joiner).
+
+        The kernel's welcome says so; without one within the join wait (an older kernel
+        sends none, a loaded one sends it late), ``kernel_info`` probes ask for IOPub
+        statuses, up to :data:`IOPUB_PROBE_LIMIT` seconds in all. Once per connection:
+        later calls return at once.
+        """
+        if self.iopub_join_wait <= 0 or self.router.iopub_welcomed:
+            return
+        wait, self.iopub_join_wait = self.iopub_join_wait, 0.0
+        if not self.has_channel("iopub"):
+            return
+        subscribed = iopub_joined(self.router)
+        give_up = time.monotonic() + IOPUB_PROBE_LIMIT
+        while True:
+            try:
+                self.wait_for(subscribed, wait)
+                return
+            except KernelTimeout:
+                if time.monotonic() >= give_up:
+                    return  # send anyway: as good as it gets
+            self.send_frames("shell", self.probe_frames())
+
     def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
         """Pump until ``predicate()`` (called under the routing lock) returns non-None.
 
@@ -543,10 +567,7 @@ class AsyncEngine(EngineBase):
         if self.closed:
             raise ClientClosed("the client's channels are stopped")
         if self._held is None and self._should_hold(channel):
-            loop = self.attach()
-            self._held = []
-            self._held_until = time.monotonic() + IOPUB_PROBE_LIMIT
-            self._held_timer = loop.call_later(self.iopub_join_wait, self._held_timeout)
+            self._hold()
         if self._held is not None:
             self._held.append((channel, frames))  # sent, in order, once IOPub is joined
             return
@@ -570,6 +591,25 @@ class AsyncEngine(EngineBase):
             self._retry_timer = self._loop.call_later(SEND_RETRY_INTERVAL, self._send_unsent)
         if self._loop is not None:
             self._loop.call_soon(self._on_readable, sent_on)
+
+    def _hold(self) -> None:
+        """Hold what is sent from now until IOPub is joined (probing, up to the limit)."""
+        loop = self.attach()
+        self._held = []
+        self._held_until = time.monotonic() + IOPUB_PROBE_LIMIT
+        self._held_timer = loop.call_later(self.iopub_join_wait, self._held_timeout)
+
+    async def join_iopub(self, timeout: float | None = None) -> None:
+        """Wait until IOPub is subscribed, as the first request would (once per connection).
+
+        Returns once the kernel's welcome (or any IOPub message) has arrived, or after
+        ``kernel_info`` probes for up to :data:`IOPUB_PROBE_LIMIT` seconds without one.
+        """
+        if self._held is None:
+            if not self._should_hold("shell"):
+                return
+            self._hold()
+        await self.wait_for(lambda: True if self._held is None else None, timeout)
 
     def _should_hold(self, channel: ChannelName) -> bool:
         if self.iopub_join_wait <= 0 or channel == "stdin" or self.router.iopub_welcomed:
@@ -601,6 +641,7 @@ class AsyncEngine(EngineBase):
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
+        self._wake_waiters()  # join_iopub() waits for this
         if not held or self.closed:
             return
         self._send_in_order(held)

@@ -33,9 +33,19 @@ def is_idle(msg: Message) -> bool:
     return bool(msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle")
 
 
-def welcome_or_idle(router: Router, state: RequestState) -> Callable[[], bool | None]:
-    """A predicate: IOPub's welcome, or the ``idle`` of ``state``'s request, has arrived."""
-    return lambda: True if router.iopub_welcomed or state.idle else None
+def iopub_joined(router: Router) -> Callable[[], bool | None]:
+    """A predicate: IOPub is subscribed (its welcome, or any IOPub message, has arrived).
+
+    It raises :class:`KernelDied` once the kernel is known dead.
+    """
+
+    def joined() -> bool | None:
+        if router.iopub_welcomed:
+            return True
+        router.check_alive()
+        return None
+
+    return joined
 
 
 class RequestState:
