@@ -30,67 +30,92 @@ from jupyter_client.asynchronous import AsyncKernelClient as JupyterAsyncClient
 
 from _common import table, timed
 from kernelwire import AsyncKernelClient, BlockingKernelClient, requests, run_kernel_in_process
-from kernelwire.protocol.connection import ConnectionInfo
+from kernelwire.protocol.connection import ChannelName, ConnectionInfo
 
 
 class RawClient:
-    """The floor: the least a Python client can do for one execute round trip."""
+    """The floor: the least a Python client can do for one request's round trip."""
 
     def __init__(self, info: ConnectionInfo) -> None:
         self.key = info.key_bytes
         self.session = uuid.uuid4().hex
         self.counter = itertools.count()
         context = zmq.Context.instance()
-        self.shell = context.socket(zmq.DEALER)
-        self.shell.connect(info.url("shell"))
-        self.iopub = context.socket(zmq.SUB)
-        self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.iopub.connect(info.url("iopub"))
-        self.poller = zmq.Poller()
-        self.poller.register(self.shell, zmq.POLLIN)
-        self.poller.register(self.iopub, zmq.POLLIN)
 
-    def execute(self, code: str) -> None:
+        def connected(kind: int, channel: ChannelName) -> zmq.Socket[bytes]:
+            sock = context.socket(kind)
+            sock.setsockopt(zmq.RECONNECT_IVL, 10)  # as kernelwire: connect soon after a bind
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(info.url(channel))
+            return sock
+
+        self.shell = connected(zmq.DEALER, "shell")
+        self.control = connected(zmq.DEALER, "control")
+        self.iopub = connected(zmq.SUB, "iopub")
+        self.poller = zmq.Poller()
+        for sock in (self.shell, self.control, self.iopub):
+            self.poller.register(sock, zmq.POLLIN)
+
+    def execute(self, code: str, store_history: bool = False) -> None:
+        """Execute ``code``; return once its reply and its ``status: idle`` are in."""
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": store_history,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        self.request("execute_request", content)
+
+    def request(
+        self,
+        msg_type: str,
+        content: dict[str, object],
+        *,
+        control: bool = False,
+        wait_idle: bool = True,
+        timeout: float | None = None,
+    ) -> bool:
+        """Send a request; wait for its reply (and ``idle``): False if ``timeout`` passed."""
         msg_id = f"{self.session}_{next(self.counter)}"
         header = orjson.dumps(
             {
                 "msg_id": msg_id,
-                "msg_type": "execute_request",
+                "msg_type": msg_type,
                 "session": self.session,
                 "username": "bench",
                 "date": datetime.now(timezone.utc).isoformat(),
                 "version": "5.3",
             }
         )
-        content = orjson.dumps(
-            {
-                "code": code,
-                "silent": False,
-                "store_history": False,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            }
-        )
-        parts = [header, b"{}", b"{}", content]
+        parts = [header, b"{}", b"{}", orjson.dumps(content)]
         signature = hmac.new(self.key, b"".join(parts), hashlib.sha256).hexdigest().encode()
-        self.shell.send_multipart([b"<IDS|MSG>", signature, *parts])
-        got_reply = got_idle = False
+        replying = self.control if control else self.shell
+        replying.send_multipart([b"<IDS|MSG>", signature, *parts])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        got_reply, got_idle = False, not wait_idle
         while not (got_reply and got_idle):
-            for sock, _ in self.poller.poll():
+            wait_ms = None if deadline is None else max(0, (deadline - time.monotonic()) * 1000)
+            ready = self.poller.poll(wait_ms)
+            if not ready:
+                return False
+            for sock, _ in ready:
                 frames = sock.recv_multipart()
                 at = frames.index(b"<IDS|MSG>")
                 parent = orjson.loads(frames[at + 3])
                 if parent.get("msg_id") != msg_id:
                     continue
-                if sock is self.shell:
+                if sock is replying:
                     got_reply = True
                 elif orjson.loads(frames[at + 5]).get("execution_state") == "idle":
                     got_idle = True
+        return True
 
     def close(self) -> None:
-        self.shell.close(0)
-        self.iopub.close(0)
+        for sock in (self.shell, self.control, self.iopub):
+            sock.close(0)
 
 
 def kernelwire_round(client: BlockingKernelClient) -> None:
