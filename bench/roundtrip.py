@@ -53,9 +53,12 @@ class RawClient:
         self.shell = connected(zmq.DEALER, "shell")
         self.control = connected(zmq.DEALER, "control")
         self.iopub = connected(zmq.SUB, "iopub")
-        self.poller = zmq.Poller()
-        for sock in (self.shell, self.control, self.iopub):
-            self.poller.register(sock, zmq.POLLIN)
+        # One poller per replying channel: each socket polled costs a system call.
+        self.pollers = {}
+        for replying in (self.shell, self.control):
+            poller = self.pollers[replying] = zmq.Poller()
+            poller.register(replying, zmq.POLLIN)
+            poller.register(self.iopub, zmq.POLLIN)
 
     def execute(self, code: str, store_history: bool = False) -> None:
         """Execute ``code``; return once its reply and its ``status: idle`` are in."""
@@ -93,12 +96,14 @@ class RawClient:
         parts = [header, b"{}", b"{}", orjson.dumps(content)]
         signature = hmac.new(self.key, b"".join(parts), hashlib.sha256).hexdigest().encode()
         replying = self.control if control else self.shell
+        poller = self.pollers[replying]
         replying.send_multipart([b"<IDS|MSG>", signature, *parts])
         deadline = None if timeout is None else time.monotonic() + timeout
         got_reply, got_idle = False, not wait_idle
         while not (got_reply and got_idle):
-            wait_ms = None if deadline is None else max(0, (deadline - time.monotonic()) * 1000)
-            ready = self.poller.poll(wait_ms)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait_ms = None if left is None else int(left * 1000)
+            ready = poller.poll(wait_ms)
             if not ready:
                 return False
             for sock, _ in ready:
