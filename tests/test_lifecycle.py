@@ -289,6 +289,41 @@ def test_pool_hands_out_ready_kernels_to_one_holder_each() -> None:
     assert not any(k.is_alive() for k in held)
 
 
+def test_a_released_kernel_stops_in_the_background_and_close_waits_for_it() -> None:
+    """release() never makes the holder wait for a shutdown (ipykernel sometimes takes
+    seconds to exit); close() waits for such background work, so nothing outlives it."""
+    pool = KernelPool("python3", size=1)
+    try:
+        pool.wait_ready(120)
+        kernel = pool.acquire()  # the pool starts a replacement: this one is not reused
+        may_stop = threading.Event()
+        stopping = threading.Event()
+        shutdown = kernel.shutdown
+
+        def slow_shutdown(*args: object, **kwargs: object) -> None:
+            stopping.set()
+            may_stop.wait(60)
+            shutdown()
+
+        kernel.shutdown = slow_shutdown  # type: ignore[method-assign]
+        releasing = threading.Thread(target=pool.release, args=(kernel,))
+        releasing.start()
+        releasing.join(30)
+        assert not releasing.is_alive()  # returned while the shutdown is still held up
+        assert stopping.wait(30)
+        closing = threading.Thread(target=pool.close)
+        closing.start()
+        closing.join(0.5)
+        assert closing.is_alive()  # close() waits for the background shutdown
+        may_stop.set()
+        closing.join(60)
+        assert not closing.is_alive()
+        assert not kernel.is_alive()
+    finally:
+        may_stop.set()
+        pool.close()
+
+
 def test_kernels_are_shut_down_at_interpreter_exit(tmp_path: Path) -> None:
     import subprocess
     import sys

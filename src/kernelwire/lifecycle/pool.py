@@ -6,10 +6,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import KernelTimeout, KernelwireError
 from .kernel import Kernel, start_kernel
+
+CLOSE_TIMEOUT = 120.0
+"""Seconds :meth:`KernelPool.close` waits for kernels still starting or stopping."""
 
 log = logging.getLogger("kernelwire.pool")
 
@@ -47,11 +51,14 @@ class KernelPool:
         with self._cond:
             while not self._closed and len(self._ready) + self._starting < self.size:
                 self._starting += 1
-                worker = threading.Thread(
-                    target=self._start_one, name="kernelwire-pool", daemon=True
-                )
-                self._workers = [w for w in self._workers if w.is_alive()] + [worker]
-                worker.start()
+                self._in_background(self._start_one)
+
+    def _in_background(self, target: Callable[..., None], *args: Any) -> None:
+        """Run ``target(*args)`` on a worker thread that :meth:`close` waits for."""
+        worker = threading.Thread(target=target, args=args, name="kernelwire-pool", daemon=True)
+        with self._cond:
+            self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+        worker.start()
 
     def _start_one(self, kernel: Kernel | None = None) -> None:
         try:
@@ -123,9 +130,9 @@ class KernelPool:
             if reuse:
                 self._starting += 1
         if reuse:
-            threading.Thread(target=self._start_one, args=(kernel,), daemon=True).start()
+            self._in_background(self._start_one, kernel)
         else:
-            kernel.shutdown()
+            self._in_background(kernel.shutdown)  # the holder does not wait for it
             self._fill()
 
     @property
@@ -154,8 +161,17 @@ class KernelPool:
             ready, self._ready = list(self._ready), deque()
             held, self._in_use = list(self._in_use.values()), {}
             self._cond.notify_all()
-        for worker in self._workers:
-            worker.join(120)
+        give_up = time.monotonic() + CLOSE_TIMEOUT
+        while True:  # a release racing with close may add a worker meanwhile
+            with self._cond:
+                workers = [w for w in self._workers if w.is_alive()]
+            left = give_up - time.monotonic()
+            if not workers or left <= 0:
+                break
+            for worker in workers:
+                worker.join(max(left, 0.0))
+        if workers:
+            log.warning("pool closed with %d kernels still starting or stopping", len(workers))
         for kernel in ready + held:
             kernel.shutdown(now=True)
 
