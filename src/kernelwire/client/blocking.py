@@ -297,8 +297,8 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
                     return reply
                 state = probe._state
                 if not welcomed_before:
-                    # Our statuses may have gone out before IOPub was subscribed: wait for
-                    # them or for the welcome, which makes the next probe's statuses certain.
+                    # Our statuses may have gone out before IOPub was subscribed: wait until
+                    # it is. Without our idle by then, the next probe's statuses are certain.
                     try:
                         self.engine.wait_for(iopub_joined(router), min(1.0, left() or 1))
                     except KernelTimeout:
