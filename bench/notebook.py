@@ -86,7 +86,7 @@ def floor_phases(nb: nbformat.NotebookNode) -> tuple[float, float, float]:
             client.request("shutdown_request", {"restart": False}, control=True, wait_idle=False)
             exited = os.pidfd_open(process.pid)  # Popen.wait(timeout) polls: up to 50 ms late
             try:
-                select.select([exited], [], [], 30)
+                select.select([exited], [], [], 5.0)  # then killed, as both tools do
             finally:
                 os.close(exited)
             t3 = time.perf_counter()
