@@ -19,7 +19,7 @@ hits it is seconds slower on either side: the batch figure is a median of severa
 
 Each run executes fresh copies of the same in-memory notebook; nothing is read from disk.
 
-    python bench/notebook.py [--quick]
+    python bench/notebook.py [--quick] [--kernel NAME]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import nbclient
 import nbformat
 
 from _common import table
-from kernelwire import KernelPool, get_kernel_spec, notebook
+from kernelwire import KernelPool, KernelSpec, get_kernel_spec, notebook
 from kernelwire.protocol.connection import write_connection_file
 from roundtrip import RawClient
 
@@ -45,15 +45,25 @@ CELLS = 200
 BATCH = 4
 
 
-def trivial_notebook(cells: int) -> nbformat.NotebookNode:
+def trivial_notebook(cells: int, kernel: str = "python3") -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
+        "name": kernel,
+        "display_name": kernel,
         "language": "python",
     }
     nb.cells = [nbformat.v4.new_code_cell(f"x = {i}\nx + 1") for i in range(cells)]
     return nb
+
+
+def kernel_of(nb: nbformat.NotebookNode) -> str:
+    """The kernel the notebook asks for."""
+    return str(nb.metadata["kernelspec"]["name"])
+
+
+def history_in_memory(spec: KernelSpec) -> list[str]:
+    """The arguments nbclient and kernelwire add for an IPython kernel."""
+    return ["--HistoryManager.hist_file=:memory:"] if spec.is_ipykernel else []
 
 
 def floor_phases(nb: nbformat.NotebookNode) -> tuple[float, float, float]:
@@ -63,12 +73,12 @@ def floor_phases(nb: nbformat.NotebookNode) -> tuple[float, float, float]:
     ``status``, send each cell once the previous one's reply and idle are in (outputs are
     not kept), then ``shutdown_request`` and wait for the process to exit.
     """
-    argv = get_kernel_spec("python3").argv
+    spec = get_kernel_spec(kernel_of(nb))
     path, info = write_connection_file()
-    command = [arg.replace("{connection_file}", path) for arg in argv]
+    command = [arg.replace("{connection_file}", path) for arg in spec.argv]
     if command[0] in ("python", "python3"):
         command[0] = sys.executable  # as kernel managers do (not a pyenv shim on PATH)
-    command.append("--HistoryManager.hist_file=:memory:")  # as nbclient and kernelwire
+    command += history_in_memory(spec)
     try:
         t0 = time.perf_counter()
         env = {**os.environ, "JPY_PARENT_PID": str(os.getpid())}  # as kernel managers set it
@@ -117,7 +127,7 @@ def one_notebook(nb: nbformat.NotebookNode, rounds: int) -> None:
         times["kernelwire notebook.execute"].append(time.perf_counter() - started)
         started = time.perf_counter()
         theirs = copy.deepcopy(nb)
-        nbclient.NotebookClient(theirs, kernel_name="python3").execute()
+        nbclient.NotebookClient(theirs, kernel_name=kernel_of(nb)).execute()
         times["nbclient NotebookClient"].append(time.perf_counter() - started)
         assert ours.cells[-1].outputs[0]["data"] == theirs.cells[-1].outputs[0]["data"]
     print(f"One {CELLS}-cell notebook, kernel start and shutdown included:")
@@ -138,7 +148,7 @@ def breakdown(nb: nbformat.NotebookNode, rounds: int) -> None:
         for phase, seconds in zip(phases, floor_phases(nb), strict=True):
             times[f"floor {phase}"].append(seconds)
         t0 = time.perf_counter()
-        kernel = notebook.start_notebook_kernel("python3")  # as notebook.execute starts it
+        kernel = notebook.start_notebook_kernel(kernel_of(nb))  # as notebook.execute does
         t1 = time.perf_counter()
         notebook.execute(copy.deepcopy(nb), kernel=kernel)
         t2 = time.perf_counter()
@@ -146,7 +156,7 @@ def breakdown(nb: nbformat.NotebookNode, rounds: int) -> None:
         t3 = time.perf_counter()
         for phase, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             times[f"kernelwire {phase}"].append(seconds)
-        client = nbclient.NotebookClient(copy.deepcopy(nb), kernel_name="python3")
+        client = nbclient.NotebookClient(copy.deepcopy(nb), kernel_name=kernel_of(nb))
         t0 = time.perf_counter()
         with client.setup_kernel():
             t1 = time.perf_counter()
@@ -173,7 +183,7 @@ def batch(nb: nbformat.NotebookNode, rounds: int) -> None:
         assert all(run.ok for run in runs), [run.error for run in runs]
         started = time.perf_counter()
         for _ in range(BATCH):
-            nbclient.NotebookClient(copy.deepcopy(nb), kernel_name="python3").execute()
+            nbclient.NotebookClient(copy.deepcopy(nb), kernel_name=kernel_of(nb)).execute()
         times[theirs_name].append(time.perf_counter() - started)
     print(f"A batch of {BATCH} notebooks of {CELLS} cells, every kernel start included:")
     table(times, "s", 1.0)
@@ -188,8 +198,9 @@ def pooled(nb: nbformat.NotebookNode, rounds: int) -> None:
     """
     name = "kernelwire execute(pool=...)"
     times: dict[str, list[float]] = {name: []}
-    extra = ["--HistoryManager.hist_file=:memory:"]  # as start_notebook_kernel starts them
-    with KernelPool("python3", size=2, extra_arguments=extra) as pool:
+    kernel_name = kernel_of(nb)
+    extra = history_in_memory(get_kernel_spec(kernel_name))  # as start_notebook_kernel does
+    with KernelPool(kernel_name, size=2, extra_arguments=extra) as pool:
         pool.wait_ready()
         for _ in range(rounds):
             started = time.perf_counter()
@@ -204,9 +215,10 @@ def pooled(nb: nbformat.NotebookNode, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs")
+    parser.add_argument("--kernel", default="python3", help="kernel spec to run on")
     args = parser.parse_args()
     rounds = 2 if args.quick else 7
-    nb = trivial_notebook(CELLS)
+    nb = trivial_notebook(CELLS, args.kernel)
     one_notebook(nb, rounds)
     breakdown(nb, rounds)
     pooled(nb, rounds)

@@ -109,7 +109,7 @@ class RawClient:
             for sock, _ in ready:
                 frames = sock.recv_multipart()
                 at = frames.index(b"<IDS|MSG>")
-                parent = orjson.loads(frames[at + 3])
+                parent = orjson.loads(frames[at + 3]) or {}  # xeus may send null
                 if parent.get("msg_id") != msg_id:
                     continue
                 if sock is replying:
