@@ -155,7 +155,7 @@ def test_notebook_run_several_notebooks(tmp_path: Path) -> None:
     for name in ("unicode.ipynb", "errors.ipynb"):
         copies.append(tmp_path / name)
         shutil.copy(NOTEBOOKS / name, copies[-1])
-    done = kernelwire("notebook", "run", *map(str, copies))
+    done = kernelwire("notebook", "run", "--jobs", "2", *map(str, copies))
     assert done.returncode == 1  # errors.ipynb fails; unicode.ipynb is still written
     assert "errors.ipynb: cell 1 raised ZeroDivisionError" in done.stderr
     for path in copies:
@@ -164,3 +164,61 @@ def test_notebook_run_several_notebooks(tmp_path: Path) -> None:
     assert unicode_out.cells[1].outputs[0]["text"] == "héllo wörld ✓ 日本語 🚀\n"
     too_many = kernelwire("notebook", "run", *map(str, copies), "-o", str(tmp_path / "x.ipynb"))
     assert too_many.returncode == 2 and "-o/--output takes one notebook" in too_many.stderr
+    no_jobs = kernelwire("notebook", "run", "-j", "0", *map(str, copies))
+    assert no_jobs.returncode == 2 and "--jobs: expected a whole number" in no_jobs.stderr
+
+
+def test_ctrl_c_during_parallel_notebooks_leaves_no_kernel(tmp_path: Path) -> None:
+    """Ctrl-C while two notebooks run at once (and a third waits with its kernel started
+    ahead): the command exits 130, and every kernel it started is gone."""
+    import signal
+    import time
+
+    import nbformat
+    import psutil
+
+    names = ("a", "b", "c")
+    for name in names:
+        code = f"import os, time\nopen('pid-{name}', 'w').write(str(os.getpid()))\ntime.sleep(300)"
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nbformat.write(nb, str(tmp_path / f"{name}.ipynb"))
+    argv = [sys.executable, "-m", "kernelwire.cli", "notebook", "run", "-j", "2"]
+    proc = subprocess.Popen(
+        [*argv, *(str(tmp_path / f"{name}.ipynb") for name in names)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def kernels() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter():
+            try:
+                ours = process.environ().get("JPY_PARENT_PID") == str(proc.pid)
+                if ours and process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return found
+
+    try:
+        deadline = time.monotonic() + 90
+        while not all((tmp_path / f"pid-{n}").exists() for n in "ab"):
+            assert time.monotonic() < deadline, "the two notebooks never ran side by side"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)  # the third notebook's kernel is starting or started ahead
+        assert len(kernels()) >= 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130, proc.communicate()
+        assert not (tmp_path / "pid-c").exists()  # never begun
+        deadline = time.monotonic() + 10
+        while kernels() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kernels() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for leftover in kernels():
+            leftover.kill()

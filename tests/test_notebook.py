@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,54 @@ def test_execute_many_runs_each_on_its_own_kernel_in_its_own_directory(tmp_path:
     assert bad.notebook is not None and bad.notebook.cells[1].get("outputs") in (None, [])
     assert isinstance(missing.error, NotebookError) and missing.notebook is None
     assert not missing.ok
+
+
+def _meet(me: str, other: str) -> str:
+    """A cell that marks ``me`` as running, then waits (up to 60 s) for ``other`` to run."""
+    return (
+        "import pathlib, time\n"
+        f"pathlib.Path({me!r}).touch()\n"
+        "for _ in range(1200):\n"
+        f"    if pathlib.Path({other!r}).exists():\n"
+        "        break\n"
+        "    time.sleep(0.05)\n"
+        "else:\n"
+        f"    raise RuntimeError({other!r} + ' never ran alongside')\n"
+        f"{me!r}"
+    )
+
+
+def test_execute_many_runs_jobs_notebooks_at_once(tmp_path: Path) -> None:
+    """With jobs=2, the first two notebooks run side by side (each waits to see the other
+    running, which one after another could never do), and a third follows when a lane
+    is free. Results come back in the order given; each notebook's hooks run on one
+    thread."""
+    codes = [_meet("first", "second"), _meet("second", "first"), "'third'"]
+    notebooks = [nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c)]) for c in codes]
+    threads: dict[int, set[int]] = {}
+
+    def seen(index: int, *_: object) -> None:
+        threads.setdefault(index, set()).add(threading.get_ident())
+
+    runs = notebook.execute_many(
+        notebooks,
+        cwd=tmp_path,
+        jobs=2,
+        timeout=90,
+        on_notebook_start=seen,
+        on_notebook_done=seen,
+        on_cell_start=lambda index, cell: seen(codes.index(cell.source)),
+    )
+    assert [run.error for run in runs] == [None, None, None]
+    results = [run.notebook and run.notebook.cells[0].outputs[-1]["data"] for run in runs]
+    assert [data["text/plain"] for data in results] == ["'first'", "'second'", "'third'"]
+    assert all(len(idents) == 1 for idents in threads.values()), threads
+    assert threads[0] != threads[1]  # two lanes
+
+
+def test_execute_many_needs_at_least_one_job() -> None:
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        notebook.execute_many([], jobs=0)
 
 
 def test_execute_many_reports_a_kernel_that_cannot_start() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -74,13 +75,23 @@ def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
             yield local
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def notebook_run_command(args: argparse.Namespace) -> int:
     """``kernelwire notebook run``: execute notebooks and write the results.
 
-    Several notebooks run one after another, each on its own kernel; the next one's
-    kernel starts while the current one runs. Exit status: 0 if every notebook ran,
-    1 if a cell failed or timed out, 2 if a notebook could not be read or its kernel
-    could not be started.
+    Several notebooks run one after another (``--jobs`` at once), each on its own
+    kernel; the next one's kernel starts while the current one runs. Exit status: 0 if
+    every notebook ran, 1 if a cell failed or timed out, 2 if a notebook could not be
+    read or its kernel could not be started.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -106,23 +117,23 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         else None
     )
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        tasks: list[Any] = []
+        # A notebook's hooks all come on one thread; with --jobs, notebooks run on several.
+        current = threading.local()
 
         def notebook_started(index: int, run: notebook.NotebookRun) -> None:
             cells = [c for c in run.notebook.cells if c.cell_type == "code"] if run.notebook else []
-            tasks.append(progress.add_task(sources[index].name, total=len(cells)))
+            current.task = progress.add_task(sources[index].name, total=len(cells))
 
         def cell_started(index: int, cell: Any) -> None:
             first_line = (cell.source.strip().splitlines() or [""])[0][:40]
-            progress.update(tasks[-1], description=f"cell {index}: {first_line}")
+            progress.update(current.task, description=f"cell {index}: {first_line}")
 
         def cell_done(index: int, cell: Any) -> None:
-            progress.advance(tasks[-1])
+            progress.advance(current.task)
 
         def notebook_done(index: int, run: notebook.NotebookRun) -> None:
-            if tasks:
-                outcome = "done" if run.ok else "failed"
-                progress.update(tasks[-1], description=f"{sources[index].name}: {outcome}")
+            outcome = "done" if run.ok else "failed"
+            progress.update(current.task, description=f"{sources[index].name}: {outcome}")
 
         runs = notebook.execute_many(
             sources,
@@ -130,6 +141,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             server=server,
             timeout=args.timeout,
             allow_errors=args.allow_errors,
+            jobs=args.jobs,
             on_notebook_start=notebook_started,
             on_notebook_done=notebook_done,
             on_cell_start=cell_started,
@@ -224,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="execute notebooks and write the results",
         description="Execute notebooks, each on a kernel of its own, in its own directory; "
-        "the next notebook's kernel starts while the current one runs.",
+        "the next notebook's kernel starts while the current one runs. With --jobs N, "
+        "N notebooks run at once.",
     )
     nb_run.add_argument("notebooks", nargs="+", help="the notebooks to execute (.ipynb)")
     nb_run.add_argument(
@@ -233,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
     nb_run.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
     nb_run.add_argument("--allow-errors", action="store_true", help="keep going when a cell raises")
+    nb_run.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        help="how many notebooks run at once (default: 1)",
+    )
     _server_options(nb_run)
     nb_run.set_defaults(handler=notebook_run_command)
     kernels = commands.add_parser("kernels", help="list installed kernel specs")

@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -245,6 +248,7 @@ def execute_many(
     allow_errors: bool = False,
     cwd: str | os.PathLike[str] | None = None,
     *,
+    jobs: int = 1,
     server: JupyterServer | None = None,
     front_end: bool = False,
     history_file: str | None = IPYTHON_HISTORY_FILE,
@@ -253,19 +257,24 @@ def execute_many(
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
 ) -> list[NotebookRun]:
-    """Execute notebooks one after another, each on a fresh kernel of its own.
+    """Execute notebooks, each on a fresh kernel of its own; return them in the order given.
 
-    Runs each as :func:`execute` would, but starts the next notebook's kernel while
-    the current notebook runs and shuts finished kernels down in the background, so
-    kernel start-up and shutdown mostly leave the critical path. A notebook that fails
-    does not stop the others: its :class:`NotebookRun` carries the error. ``cwd``
-    defaults to each notebook file's own directory (the current directory for a
-    notebook given in memory); ``server`` runs them on a Jupyter Server or Gateway
+    Runs each as :func:`execute` would, but starts a notebook's kernel while the one
+    before it runs and shuts finished kernels down in the background, so kernel start-up
+    and shutdown mostly leave the critical path. ``jobs`` notebooks run at once (each
+    takes the next one not yet begun); a notebook's hooks are all called on one thread,
+    but with ``jobs > 1`` different notebooks' hooks come from different threads. A
+    notebook that fails does not stop the others: its :class:`NotebookRun` carries the
+    error. ``cwd`` defaults to each notebook file's own directory (the current directory
+    for a notebook given in memory); ``server`` runs them on a Jupyter Server or Gateway
     instead. Every kernel is shut down when this returns or raises.
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
     runs = [_prepare(item) for item in notebooks]
 
-    def kernel_for(run: NotebookRun) -> Callable[[], Kernel | RemoteKernel]:
+    def kernel_for(index: int) -> Callable[[], Kernel | RemoteKernel]:
+        run = runs[index]
         assert run.notebook is not None
         name = kernel_name or kernel_name_of(run.notebook)
         if server is not None:
@@ -275,51 +284,149 @@ def execute_many(
         )
         return lambda: start_notebook_kernel(name, where, history_file)
 
+    def run_notebook(kernel: Kernel | RemoteKernel, nb: NotebookNode) -> None:
+        execute(
+            nb,
+            timeout=timeout,
+            allow_errors=allow_errors,
+            kernel=kernel,
+            front_end=front_end,
+            on_cell_start=on_cell_start,
+            on_cell_done=on_cell_done,
+        )
+
     runnable = [i for i, run in enumerate(runs) if run.notebook is not None]
-    starting: dict[int, Future[Kernel | RemoteKernel]] = {}
-    stopping: list[Future[None]] = []
-    # Two workers: the next kernel's start and the last one's shutdown run side by side.
-    with ThreadPoolExecutor(2, thread_name_prefix="kernelwire-notebooks") as workers:
+    # Per lane: its next kernel's start and its last one's shutdown run side by side.
+    with ThreadPoolExecutor(3 * jobs, thread_name_prefix="kernelwire-notebooks") as workers:
+        batch = _Batch(
+            runs,
+            runnable,
+            workers,
+            kernel_for,
+            run_notebook,
+            ahead=jobs,  # one kernel starting ahead per lane
+            on_notebook_start=on_notebook_start,
+            on_notebook_done=on_notebook_done,
+        )
         try:
-            for position, index in enumerate(runnable):
-                run = runs[index]
-                for ahead in runnable[position : position + 2]:  # this one, and the next
-                    if ahead not in starting:
-                        starting[ahead] = workers.submit(kernel_for(runs[ahead]))
-                if on_notebook_start is not None:
-                    on_notebook_start(index, run)
-                try:
-                    # Kept in ``starting`` until its result is in, so that an interrupt
-                    # while waiting still shuts the kernel down.
-                    kernel = starting[index].result()
-                except KernelwireError as exc:
-                    del starting[index]
-                    run.error = exc
-                else:
-                    del starting[index]
-                    try:
-                        assert run.notebook is not None
-                        execute(
-                            run.notebook,
-                            timeout=timeout,
-                            allow_errors=allow_errors,
-                            kernel=kernel,
-                            front_end=front_end,
-                            on_cell_start=on_cell_start,
-                            on_cell_done=on_cell_done,
-                        )
-                    except KernelwireError as exc:
-                        run.error = exc
-                    finally:
-                        stopping.append(workers.submit(kernel.shutdown))
-                if on_notebook_done is not None:
-                    on_notebook_done(index, run)
+            if jobs == 1:
+                batch.lane()  # on the caller's thread, as execute() runs
+            else:
+                batch.lanes(jobs)
         finally:
-            for started in starting.values():
-                stopping.append(workers.submit(_shutdown_started, started))
-            for stopped in stopping:
-                stopped.result()
+            batch.finish()
     return runs
+
+
+class _Batch:
+    """One :func:`execute_many` call: which notebook runs next, and every kernel in play."""
+
+    def __init__(
+        self,
+        runs: list[NotebookRun],
+        runnable: list[int],
+        workers: ThreadPoolExecutor,
+        kernel_for: Callable[[int], Callable[[], Kernel | RemoteKernel]],
+        run_notebook: Callable[[Kernel | RemoteKernel, NotebookNode], None],
+        *,
+        ahead: int,
+        on_notebook_start: NotebookHook | None,
+        on_notebook_done: NotebookHook | None,
+    ) -> None:
+        self.runs = runs
+        self.workers = workers
+        self.kernel_for = kernel_for
+        self.run_notebook = run_notebook
+        self.ahead = ahead
+        self.on_notebook_start = on_notebook_start
+        self.on_notebook_done = on_notebook_done
+        self._lock = threading.Lock()
+        self._queue = deque(runnable)
+        self._stopped = False
+        self._starting: dict[int, Future[Kernel | RemoteKernel]] = {}  # not yet taken
+        self._running: dict[int, Kernel | RemoteKernel] = {}
+        self._stopping: list[Future[None]] = []
+
+    def claim(self) -> int | None:
+        """The next notebook not yet begun, in order, or ``None``.
+
+        Kernels start for it and for the ``ahead`` notebooks after it, so that a lane
+        finishing a notebook finds the next one's kernel ready.
+        """
+        with self._lock:
+            index = None if self._stopped or not self._queue else self._queue.popleft()
+            if index is not None:
+                for upcoming in (index, *itertools.islice(self._queue, self.ahead)):
+                    if upcoming not in self._starting:
+                        self._starting[upcoming] = self.workers.submit(self.kernel_for(upcoming))
+            return index
+
+    def lane(self) -> None:
+        """Run notebooks one after another until none is left."""
+        while (index := self.claim()) is not None:
+            self.run(index)
+
+    def lanes(self, jobs: int) -> None:
+        """Run ``jobs`` lanes at once; on any exception, stop them all promptly."""
+        with ThreadPoolExecutor(jobs, thread_name_prefix="kernelwire-lane") as lanes:
+            futures = [lanes.submit(self.lane) for _ in range(jobs)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                self.stop()  # e.g. Ctrl-C: the running notebooks' kernels go down now
+                raise
+
+    def run(self, index: int) -> None:
+        run = self.runs[index]
+        if self.on_notebook_start is not None:
+            self.on_notebook_start(index, run)
+        try:
+            # Kept in the starting map until its result is in, so that an interrupt while
+            # waiting still shuts the kernel down.
+            kernel = self._starting[index].result()
+        except KernelwireError as exc:
+            with self._lock:
+                del self._starting[index]
+            run.error = exc
+        else:
+            with self._lock:
+                del self._starting[index]
+                self._running[index] = kernel
+                stopped = self._stopped
+            try:
+                if stopped:
+                    return  # the batch was interrupted while this kernel started
+                assert run.notebook is not None
+                self.run_notebook(kernel, run.notebook)
+            except KernelwireError as exc:
+                run.error = exc
+            finally:
+                with self._lock:
+                    del self._running[index]
+                    self._stopping.append(self.workers.submit(kernel.shutdown))
+        if self.on_notebook_done is not None:
+            self.on_notebook_done(index, run)
+
+    def stop(self) -> None:
+        """Begin no more notebooks; shut the running ones' kernels down now."""
+        with self._lock:
+            self._stopped = True
+            running = list(self._running.values())
+        for kernel in running:  # its lane sees the kernel die, and ends
+            if isinstance(kernel, Kernel):
+                kernel.shutdown(now=True)
+            else:
+                kernel.shutdown()
+
+    def finish(self) -> None:
+        """Shut down kernels started but never used; wait until every kernel is down."""
+        with self._lock:
+            self._stopped = True
+            left, self._starting = list(self._starting.values()), {}
+        stopping = self._stopping + [self.workers.submit(_shutdown_started, f) for f in left]
+        for stopped in stopping:
+            stopped.result()
 
 
 def _prepare(item: NotebookNode | str | os.PathLike[str]) -> NotebookRun:
