@@ -9,7 +9,8 @@ Three figures, each taken in one run, the tools alternating round by round:
 3. one notebook on a kernel lent by a warm ``KernelPool`` (kernelwire only: the pool
    started the kernel before the clock ran, so this is not the issue's measure);
 4. a batch of notebooks: ``kernelwire.notebook.execute_many`` (the next kernel starts while
-   the current notebook runs) against nbclient executing the same notebooks in a loop.
+   the current notebook runs), one at a time and two at a time (``jobs=2``), against
+   nbclient executing the same notebooks in a loop.
 
 ipykernel 7 now and then hangs for seconds after answering a ``shutdown_request`` (its
 control thread flushes output to an IOPub thread that the main thread has just stopped;
@@ -174,13 +175,15 @@ def breakdown(nb: nbformat.NotebookNode, rounds: int) -> None:
 
 def batch(nb: nbformat.NotebookNode, rounds: int) -> None:
     ours_name = f"kernelwire execute_many x{BATCH}"
+    parallel_name = f"kernelwire execute_many x{BATCH} jobs=2"
     theirs_name = f"nbclient loop x{BATCH}"
-    times: dict[str, list[float]] = {ours_name: [], theirs_name: []}
+    times: dict[str, list[float]] = {ours_name: [], parallel_name: [], theirs_name: []}
     for _ in range(rounds):
-        started = time.perf_counter()
-        runs = notebook.execute_many([copy.deepcopy(nb) for _ in range(BATCH)])
-        times[ours_name].append(time.perf_counter() - started)
-        assert all(run.ok for run in runs), [run.error for run in runs]
+        for name, jobs in ((ours_name, 1), (parallel_name, 2)):
+            started = time.perf_counter()
+            runs = notebook.execute_many([copy.deepcopy(nb) for _ in range(BATCH)], jobs=jobs)
+            times[name].append(time.perf_counter() - started)
+            assert all(run.ok for run in runs), [run.error for run in runs]
         started = time.perf_counter()
         for _ in range(BATCH):
             nbclient.NotebookClient(copy.deepcopy(nb), kernel_name=kernel_of(nb)).execute()
@@ -188,6 +191,10 @@ def batch(nb: nbformat.NotebookNode, rounds: int) -> None:
     print(f"A batch of {BATCH} notebooks of {CELLS} cells, every kernel start included:")
     table(times, "s", 1.0)
     print(f"=> kernelwire is {ratio(times, theirs_name, ours_name):.2f}x faster end to end")
+    print(
+        f"=> {ratio(times, theirs_name, parallel_name):.2f}x with two notebooks at a time "
+        "(nbclient has no such option: its loop runs one at a time)"
+    )
 
 
 def pooled(nb: nbformat.NotebookNode, rounds: int) -> None:
