@@ -232,8 +232,14 @@ def test_notebook_and_cli_on_a_server(jupyter_server_url: str, tmp_path: Path) -
     source = Path(__file__).parent / "notebooks" / "display_ids.ipynb"
     with connect_server(jupyter_server_url, TOKEN) as server:
         remote = notebook.execute(source, server=server)
+        before = {k["id"] for k in server.list_kernels()}
+        runs = notebook.execute_many([source] * 3, server=server, jobs=2)
+        assert {k["id"] for k in server.list_kernels()} == before  # the batch's are deleted
     local = notebook.execute(source)
     assert [c.outputs for c in remote.cells] == [c.outputs for c in local.cells]
+    for run in runs:
+        assert run.ok and run.notebook is not None, run.error
+        assert [c.outputs for c in run.notebook.cells] == [c.outputs for c in local.cells]
     out = tmp_path / "out.ipynb"
     base = [sys.executable, "-m", "kernelwire.cli"]
     server_args = ["--server", jupyter_server_url, "--token", TOKEN]
