@@ -296,7 +296,8 @@ def execute_many(
         )
 
     runnable = [i for i, run in enumerate(runs) if run.notebook is not None]
-    # Per lane: its next kernel's start and its last one's shutdown run side by side.
+    # Per lane, side by side: up to two kernel starts (its own and one ahead) and the
+    # shutdown of its last kernel.
     with ThreadPoolExecutor(3 * jobs, thread_name_prefix="kernelwire-notebooks") as workers:
         batch = _Batch(
             runs,
