@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -322,6 +323,32 @@ def test_a_released_kernel_stops_in_the_background_and_close_waits_for_it() -> N
     finally:
         may_stop.set()
         pool.close()
+
+
+def test_a_kernel_that_does_not_exit_after_its_shutdown_reply_is_terminated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A kernel that answers shutdown_request but does not exit (here an atexit handler
+    that sleeps; ipykernel 7 sometimes hangs there on its own) is terminated after the
+    timeout, with a warning that says so."""
+    kernel = start_kernel("python3")
+    try:
+        kernel.run("import atexit, time\natexit.register(time.sleep, 120)", timeout=60)
+        pid = kernel.pid
+        with caplog.at_level(logging.WARNING, logger="kernelwire.kernel"):
+            kernel.shutdown(timeout=1.0)
+        assert not kernel.is_alive()
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+        assert "answered shutdown_request but had not exited 1 s later" in caplog.text
+    finally:
+        kernel.shutdown(now=True)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True  # gone meanwhile
 
 
 def test_kernels_are_shut_down_at_interpreter_exit(tmp_path: Path) -> None:

@@ -298,13 +298,24 @@ class Kernel(RunsCode):
             return
         self._expected_exit = True
         if not now and process.proc.poll() is None:
+            answered = False
             try:
                 self._control_request(
                     lambda c: c.shutdown(restart=restart, reply=True, timeout=timeout), timeout
                 )
+                answered = True
             except KernelwireError as exc:
                 log.debug("shutdown_request to %s failed: %s", self.spec.name, exc)
-            wait_exit(process.proc, timeout)
+            if not wait_exit(process.proc, timeout) and answered:
+                # ipykernel 7 sometimes hangs here: its control thread flushes output to
+                # an IOPub thread that the main thread has just stopped.
+                log.warning(
+                    "kernel %s (pid %d) answered shutdown_request but had not exited %g s "
+                    "later; terminating it",
+                    self.spec.name,
+                    process.proc.pid,
+                    timeout,
+                )
         process.stop(1.0)
         with contextlib.suppress(ValueError):
             self._processes.remove(process)
