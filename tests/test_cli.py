@@ -166,6 +166,11 @@ def test_notebook_run_several_notebooks(tmp_path: Path) -> None:
     assert too_many.returncode == 2 and "-o/--output takes one notebook" in too_many.stderr
     no_jobs = kernelwire("notebook", "run", "-j", "0", *map(str, copies))
     assert no_jobs.returncode == 2 and "--jobs: expected a whole number" in no_jobs.stderr
+    capped = kernelwire("notebook", "run", "--max-output", "3", str(copies[0]))
+    assert capped.returncode == 0, capped.stderr
+    unicode_out = nbformat.read(copies[0].with_suffix(".executed.ipynb"), as_version=4)
+    assert unicode_out.cells[1].outputs[0]["text"] == "hél"
+    assert "output truncated" in unicode_out.cells[1].outputs[-1]["text"]
 
 
 def test_ctrl_c_during_parallel_notebooks_leaves_no_kernel(tmp_path: Path) -> None:

@@ -180,6 +180,22 @@ def test_execute_many_needs_at_least_one_job() -> None:
         notebook.execute_many([], jobs=0)
 
 
+def test_max_output_chars_caps_each_cell_with_a_marker() -> None:
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("print('x' * 5000)"),
+            nbformat.v4.new_code_cell("print('short')"),
+        ]
+    )
+    done = notebook.execute(nb, max_output_chars=1000)
+    long_cell, short_cell = (cell.outputs for cell in done.cells)
+    kept = "".join(o["text"] for o in long_cell if o.get("name") == "stdout")
+    assert kept == "x" * 1000
+    assert long_cell[-1]["name"] == "stderr"
+    assert "output truncated, 4001 more characters not kept" in long_cell[-1]["text"]
+    assert [o["text"] for o in short_cell] == ["short\n"]  # the cap is per cell
+
+
 def test_execute_many_reports_a_kernel_that_cannot_start() -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
     nb.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "x"}

@@ -142,6 +142,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             allow_errors=args.allow_errors,
             jobs=args.jobs,
+            max_output_chars=args.max_output,
             on_notebook_start=notebook_started,
             on_notebook_done=notebook_done,
             on_cell_start=cell_started,
@@ -246,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
     nb_run.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
     nb_run.add_argument("--allow-errors", action="store_true", help="keep going when a cell raises")
+    nb_run.add_argument(
+        "--max-output",
+        type=_positive_int,
+        default=None,
+        metavar="CHARS",
+        help="keep at most CHARS characters of text output per cell (default: all)",
+    )
     nb_run.add_argument(
         "-j",
         "--jobs",

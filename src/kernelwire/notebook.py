@@ -83,6 +83,7 @@ def execute(
     server: JupyterServer | None = None,
     kernel: Kernel | RemoteKernel | None = None,
     front_end: bool = False,
+    max_output_chars: int | None = None,
     history_file: str | None = IPYTHON_HISTORY_FILE,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
@@ -97,7 +98,9 @@ def execute(
     :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the cell is
     tagged ``raises-exception``. ``timeout`` applies per cell: the kernel is interrupted
     and :class:`KernelTimeout` raised. Outputs are kept as nbclient keeps them;
-    ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does.
+    ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does;
+    ``max_output_chars`` caps the text a cell keeps, with a marker saying how much was
+    dropped (see :class:`~kernelwire.execution.OutputCollector`).
     Each executed cell gets nbclient's ``metadata.execution`` timestamps. An IPython
     kernel started here keeps its history in ``history_file``, as nbclient's do (see
     :func:`start_notebook_kernel`).
@@ -121,7 +124,9 @@ def execute(
                 continue
             if on_cell_start is not None:
                 on_cell_start(index, cell)
-            collector = OutputCollector(front_end=front_end, displays=displays)
+            collector = OutputCollector(
+                front_end=front_end, max_output_chars=max_output_chars, displays=displays
+            )
             _run_cell(kernel, client, index, cell, timeout, collector)
             if on_cell_done is not None:
                 on_cell_done(index, cell)
@@ -251,6 +256,7 @@ def execute_many(
     jobs: int = 1,
     server: JupyterServer | None = None,
     front_end: bool = False,
+    max_output_chars: int | None = None,
     history_file: str | None = IPYTHON_HISTORY_FILE,
     on_notebook_start: NotebookHook | None = None,
     on_notebook_done: NotebookHook | None = None,
@@ -291,6 +297,7 @@ def execute_many(
             allow_errors=allow_errors,
             kernel=kernel,
             front_end=front_end,
+            max_output_chars=max_output_chars,
             on_cell_start=on_cell_start,
             on_cell_done=on_cell_done,
         )
