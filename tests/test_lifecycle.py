@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -342,6 +343,54 @@ def test_a_kernel_that_does_not_exit_after_its_shutdown_reply_is_terminated(
         assert "answered shutdown_request but had not exited 1 s later" in caplog.text
     finally:
         kernel.shutdown(now=True)
+
+
+def test_a_kernel_stuck_after_closing_its_connections_is_not_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel that closed its connections after shutdown_request but does not exit (as
+    ipykernel 7 sometimes hangs, joining its control thread) gets CLOSING_GRACE, not the
+    whole timeout. Here a real ipykernel sleeps in an atexit handler registered before
+    its own, so it runs after the kernel has closed its sockets."""
+    launch = (
+        "import atexit, time\n"
+        "atexit.register(time.sleep, 120)\n"
+        "from ipykernel import kernelapp\n"
+        "kernelapp.launch_new_instance()\n"
+    )
+    spec = kernelwire.KernelSpec(
+        name="stuck-on-exit",
+        argv=(sys.executable, "-c", launch, "-f", "{connection_file}"),
+        display_name="Stuck on exit",
+        language="python",
+        resource_dir=str(tmp_path),
+    )
+    kernel = start_kernel(spec)
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="kernelwire.kernel"):
+            kernel.shutdown(timeout=60)
+        assert time.monotonic() - started < 20  # not the 60 s timeout
+        assert not kernel.is_alive()
+        assert "and closed its connections, but had not exited 1 s later" in caplog.text
+    finally:
+        kernel.shutdown(now=True)
+
+
+def test_slow_atexit_handlers_of_the_user_still_finish(tmp_path: Path) -> None:
+    """The grace starts only once the kernel closes its connections, which ipykernel
+    does after the user's atexit handlers: a slow one is not cut short."""
+    done = tmp_path / "atexit-done"
+    with start_kernel("python3") as kernel:
+        handler = (
+            "import atexit, pathlib, time\n"
+            "def slow():\n"
+            "    time.sleep(2)\n"
+            f"    pathlib.Path({str(done)!r}).touch()\n"
+            "atexit.register(slow)\n"
+        )
+        kernel.run(handler, timeout=60).raise_for_error()
+    assert done.exists()
 
 
 def _is_zombie(pid: int) -> bool:

@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from .launcher import (
     spawn,
     terminate,
     wait_exit,
+    wait_exit_after_reply,
     wait_until_answering,
 )
 from .specs import KernelSpec, get_kernel_spec
@@ -277,18 +278,19 @@ class Kernel(RunsCode):
             raise KernelwireError("the kernel is not started")
         return self.connection_info
 
-    def _control_request(self, send: Callable[[BlockingKernelClient], Any], timeout: float) -> Any:
+    @contextlib.contextmanager
+    def _control_client(self) -> Iterator[BlockingKernelClient]:
+        """A short-lived client for one request of our own (interrupt, shutdown)."""
         with BlockingKernelClient(connection_info=self._info()) as control:
             control.engine.liveness_checks.append(self.death)
-            return send(control)
+            yield control
 
     # -- interrupt, restart, shutdown -----------------------------------------------
     def interrupt(self) -> None:
         """Interrupt the running code: SIGINT, or ``interrupt_request`` as the spec says."""
         if self.spec.interrupt_mode == "message":
-            self._control_request(
-                lambda c: c.interrupt(reply=True, timeout=SHUTDOWN_TIMEOUT), SHUTDOWN_TIMEOUT
-            )
+            with self._control_client() as control:
+                control.interrupt(reply=True, timeout=SHUTDOWN_TIMEOUT)
         elif not signal_group(self.proc, signal.SIGINT):
             raise KernelDied(f"kernel {self.spec.name} is not running", exit_code=self.exit_code)
 
@@ -298,24 +300,28 @@ class Kernel(RunsCode):
             return
         self._expected_exit = True
         if not now and process.proc.poll() is None:
-            answered = False
-            try:
-                self._control_request(
-                    lambda c: c.shutdown(restart=restart, reply=True, timeout=timeout), timeout
-                )
-                answered = True
-            except KernelwireError as exc:
-                log.debug("shutdown_request to %s failed: %s", self.spec.name, exc)
-            if not wait_exit(process.proc, timeout) and answered:
-                # ipykernel 7 sometimes hangs here: its control thread flushes output to
-                # an IOPub thread that the main thread has just stopped.
-                log.warning(
-                    "kernel %s (pid %d) answered shutdown_request but had not exited %g s "
-                    "later; terminating it",
-                    self.spec.name,
-                    process.proc.pid,
-                    timeout,
-                )
+            with self._control_client() as control:
+                try:
+                    control.shutdown(restart=restart, reply=True, timeout=timeout)
+                except KernelwireError as exc:
+                    log.debug("shutdown_request to %s failed: %s", self.spec.name, exc)
+                    wait_exit(process.proc, timeout)
+                else:
+                    transport = control.engine.transport
+                    stuck = wait_exit_after_reply(
+                        process.proc,
+                        timeout,
+                        lambda: (
+                            transport.was_disconnected("hb") or transport.was_disconnected("iopub")
+                        ),
+                    )
+                    if stuck is not None:
+                        log.warning(
+                            "kernel %s (pid %d) answered shutdown_request %s; terminating it",
+                            self.spec.name,
+                            process.proc.pid,
+                            stuck,
+                        )
         process.stop(1.0)
         with contextlib.suppress(ValueError):
             self._processes.remove(process)
