@@ -15,8 +15,9 @@ Three figures, each taken in one run, the tools alternating round by round:
 ipykernel 7 now and then hangs for seconds after answering a ``shutdown_request`` (its
 control thread flushes output to an IOPub thread that the main thread has just stopped;
 seen with ``py-spy dump``: ``IPKernelApp.close`` joins the control thread, which waits in
-``OutStream.flush``). Both tools then wait 5 s before killing the kernel, so a round that
-hits it is seconds slower on either side: the batch figure is a median of several rounds.
+``OutStream.flush``). nbclient then waits 5 s before killing the kernel; kernelwire 1 s
+once the kernel has closed its connections. A round that hits it is slower on either
+side: the batch figure is a median of several rounds.
 
 Each run executes fresh copies of the same in-memory notebook; nothing is read from disk.
 
