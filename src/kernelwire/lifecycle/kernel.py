@@ -26,6 +26,7 @@ from ..errors import KernelDied, KernelLaunchError, KernelwireError
 from ..execution import RunsCode
 from ..protocol.connection import ConnectionInfo, new_connection_info, write_connection_file
 from .launcher import (
+    CLOSING_GRACE,
     KernelLog,
     allocate_ports,
     child_env,
@@ -308,19 +309,28 @@ class Kernel(RunsCode):
                     wait_exit(process.proc, timeout)
                 else:
                     transport = control.engine.transport
-                    stuck = wait_exit_after_reply(
+                    outcome = wait_exit_after_reply(
                         process.proc,
                         timeout,
                         lambda: (
                             transport.was_disconnected("hb") or transport.was_disconnected("iopub")
                         ),
                     )
-                    if stuck is not None:
-                        log.warning(
-                            "kernel %s (pid %d) answered shutdown_request %s; terminating it",
+                    if outcome == "closed":  # a known ipykernel 7 hang: nothing lost
+                        log.info(
+                            "kernel %s (pid %d) closed its connections after shutdown_request "
+                            "but had not exited %g s later; terminating it",
                             self.spec.name,
                             process.proc.pid,
-                            stuck,
+                            CLOSING_GRACE,
+                        )
+                    elif outcome == "timeout":
+                        log.warning(
+                            "kernel %s (pid %d) answered shutdown_request but had not exited "
+                            "%g s later; terminating it",
+                            self.spec.name,
+                            process.proc.pid,
+                            timeout,
                         )
         process.stop(1.0)
         with contextlib.suppress(ValueError):

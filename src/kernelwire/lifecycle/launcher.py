@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO
+from typing import IO, Literal
 
 from ..client.blocking import BlockingKernelClient
 from ..errors import KernelDied, KernelTimeout
@@ -159,20 +159,20 @@ CLOSING_GRACE = 1.0
 """Seconds a kernel that has closed its connections after ``shutdown_request`` gets to exit.
 
 ipykernel closes its sockets in an atexit handler registered at start-up, so it runs
-after the user's own handlers; what follows is thread joins and the interpreter's exit. ipykernel 7 sometimes
-hangs in one of those joins (its control thread flushes output to the IOPub thread just
-stopped) until a 10 s flush timeout.
+after the user's own handlers; what follows is thread joins and the interpreter's exit.
+ipykernel 7 sometimes hangs in one of those joins (its control thread flushes output to
+the IOPub thread just stopped) until a 10 s flush timeout.
 """
 
 
 def wait_exit_after_reply(
     proc: subprocess.Popen[bytes], timeout: float, closed: Callable[[], bool]
-) -> str | None:
+) -> Literal["exited", "closed", "timeout"]:
     """Wait for a kernel that answered ``shutdown_request`` to exit.
 
     Waits up to ``timeout`` seconds, but only :data:`CLOSING_GRACE` seconds once
-    ``closed()`` says the kernel has closed its connections. Returns ``None`` if it
-    exited, else what it did instead (for a log line).
+    ``closed()`` says the kernel has closed its connections. Returns ``"exited"``, or
+    why it stopped waiting: ``"closed"`` (the grace ran out) or ``"timeout"``.
     """
     deadline = time.monotonic() + timeout
     closed_at: float | None = None
@@ -180,11 +180,9 @@ def wait_exit_after_reply(
         now = time.monotonic()
         limit = deadline if closed_at is None else min(deadline, closed_at + CLOSING_GRACE)
         if now >= limit:
-            if closed_at is None:
-                return f"but had not exited {timeout:g} s later"
-            return f"and closed its connections, but had not exited {limit - closed_at:g} s later"
+            return "timeout" if closed_at is None or limit == deadline else "closed"
         if wait_exit(proc, min(0.05, limit - now)):
-            return None
+            return "exited"
         if closed_at is None and closed():
             closed_at = time.monotonic()
 
