@@ -448,3 +448,28 @@ def test_wait_for_ready_without_a_welcome_shows_no_probe(
 
     for _ in range(3):
         assert once() == []
+
+
+def test_liveness_checks_run_on_an_interval_not_per_message(
+    client: BlockingKernelClient,
+) -> None:
+    """A liveness check (a Kernel's process poll: a system call) runs every
+    LIVENESS_INTERVAL while someone waits, not on every message that arrives."""
+    from kernelwire.client.engine import LIVENESS_INTERVAL
+
+    calls: list[float] = []
+
+    def check() -> None:
+        calls.append(time.monotonic())
+
+    client.engine.liveness_checks.append(check)
+    try:
+        started = time.monotonic()
+        for _ in range(100):
+            assert client.execute("pass", reply=True, timeout=30)["content"]["status"] == "ok"
+        elapsed = time.monotonic() - started
+    finally:
+        client.engine.liveness_checks.remove(check)
+    assert calls  # it did run
+    # 100 round trips deliver about 400 messages; once per interval, plus the first.
+    assert len(calls) <= elapsed / LIVENESS_INTERVAL + 2, (len(calls), elapsed)

@@ -196,6 +196,7 @@ class _OverWebSocket:
         self.router = Router(max_unclaimed)
         self.heartbeat = heartbeat or Heartbeat()
         self.liveness_checks: list[Any] = []
+        self._liveness_due = 0.0
         self.max_message_bytes: int | None = None
         self.closed = False
         self.iopub_join_wait = 0.0  # the server has been subscribed all along

@@ -84,6 +84,7 @@ class EngineBase:
         self.iopub_join_wait = IOPUB_JOIN_WAIT
         # Extra death checks (e.g. "has the kernel process exited?"), run on every round.
         self.liveness_checks: list[Callable[[], KernelDied | None]] = []
+        self._liveness_due = 0.0
 
     def _ingest(self, channel: ChannelName, batch: list[list[bytes]]) -> None:
         """Decode and route a batch of frames read from ``channel``."""
@@ -140,11 +141,13 @@ class EngineBase:
     def _heartbeat_tick(self, now: float) -> None:
         if self.router.death is not None:
             return
-        for check in self.liveness_checks:
-            death = check()
-            if death is not None:
-                self.router.mark_dead(death)
-                return
+        if self.liveness_checks and now >= self._liveness_due:
+            self._liveness_due = now + LIVENESS_INTERVAL  # a system call each: not per message
+            for check in self.liveness_checks:
+                death = check()
+                if death is not None:
+                    self.router.mark_dead(death)
+                    return
         if not self.has_channel("hb"):
             return
         heartbeat = self.heartbeat
