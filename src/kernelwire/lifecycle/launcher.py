@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Literal
 
 from ..client.blocking import BlockingKernelClient
@@ -122,37 +122,49 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 3.0) -> int | None:
     Returns the exit code.
     """
     if proc.poll() is None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            signal_group(proc, sig)
-            if wait_exit(proc, wait):
-                break
+        with exit_watch(proc) as wait:
+            for sig, seconds in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                signal_group(proc, sig)
+                if wait(seconds):
+                    break
     signal_group(proc, signal.SIGKILL)
     return proc.poll()
 
 
-def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for the process to exit; True if it did.
+@contextlib.contextmanager
+def exit_watch(proc: subprocess.Popen[bytes]) -> Iterator[Callable[[float], bool]]:
+    """A ``wait(timeout)`` for the process's exit (True if it exited), for repeated use.
 
-    On Linux a pidfd says the moment the process exits; ``Popen.wait`` with a timeout
+    On Linux one pidfd says the moment the process exits; ``Popen.wait`` with a timeout
     polls with sleeps of up to 50 ms.
     """
+    pidfd: int | None = None
     if proc.poll() is None and hasattr(os, "pidfd_open"):
-        try:
+        with contextlib.suppress(OSError):  # too old a kernel, or no such process: poll
             pidfd = os.pidfd_open(proc.pid)
-        except OSError:
-            pass  # too old a kernel, or no such process: fall back on polling
-        else:
-            try:
-                readable, _, _ = select.select([pidfd], [], [], max(timeout, 0.0))
-            finally:
-                os.close(pidfd)
+
+    def wait(timeout: float) -> bool:
+        if pidfd is not None and proc.returncode is None:
+            readable, _, _ = select.select([pidfd], [], [], max(timeout, 0.0))
             if not readable:
                 return False
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
+        yield wait
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the process to exit; True if it did."""
+    with exit_watch(proc) as wait:
+        return wait(timeout)
 
 
 CLOSING_GRACE = 1.0
@@ -176,15 +188,16 @@ def wait_exit_after_reply(
     """
     deadline = time.monotonic() + timeout
     closed_at: float | None = None
-    while True:
-        now = time.monotonic()
-        limit = deadline if closed_at is None else min(deadline, closed_at + CLOSING_GRACE)
-        if now >= limit:
-            return "timeout" if closed_at is None or limit == deadline else "closed"
-        if wait_exit(proc, min(0.05, limit - now)):
-            return "exited"
-        if closed_at is None and closed():
-            closed_at = time.monotonic()
+    with exit_watch(proc) as wait:
+        while True:
+            now = time.monotonic()
+            limit = deadline if closed_at is None else min(deadline, closed_at + CLOSING_GRACE)
+            if now >= limit:
+                return "timeout" if closed_at is None or limit == deadline else "closed"
+            if wait(min(0.05, limit - now)):
+                return "exited"
+            if closed_at is None and closed():
+                closed_at = time.monotonic()
 
 
 def wait_until_answering(
