@@ -102,8 +102,10 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     if args.output and len(sources) > 1:
         print("kernelwire: -o/--output takes one notebook; give one, or omit -o", file=sys.stderr)
         return 2
-    for source in sources:
-        notebook.read(source)  # a missing or broken file is an error before anything runs
+    prepared = [notebook.prepare(source) for source in sources]  # read once, here
+    for run in prepared:
+        if run.error is not None:
+            raise run.error  # a missing or broken file is an error before anything runs
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -136,7 +138,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             progress.update(current.task, description=f"{sources[index].name}: {outcome}")
 
         runs = notebook.execute_many(
-            sources,
+            prepared,
             kernel_name=args.kernel,
             server=server,
             timeout=args.timeout,

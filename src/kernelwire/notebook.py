@@ -247,7 +247,7 @@ NotebookHook = Callable[[int, NotebookRun], None]
 
 
 def execute_many(
-    notebooks: Iterable[NotebookNode | str | os.PathLike[str]],
+    notebooks: Iterable[NotebookRun | NotebookNode | str | os.PathLike[str]],
     kernel_name: str | None = None,
     timeout: float | None = None,
     allow_errors: bool = False,
@@ -273,11 +273,12 @@ def execute_many(
     notebook that fails does not stop the others: its :class:`NotebookRun` carries the
     error. ``cwd`` defaults to each notebook file's own directory (the current directory
     for a notebook given in memory); ``server`` runs them on a Jupyter Server or Gateway
-    instead. Every kernel is shut down when this returns or raises.
+    instead. Notebooks already read by :func:`prepare` are not read again. Every kernel
+    is shut down when this returns or raises.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
-    runs = [_prepare(item) for item in notebooks]
+    runs = [prepare(item) for item in notebooks]
 
     def kernel_for(index: int) -> Callable[[], Kernel | RemoteKernel]:
         run = runs[index]
@@ -437,7 +438,14 @@ class _Batch:
             stopped.result()
 
 
-def _prepare(item: NotebookNode | str | os.PathLike[str]) -> NotebookRun:
+def prepare(item: NotebookRun | NotebookNode | str | os.PathLike[str]) -> NotebookRun:
+    """A notebook read for :func:`execute_many` (a file that cannot be read: its error).
+
+    Read notebooks up front with it to check them before anything runs; then pass the
+    runs to :func:`execute_many`, which does not read them again.
+    """
+    if isinstance(item, NotebookRun):
+        return item
     if isinstance(item, NotebookNode):
         return NotebookRun(None, item)
     try:
