@@ -82,7 +82,8 @@ class EngineBase:
         self.max_message_bytes: int | None = MAX_MESSAGE_BYTES
         # How long the first request waits for IOPub's welcome (ZeroMQ's slow joiner).
         self.iopub_join_wait = IOPUB_JOIN_WAIT
-        # Extra death checks (e.g. "has the kernel process exited?"), run on every round.
+        # Extra death checks (e.g. "has the kernel process exited?"), run every
+        # LIVENESS_INTERVAL while someone waits.
         self.liveness_checks: list[Callable[[], KernelDied | None]] = []
         self._liveness_due = 0.0
 
