@@ -308,33 +308,38 @@ class Kernel(RunsCode):
                     log.debug("shutdown_request to %s failed: %s", self.spec.name, exc)
                     wait_exit(process.proc, timeout)
                 else:
-                    transport = control.engine.transport
-                    outcome = wait_exit_after_reply(
-                        process.proc,
-                        timeout,
-                        lambda: (
-                            transport.was_disconnected("hb") or transport.was_disconnected("iopub")
-                        ),
-                    )
-                    if outcome == "closed":  # a known ipykernel 7 hang: nothing lost
-                        log.info(
-                            "kernel %s (pid %d) closed its connections after shutdown_request "
-                            "but had not exited %g s later; terminating it",
-                            self.spec.name,
-                            process.proc.pid,
-                            CLOSING_GRACE,
-                        )
-                    elif outcome == "timeout":
-                        log.warning(
-                            "kernel %s (pid %d) answered shutdown_request but had not exited "
-                            "%g s later; terminating it",
-                            self.spec.name,
-                            process.proc.pid,
-                            timeout,
-                        )
+                    self._wait_after_reply(process, control, timeout)
         process.stop(1.0)
         with contextlib.suppress(ValueError):
             self._processes.remove(process)
+
+    def _wait_after_reply(
+        self, process: _Process, control: BlockingKernelClient, timeout: float
+    ) -> None:
+        """Wait for a kernel that answered ``shutdown_request`` to exit (see
+        :func:`wait_exit_after_reply`); say why, if it has to be terminated."""
+        transport = control.engine.transport
+        outcome = wait_exit_after_reply(
+            process.proc,
+            timeout,
+            lambda: transport.was_disconnected("hb") or transport.was_disconnected("iopub"),
+        )
+        if outcome == "closed":  # a known ipykernel 7 hang: nothing lost
+            log.info(
+                "kernel %s (pid %d) closed its connections after shutdown_request "
+                "but had not exited %g s later; terminating it",
+                self.spec.name,
+                process.proc.pid,
+                CLOSING_GRACE,
+            )
+        elif outcome == "timeout":
+            log.warning(
+                "kernel %s (pid %d) answered shutdown_request but had not exited "
+                "%g s later; terminating it",
+                self.spec.name,
+                process.proc.pid,
+                timeout,
+            )
 
     def restart(self, now: bool = False, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Stop the kernel and start a new process on the same connection info.
