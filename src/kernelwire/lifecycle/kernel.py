@@ -230,7 +230,10 @@ class Kernel(RunsCode):
         assert self.connection_file is not None and self.connection_info is not None
         kernel_log = KernelLog()
         env = child_env({**self.spec.env, **self.extra_env})
-        argv = self.spec.command(self.connection_file) + self.extra_arguments
+        names = {"kernel_id": self.kernel_id}
+        if self.cwd is not None:
+            names["cwd"] = self.cwd
+        argv = self.spec.command(self.connection_file, self.extra_arguments, **names)
         try:
             proc = spawn(argv, kernel_log, env=env, cwd=self.cwd)
         except OSError as exc:

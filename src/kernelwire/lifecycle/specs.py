@@ -8,8 +8,9 @@ that has a name wins, as in Jupyter.
 from __future__ import annotations
 
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,22 @@ import orjson
 from ..errors import KernelwireError, NoSuchKernel
 
 InterruptMode = Literal["signal", "message"]
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
+"""A ``{name}`` in a spec's argv: only plain names (no attribute or index lookups, no
+format specs), so that JSON literals and lone braces in an argument pass through as
+written, as jupyter_client launches them."""
+
+
+def substitute(arg: str, names: Mapping[str, str]) -> str:
+    """``arg`` with each ``{name}`` that ``names`` knows replaced; anything else as written.
+
+    >>> substitute('{prefix}/x {"a": 1} {other} {', {"prefix": "/env"})
+    '/env/x {"a": 1} {other} {'
+    """
+    if "{" not in arg:
+        return arg
+    return _PLACEHOLDER.sub(lambda match: names.get(match.group(1), match.group(0)), arg)
 
 
 class KernelSpecError(KernelwireError, ValueError):
@@ -70,14 +87,27 @@ class KernelSpec:
             metadata=dict(data.get("metadata") or {}),
         )
 
-    def command(self, connection_file: str) -> list[str]:
-        """The argv to launch, templated with the connection file and resource folder.
+    def command(
+        self,
+        connection_file: str,
+        extra_arguments: Sequence[str] = (),
+        **names: str,
+    ) -> list[str]:
+        """The argv to launch: the spec's, then ``extra_arguments``, templated.
 
-        A spec naming plain ``python``/``python3`` runs the current interpreter, as the
-        spec installed by ipykernel means "the Python this kernel was installed for".
+        ``{connection_file}`` (its real path), ``{prefix}`` (``sys.prefix``),
+        ``{resource_dir}`` and any of ``names`` (e.g. ``kernel_id``, ``cwd``) are
+        replaced, as jupyter_client replaces them; any other text in braces is left as
+        written. A spec naming plain ``python``/``python3`` runs the current interpreter,
+        as the spec installed by ipykernel means "the Python this kernel was installed for".
         """
-        values = {"connection_file": connection_file, "resource_dir": self.resource_dir}
-        argv = [arg.format(**values) if "{" in arg else arg for arg in self.argv]
+        values = {
+            "connection_file": os.path.realpath(connection_file),
+            "prefix": sys.prefix,
+            "resource_dir": self.resource_dir,
+            **names,
+        }
+        argv = [substitute(arg, values) for arg in (*self.argv, *extra_arguments)]
         if argv[0] in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"):
             argv[0] = sys.executable
         return argv
