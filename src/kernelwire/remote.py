@@ -465,21 +465,40 @@ class JupyterServer:
     def kernel_specs(self) -> dict[str, Any]:
         """The server's kernel specs by name."""
         answer = self.transport.request("GET", "api/kernelspecs")
-        return dict(answer.get("kernelspecs", {}))
+        specs = answer.get("kernelspecs") if isinstance(answer, dict) else None
+        if not isinstance(specs, dict):
+            raise self._unexpected("GET api/kernelspecs", "kernel specs", answer)
+        return dict(specs)
 
     def list_kernels(self) -> list[dict[str, Any]]:
         """The server's running kernels (their models)."""
-        return list(self.transport.request("GET", "api/kernels"))
+        answer = self.transport.request("GET", "api/kernels")
+        if not isinstance(answer, list):
+            raise self._unexpected("GET api/kernels", "a list of kernels", answer)
+        return answer
 
     def start_kernel(self, name: str = "python3", **body: Any) -> RemoteKernel:
         """Start a kernel (``POST /api/kernels``); leaving a ``with`` block deletes it."""
         model = self.transport.request("POST", "api/kernels", json={"name": name, **body})
-        return RemoteKernel(self, model, owned=True)
+        return RemoteKernel(self, self._kernel_model(model, "POST api/kernels"), owned=True)
 
     def kernel(self, kernel_id: str) -> RemoteKernel:
         """Attach to an existing kernel (not deleted when the handle is left)."""
-        model = self.transport.request("GET", f"api/kernels/{kernel_id}")
-        return RemoteKernel(self, model, owned=False)
+        path = f"api/kernels/{kernel_id}"
+        model = self.transport.request("GET", path)
+        return RemoteKernel(self, self._kernel_model(model, f"GET {path}"), owned=False)
+
+    def _kernel_model(self, answer: Any, what: str) -> dict[str, Any]:
+        """``answer`` if it is a kernel model (an object with a string ``id``)."""
+        if not isinstance(answer, dict) or not isinstance(answer.get("id"), str):
+            raise self._unexpected(what, "a kernel model (an object with an 'id')", answer)
+        return answer
+
+    def _unexpected(self, what: str, expected: str, answer: Any) -> ServerError:
+        return ServerError(
+            f"Jupyter server {self.transport.url}: {what} did not answer with {expected}: "
+            f"{str(answer)[:200]!r}"
+        )
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -502,10 +521,16 @@ def connect_server(
 
     Checks the server answers and accepts the token (``GET /api/kernelspecs``, which a
     Kernel Gateway allows even where it hides its kernel list):
-    :class:`AuthenticationError` or :class:`ServerConnectionError` otherwise.
+    :class:`AuthenticationError` or :class:`ServerConnectionError` otherwise, and
+    :class:`ServerError` for a redirect (a wrong base URL, a login page) or an answer
+    that is not the API's.
     """
     server = JupyterServer(ServerTransport(url, token, timeout=timeout, verify=verify))
-    server.transport.request("GET", "api/kernelspecs")
+    try:
+        server.kernel_specs()
+    except BaseException:
+        server.close()
+        raise
     return server
 
 

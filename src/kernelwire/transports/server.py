@@ -88,13 +88,30 @@ class ServerTransport:
             raise AuthenticationError(
                 f"Jupyter server {self.url} refused the token ({response.status_code} on {path})"
             )
-        if response.status_code >= 400:
+        status = response.status_code
+        if 300 <= status < 400:
+            # Not followed: the token must not travel to wherever it points (a login
+            # page, another host), and a redirect is not the API's answer.
+            raise ServerError(
+                f"Jupyter server {self.url}: {method} {path} was redirected ({status}) to "
+                f"{response.headers.get('location', '(no Location header)')!r}: is the URL "
+                "the server's base URL (with its path prefix, and http vs https right)?"
+            )
+        if status >= 400:
             detail = response.text[:300].strip()
             raise ServerError(
-                f"Jupyter server {self.url}: {method} {path} failed "
-                f"with {response.status_code}: {detail}"
+                f"Jupyter server {self.url}: {method} {path} failed with {status}: {detail}"
             )
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            start = response.text[:100].strip()
+            raise ServerError(
+                f"Jupyter server {self.url}: {method} {path} answered {status} with a body "
+                f"that is not JSON (is this a Jupyter Server?): {start!r}"
+            ) from None
 
     def websocket_url(self, path: str, **query: str) -> str:
         """The ws(s):// URL of ``path`` on this server."""
@@ -121,18 +138,27 @@ class ServerTransport:
                 **_LONG_LIVED,
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise AuthenticationError(
-                    f"Jupyter server {self.url} refused the token on its WebSocket ({status})"
-                ) from None
-            raise ServerError(f"Jupyter server {self.url}: WebSocket refused ({status})") from None
+            raise self._refused(path, exc) from None
         except (OSError, WebSocketException, TimeoutError) as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, InvalidStatus):  # a redirect websockets could not follow
+                raise self._refused(path, cause) from None
             raise ServerConnectionError(f"cannot open a WebSocket to {self.url}: {exc}") from None
         # Small request frames must not wait for Nagle's algorithm and the peer's delayed
         # ACK (40 ms per round trip on Linux).
         ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return ws
+
+    def _refused(self, path: str, exc: InvalidStatus) -> ServerError:
+        """The error for a WebSocket handshake the server answered with ``exc``'s status."""
+        status = exc.response.status_code
+        if status in (401, 403):
+            return AuthenticationError(
+                f"Jupyter server {self.url} refused the token on its WebSocket ({status})"
+            )
+        where = exc.response.headers.get("Location")
+        moved = f", redirected to {where!r}" if 300 <= status < 400 and where else ""
+        return ServerError(f"Jupyter server {self.url}: WebSocket {path} refused ({status}{moved})")
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

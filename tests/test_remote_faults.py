@@ -1,0 +1,109 @@
+"""Remote kernels when the server misbehaves: redirects, answers that are not the API's,
+connections cut under a waiting request, and what may reach the logs."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from kernelwire.remote import ServerError, connect_server
+from kernelwire.transports.server import ServerTransport
+
+TOKEN = "kernelwire-test-token"
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the server's ``status``, ``headers`` and ``body``."""
+
+    protocol_version = "HTTP/1.1"  # websockets refuses an HTTP/1.0 answer
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        server: _Canned = self.server  # type: ignore[assignment]
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))  # keep-alive: take it all
+        self.send_response(server.status)
+        for name, value in server.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(server.body)))
+        self.end_headers()
+        self.wfile.write(server.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet: pytest shows stderr of failing tests
+
+
+class _Canned(http.server.ThreadingHTTPServer):
+    status = 200
+    headers: dict[str, str] = {}  # noqa: RUF012 - set per instance below
+    body = b""
+
+
+@contextlib.contextmanager
+def canned(status: int, headers: dict[str, str], body: bytes = b"") -> Iterator[str]:
+    """A tiny HTTP server on 127.0.0.1 that gives every request the same answer."""
+    server = _Canned(("127.0.0.1", 0), _Answer)
+    server.status, server.headers, server.body = status, headers, body
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_server_error_at_the_first_call(status: int) -> None:
+    redirect = {"Location": "/login?next=%2Fapi%2Fkernelspecs"}
+    with canned(status, redirect) as url, pytest.raises(ServerError) as caught:
+        connect_server(url, TOKEN)
+    message = str(caught.value)
+    assert f"redirected ({status})" in message
+    assert "/login?next=%2Fapi%2Fkernelspecs" in message
+    assert TOKEN not in message
+
+
+def test_a_redirect_on_the_websocket_names_where_it_points() -> None:
+    with canned(302, {"Location": "https://elsewhere.example/hub/login"}) as url:
+        transport = ServerTransport(url, TOKEN)
+        try:
+            with pytest.raises(ServerError, match=r"302, redirected to .*elsewhere\.example"):
+                transport.open_websocket("api/kernels/abc/channels")
+        finally:
+            transport.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        (b"<html>Welcome</html>", "not JSON"),
+        (b"[1, 2]", "kernel specs"),
+        (b'{"kernelspecs": 7}', "kernel specs"),
+    ],
+)
+def test_an_answer_that_is_not_the_apis_is_a_server_error(body: bytes, what: str) -> None:
+    json = {"Content-Type": "application/json"}
+    with canned(200, json, body) as url, pytest.raises(ServerError, match=what):
+        connect_server(url, TOKEN)
+
+
+def test_a_start_answered_without_a_kernel_model_is_a_server_error() -> None:
+    specs_only = b'{"kernelspecs": {}}'
+    with (
+        canned(200, {"Content-Type": "application/json"}, specs_only) as url,
+        connect_server(url, TOKEN) as server,
+    ):
+        with pytest.raises(ServerError, match="did not answer with a kernel model"):
+            server.start_kernel("python3")
+        with pytest.raises(ServerError, match="list of kernels"):
+            server.list_kernels()
