@@ -3,8 +3,11 @@ connections cut under a waiting request, and what may reach the logs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
+import logging
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -12,8 +15,7 @@ import pytest
 
 from kernelwire.remote import ServerError, connect_server
 from kernelwire.transports.server import ServerTransport
-
-TOKEN = "kernelwire-test-token"
+from test_remote import TOKEN, jupyter_server_url  # noqa: F401 - a fixture, used by name
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
@@ -107,3 +109,66 @@ def test_a_start_answered_without_a_kernel_model_is_a_server_error() -> None:
             server.start_kernel("python3")
         with pytest.raises(ServerError, match="list of kernels"):
             server.list_kernels()
+
+
+class _Keep(logging.Handler):
+    """Keeps every record, fully formatted, whatever its logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.texts.append(f"{record.name}: {text} {record.args!r}")
+
+
+@contextlib.contextmanager
+def everything_logged() -> Iterator[_Keep]:
+    """Root logging at DEBUG for the block, every record kept."""
+    root = logging.getLogger()
+    keep = _Keep()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(keep)
+    try:
+        yield keep
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(level)
+
+
+def test_the_token_never_reaches_a_log_record(jupyter_server_url: str) -> None:  # noqa: F811
+    """Root logging at DEBUG through a whole session: REST calls, WebSocket opens (blocking
+    and asyncio), a reconnect after a cut, a restart. websockets logs each handshake
+    header there, the Authorization one included."""
+    with (
+        everything_logged() as log,
+        connect_server(jupyter_server_url, TOKEN) as server,
+        server.start_kernel("python3") as kernel,
+    ):
+        client = kernel.client()
+        assert kernel.run("6 * 7").text == "42"
+        client.engine.ws.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+        assert client.execute("1", reply=True, timeout=60)["content"]["status"] == "ok"
+        assert client.engine.reconnects == 1  # type: ignore[attr-defined]
+
+        async def over_asyncio() -> None:
+            aclient = kernel.async_client()
+            try:
+                await aclient.wait_for_ready(60)
+            finally:
+                aclient.stop_channels()
+
+        asyncio.run(over_asyncio())
+        kernel.restart()
+        server.list_kernels()
+    headers = [text for text in log.texts if "Authorization" in text]
+    assert len(headers) >= 3, "websockets did not log the handshakes: is DEBUG on?"
+    assert all("<redacted>" in text for text in headers), headers
+    leaks = [text for text in log.texts if TOKEN in text]
+    assert not leaks, leaks[:3]

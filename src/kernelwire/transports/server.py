@@ -7,6 +7,7 @@ a repr.
 from __future__ import annotations
 
 import inspect
+import logging
 import socket
 import ssl
 from typing import Any
@@ -25,6 +26,41 @@ from ..protocol.websocket import V1_SUBPROTOCOL
 _LONG_LIVED: dict[str, Any] = (
     {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 )
+
+
+REDACTED = "<redacted>"
+
+
+class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets' logger for our connections: the token never reaches a log record.
+
+    websockets logs every handshake header at DEBUG, the ``Authorization`` one with
+    the token in it. This adapter (what ``connect(logger=...)`` accepts) rewrites a
+    record's message and arguments before the record exists, so no handler, filter or
+    formatter, whatever the logging configuration, ever sees the secret.
+    """
+
+    def __init__(self, logger: logging.Logger, secrets: list[str]) -> None:
+        super().__init__(logger, {})
+        self.secrets = [secret for secret in secrets if secret]
+
+    def _redact(self, value: object) -> object:
+        text = value if isinstance(value, str) else None
+        if text is None:
+            if isinstance(value, (int, float)):
+                return value  # "%d" needs a number; no secret hides in one
+            text = str(value)
+        if not any(secret in text for secret in self.secrets):
+            return value
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log ``msg % args`` with every secret replaced by ``<redacted>``."""
+        if self.isEnabledFor(level):
+            redacted = tuple(self._redact(arg) for arg in args)
+            self.logger.log(level, self._redact(msg), *redacted, **kwargs)
 
 
 class ServerError(KernelwireError):
@@ -71,6 +107,7 @@ class ServerTransport:
         self.url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/", "", ""))
         self._ssl = _ssl_context(verify)
         self._headers = {"Authorization": f"token {token}"} if token else {}
+        self._ws_log = RedactingLogger(logging.getLogger("websockets.client"), [token or ""])
         self._http = httpx.Client(
             base_url=self.url, headers=self._headers, timeout=timeout, verify=self._ssl
         )
@@ -135,6 +172,7 @@ class ServerTransport:
                 ssl=context,
                 max_size=None,
                 open_timeout=30,
+                logger=self._ws_log,
                 **_LONG_LIVED,
             )
         except InvalidStatus as exc:
