@@ -13,6 +13,7 @@ a client and give an :class:`ExecutionResult` or the outputs as they arrive.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from nbformat import NotebookNode, from_dict
 
 from .client.async_client import AsyncKernelClient, AsyncPendingRequest
 from .client.blocking import BlockingKernelClient, PendingRequest
-from .errors import ExecutionError, KernelTimeout
+from .errors import ExecutionError, KernelTimeout, ProtocolError
 from .protocol import requests
 from .protocol.message import Message
+
+log = logging.getLogger("kernelwire.execution")
 
 StdinHandler = Callable[[str, bool], str]
 """Answers an ``input()`` in the kernel: ``(prompt, password) -> value``."""
@@ -39,7 +42,14 @@ LOST_MARKER = (
     "(a message over max_message_bytes, or a dropped IOPub connection)]\n"
 )
 
+INVALID_MARKER = (
+    "\n[kernelwire: the kernel sent an invalid {msg_type} message ({reason}); "
+    "its content: {content}]\n"
+)
+"""Shown in place of a message a notebook could not keep (a mistyped field)."""
+
 _BACKSPACE = re.compile(r"[^\n]\x08")
+_JSON_MIME = re.compile(r"^application/(.*\+)?json$")
 
 
 def process_control_characters(text: str) -> str:
@@ -66,25 +76,98 @@ def process_control_characters(text: str) -> str:
     return "\n".join(lines)
 
 
+def as_execution_count(value: object) -> int | None:
+    """``value`` if it is a valid execution count (an integer, at least 0), else ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _kind(value: object) -> str:
+    """What a mistyped JSON value is, for an error message."""
+    return "null" if value is None else type(value).__name__
+
+
+def _text_kind(value: object) -> str:
+    """What a value that should be text (or a list of strings) is, for an error message."""
+    if isinstance(value, list):
+        odd = next((item for item in value if not isinstance(item, str)), None)
+        return f"a list holding {_kind(odd)}"
+    return _kind(value)
+
+
+def _multiline(value: object, what: str) -> str:
+    """A notebook's multiline string (a string, or a list of strings, joined) from ``value``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "".join(value)
+    raise ProtocolError(f"{what} is {_text_kind(value)}, not a string")
+
+
+def _field(content: dict[str, Any], name: str, default: object = "") -> str:
+    value = content.get(name, default)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{name} is {_kind(value)}, not a string")
+    return value
+
+
+def _object(content: dict[str, Any], name: str) -> dict[str, Any]:
+    value = content.get(name, {})
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{name} is {_kind(value)}, not an object")
+    return value
+
+
+def _count(content: dict[str, Any]) -> int | None:
+    value = content.get("execution_count")
+    count = as_execution_count(value)
+    if count is None and value is not None:
+        raise ProtocolError(f"execution_count is {_kind(value)}, not a count")
+    return count
+
+
+def _mimebundle(content: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as a notebook keeps it: text for every type but JSON ones, which hold any value."""
+    bundle = _object(content, "data")
+    return {
+        mime: value if _JSON_MIME.match(mime) else _multiline(value, f"data[{mime!r}]")
+        for mime, value in bundle.items()
+    }
+
+
+def _stream_fields(content: dict[str, Any]) -> tuple[str, str]:
+    """A ``stream`` message's name and text; :class:`ProtocolError` if either is mistyped.
+
+    A text given as a list of strings (a notebook's multiline form) is joined.
+    """
+    return _field(content, "name", "stdout"), _multiline(content.get("text", ""), "text")
+
+
 def output_from_msg(msg: Message) -> NotebookNode:
     """The nbformat v4 output for an IOPub ``display_data``, ``execute_result`` or ``error``.
 
     The same node nbformat's ``output_from_msg`` builds, without its per-output schema
     validation, which costs about a tenth of a trivial notebook's run; the notebook is
-    still validated when it is written.
+    still validated when it is written. Content a notebook cannot keep (a ``data`` that
+    is not an object of strings, a ``traceback`` that is not a list of strings, ...)
+    raises :class:`~kernelwire.ProtocolError` naming the field.
     """
     msg_type = msg["msg_type"]
     content = msg["content"]
     output = _node(output_type=msg_type)
     if msg_type == "error":
-        output.ename = content.get("ename", "")
-        output.evalue = content.get("evalue", "")
-        output.traceback = list(content.get("traceback", []))
+        output.ename = _field(content, "ename")
+        output.evalue = _field(content, "evalue")
+        traceback = content.get("traceback", [])
+        if not isinstance(traceback, list) or not all(isinstance(t, str) for t in traceback):
+            raise ProtocolError(f"traceback is {_text_kind(traceback)}, not a list of strings")
+        output.traceback = list(traceback)
         return output
-    output.metadata = from_dict(content.get("metadata", {}))  # type: ignore[no-untyped-call]
-    output.data = from_dict(content.get("data", {}))  # type: ignore[no-untyped-call]
+    output.metadata = from_dict(_object(content, "metadata"))  # type: ignore[no-untyped-call]
+    output.data = from_dict(_mimebundle(content))  # type: ignore[no-untyped-call]
     if msg_type == "execute_result":
-        output.execution_count = content.get("execution_count")
+        output.execution_count = _count(content)
     return output
 
 
@@ -111,6 +194,8 @@ class OutputCollector:
         self.outputs: list[NotebookNode] = []
         self.execution_count: int | None = None
         self.dropped_chars = 0
+        self.invalid = 0
+        """Messages a notebook could not keep (mistyped content): each shown as a marker."""
         self._kept_chars = 0
         self._clear_pending = False
         # display_id -> outputs showing it; shared by a notebook's cells, since an update
@@ -120,13 +205,26 @@ class OutputCollector:
         """The finished execution's result, once :func:`stream` has run to the end."""
 
     def feed(self, msg: Message) -> NotebookNode | None:
-        """Take one IOPub message; return the output it added or changed, if any."""
+        """Take one IOPub message; return the output it added or changed, if any.
+
+        A message whose content a notebook cannot keep (a mistyped field) adds a
+        marker output instead, showing what the kernel sent, and is counted in
+        ``invalid``.
+        """
+        try:
+            return self._feed(msg)
+        except ProtocolError as exc:
+            return self._invalid(msg, exc)
+
+    def _feed(self, msg: Message) -> NotebookNode | None:
         msg_type = msg["msg_type"]
         content = msg["content"]
-        if "execution_count" in content and msg_type in ("execute_input", "execute_result"):
-            self.execution_count = content["execution_count"]
+        if msg_type in ("execute_input", "execute_result") and "execution_count" in content:
+            self.execution_count = _count(content)
         transient = content.get("transient") or {}
         display_id = transient.get("display_id") if isinstance(transient, dict) else None
+        if display_id is not None and not isinstance(display_id, str):
+            raise ProtocolError(f"transient.display_id is {_kind(display_id)}, not a string")
         if msg_type == "clear_output":
             if content.get("wait"):
                 self._clear_pending = True
@@ -137,17 +235,38 @@ class OutputCollector:
             self._update_display(display_id, msg)
         if msg_type not in ("stream", "display_data", "execute_result", "error"):
             return None  # status, execute_input, update_display_data, comms
+        if msg_type == "stream":
+            name, text = _stream_fields(content)
+            if self._clear_pending:
+                self._clear()
+            return self._stream(name, text)
+        output = output_from_msg(msg)
         if self._clear_pending:
             self._clear()
-        if msg_type == "stream":
-            return self._stream(content.get("name", "stdout"), content.get("text", ""))
-        output = output_from_msg(msg)
+        return self._add(output, display_id)
+
+    def _add(self, output: NotebookNode, display_id: str | None = None) -> NotebookNode | None:
         if not self._admit(_text_size(output)):
             return None
         self.outputs.append(output)
         if display_id:
             self._displays.setdefault(display_id, []).append(output)
         return output
+
+    def _invalid(self, msg: Message, error: ProtocolError) -> NotebookNode | None:
+        self.invalid += 1
+        if self.invalid == 1 or self.invalid % 1000 == 0:
+            log.warning(
+                "the kernel sent an invalid %s message (%s); kept as a marker output (%d so far)",
+                msg["msg_type"],
+                error,
+                self.invalid,
+            )
+        content = repr(msg["content"])
+        if len(content) > 500:
+            content = content[:500] + "..."
+        text = INVALID_MARKER.format(msg_type=msg["msg_type"], reason=error, content=content)
+        return self._add(_node(output_type="stream", name="stderr", text=text))
 
     def _clear(self) -> None:
         for shown in self._displays.values():
@@ -156,11 +275,11 @@ class OutputCollector:
         self._clear_pending = False
 
     def _update_display(self, display_id: str, msg: Message) -> None:
-        data = msg["content"].get("data", {})
-        metadata = msg["content"].get("metadata", {})
+        data = _mimebundle(msg["content"])
+        metadata = _object(msg["content"], "metadata")
         for output in self._displays.get(display_id, []):
-            output["data"] = _node(**data)
-            output["metadata"] = _node(**metadata)
+            output["data"] = from_dict(data)  # type: ignore[no-untyped-call]
+            output["metadata"] = from_dict(metadata)  # type: ignore[no-untyped-call]
 
     def _admit(self, size: int) -> bool:
         """Count ``size`` characters against the cap; False (and a marker) once it is full."""
@@ -272,10 +391,13 @@ class ExecutionResult:
             if output["output_type"] == "error":
                 return ExecutionError(output["ename"], output["evalue"], output["traceback"])
         content = self.reply["content"] if self.reply else {}
+        ename, evalue, traceback = (content.get(k) for k in ("ename", "evalue", "traceback"))
+        if not isinstance(traceback, list):
+            traceback = []
         return ExecutionError(
-            content.get("ename", self.status),
-            content.get("evalue", ""),
-            content.get("traceback", []),
+            ename if isinstance(ename, str) else self.status,
+            evalue if isinstance(evalue, str) else "",
+            [line for line in traceback if isinstance(line, str)],
         )
 
     def raise_for_error(self) -> ExecutionResult:
@@ -295,7 +417,9 @@ def _answer(
 ) -> None:
     if msg["msg_type"] == "input_request" and stdin is not None:
         content = msg["content"]
-        client.input(stdin(content.get("prompt", ""), bool(content.get("password", False))))
+        prompt = content.get("prompt", "")
+        prompt = prompt if isinstance(prompt, str) else str(prompt)
+        client.input(stdin(prompt, bool(content.get("password", False))))
 
 
 def _result(
@@ -305,10 +429,11 @@ def _result(
         collector.outputs.append(_node(output_type="stream", name="stderr", text=LOST_MARKER))
     reply = pending._state.reply
     content = reply["content"] if reply else {}
-    count = content.get("execution_count", collector.execution_count)
+    count = as_execution_count(content.get("execution_count"))
+    status = content.get("status")
     return ExecutionResult(
-        status=content.get("status", "unknown"),
-        execution_count=count,
+        status=status if isinstance(status, str) else "unknown",
+        execution_count=collector.execution_count if count is None else count,
         outputs=collector.outputs,
         reply=reply,
         incomplete=pending.incomplete,

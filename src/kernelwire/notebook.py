@@ -22,7 +22,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from .errors import ExecutionError, KernelTimeout, KernelwireError
-from .execution import INTERRUPT_GRACE, OutputCollector
+from .execution import INTERRUPT_GRACE, OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.pool import KernelPool
 from .lifecycle.specs import get_kernel_spec
@@ -113,7 +113,7 @@ def execute(
         client = kernel.client()
         stack.callback(client.stop_channels)
         info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
-        if info:
+        if info and isinstance(info, dict):
             nb.metadata["language_info"] = info
         displays: dict[str, list[NotebookNode]] = {}
         for index, cell in enumerate(nb.cells):
@@ -200,7 +200,8 @@ def _run_cell(
         pending.close()
     reply = pending.reply(0)
     cell.outputs = collector.outputs
-    cell.execution_count = reply["content"].get("execution_count", collector.execution_count)
+    count = as_execution_count(reply["content"].get("execution_count"))
+    cell.execution_count = collector.execution_count if count is None else count
 
 
 def timestamp(msg: Any) -> str:
@@ -220,8 +221,8 @@ def _consume(collector: OutputCollector, timing: dict[str, str], channel: str, m
             timing["iopub.execute_input"] = timestamp(msg)
         collector.feed(msg)
     elif channel == "shell":
-        started = msg.get("metadata", {}).get("started")
-        if started:
+        started = msg["metadata"].get("started")
+        if started and isinstance(started, str):
             timing["shell.execute_reply.started"] = started
         timing["shell.execute_reply"] = timestamp(msg)
 
