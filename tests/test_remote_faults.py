@@ -13,9 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from kernelwire import KernelRestarted, requests
 from kernelwire.remote import ServerError, connect_server
 from kernelwire.transports.server import ServerTransport
 from test_remote import TOKEN, jupyter_server_url  # noqa: F401 - a fixture, used by name
+from test_restart import LONG, WAIT, Waiter, running
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
@@ -172,3 +174,39 @@ def test_the_token_never_reaches_a_log_record(jupyter_server_url: str) -> None: 
     assert all("<redacted>" in text for text in headers), headers
     leaks = [text for text in log.texts if TOKEN in text]
     assert not leaks, leaks[:3]
+
+
+def test_a_remote_restart_fails_the_waiting_requests_at_once(
+    jupyter_server_url: str,  # noqa: F811
+) -> None:
+    with (
+        connect_server(jupyter_server_url, TOKEN) as server,
+        server.start_kernel("python3") as kernel,
+    ):
+        client = kernel.client()
+        busy = client.submit(requests.execute(LONG))
+        running(busy)
+        waiter = Waiter(lambda: busy.reply(WAIT))
+        waiter.start()
+        kernel.restart()
+        waiter.join(30)
+        assert isinstance(waiter.error, KernelRestarted), waiter.error
+        assert client.execute("1 + 1", reply=True, timeout=30)["content"]["status"] == "ok"
+
+        async def over_asyncio() -> None:
+            aclient = kernel.async_client()
+            try:
+                await aclient.wait_for_ready(60)
+                abusy = aclient.submit(requests.execute(LONG))
+                async for msg in abusy.iopub(30):
+                    if msg["msg_type"] == "execute_input":
+                        break
+                reply = asyncio.ensure_future(abusy.reply(WAIT))
+                await asyncio.sleep(0.2)  # it waits
+                await asyncio.to_thread(kernel.restart)
+                with pytest.raises(KernelRestarted):
+                    await asyncio.wait_for(reply, WAIT / 2)
+            finally:
+                aclient.stop_channels()
+
+        asyncio.run(over_asyncio())

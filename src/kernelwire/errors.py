@@ -1,7 +1,27 @@
 """The exceptions kernelwire raises, all under :class:`KernelwireError`.
 
 Each also derives from the builtin a caller of ``jupyter_client`` would catch
-(``ValueError``, ``TimeoutError``, ``RuntimeError``), so ported code keeps working.
+(``ValueError``, ``TimeoutError``, ``RuntimeError``), so ported code keeps working::
+
+    KernelwireError
+    ├── ConnectionFileError (ValueError)
+    ├── ProtocolError (ValueError)
+    │   ├── InvalidSignature
+    │   └── ReplayedMessage
+    ├── KernelTimeout (TimeoutError)
+    ├── KernelDied (RuntimeError)
+    │   └── KernelRestarted
+    ├── KernelLaunchError (OSError)
+    ├── PortInUse (OSError)
+    ├── ExecutionError
+    │   └── CellExecutionError            (kernelwire.notebook)
+    ├── ClientClosed (RuntimeError)
+    ├── NoSuchKernel (LookupError)
+    ├── KernelSpecError (ValueError)      (kernelwire.lifecycle.specs)
+    ├── NotebookError (ValueError)        (kernelwire.notebook)
+    └── ServerError                       (kernelwire.remote)
+        ├── AuthenticationError
+        └── ServerConnectionError (ConnectionError)
 """
 
 from __future__ import annotations
@@ -64,6 +84,15 @@ class KernelDied(KernelwireError, RuntimeError):
         if stderr.strip():
             text += "\n--- kernel stderr (last lines) ---\n" + stderr.rstrip()
         super().__init__(text)
+
+
+class KernelRestarted(KernelDied):
+    """The kernel was restarted while a request waited for it: the answer will not come.
+
+    Waits on requests sent before :meth:`Kernel.restart() <kernelwire.Kernel.restart>`,
+    :meth:`RemoteKernel.restart() <kernelwire.RemoteKernel.restart>` or a server's own
+    restart raise it at once; requests sent afterwards go to the new kernel.
+    """
 
 
 class KernelLaunchError(KernelwireError, OSError):

@@ -30,7 +30,7 @@ from .client.blocking import BlockingKernelClient
 from .client.engine import AsyncEngine, BlockingEngine
 from .client.heartbeat import Heartbeat
 from .client.routing import Router
-from .errors import KernelDied, KernelwireError, ProtocolError
+from .errors import KernelDied, KernelRestarted, KernelwireError, ProtocolError
 from .execution import RunsCode
 from .protocol.codec import Session
 from .protocol.connection import ChannelName
@@ -47,6 +47,11 @@ log = logging.getLogger("kernelwire.remote")
 
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0)
 """Back-off between attempts to reconnect a dropped WebSocket (about 11 s in all)."""
+
+WAIT_SLICE = 0.1
+"""Seconds a blocking waiter spends at most in one WebSocket read. A read cannot be woken
+(there is no wake pipe as on ZeroMQ), so this bounds how late a waiter sees its request
+failed from another thread, e.g. by a restart."""
 
 SEEN_IDS = 65536
 """How many received message ids are remembered to drop replays after a reconnect."""
@@ -252,7 +257,7 @@ class WebSocketEngine(_OverWebSocket, BlockingEngine):
         now = time.monotonic()
         with self._cond:
             self._heartbeat_tick(now)  # liveness checks (no heartbeat channel here)
-        wait = self._health_wait(now)
+        wait = min(self._health_wait(now), WAIT_SLICE)
         frames = self.link.receive(wait if max_wait is None else min(wait, max_wait))
         with self._cond:
             for frame in frames:
@@ -417,7 +422,17 @@ class RemoteKernel(RunsCode):
         self.server.transport.request("POST", f"api/kernels/{self.kernel_id}/interrupt")
 
     def restart(self) -> None:
-        """Restart the kernel; clients stay connected (namespace gone)."""
+        """Restart the kernel; clients stay connected (namespace gone).
+
+        Their requests still waiting fail at once with :class:`KernelRestarted`.
+        """
+        lost = KernelRestarted(
+            f"kernel {self.kernel_id} on {self.server.transport.url} was restarted while "
+            "the request waited: its answer will not come"
+        )
+        for client in self._clients:
+            if client.channels_running:
+                client.engine.fail_pending(lost)
         self.model = self.server.transport.request("POST", f"api/kernels/{self.kernel_id}/restart")
         for client in self._clients:
             if client.channels_running:

@@ -125,6 +125,11 @@ class EngineBase:
     def wake(self) -> None:
         """Make a thread blocked in :meth:`pump` (if any) return soon."""
 
+    def fail_pending(self, error: KernelDied) -> None:
+        """Fail every request still waiting with ``error`` (their kernel was restarted
+        under them), from any thread: their waits raise it promptly."""
+        raise NotImplementedError
+
     def _iopub_dropped(self) -> None:
         self.router.iopub_resets += 1
         log.warning(
@@ -433,6 +438,14 @@ class BlockingEngine(EngineBase):
         with self._cond:
             return func()
 
+    def fail_pending(self, error: KernelDied) -> None:
+        """Fail every request still waiting with ``error``, from any thread (see
+        :meth:`Router.fail_pending <kernelwire.client.routing.Router.fail_pending>`)."""
+        with self._cond:
+            self.router.fail_pending(error)
+            self._cond.notify_all()
+        self.wake()  # the pumping waiter looks again
+
     def close(self) -> None:
         """Stop the engine: close sockets and the wake pipe; waiters get ClientClosed."""
         if self.closed:
@@ -680,6 +693,17 @@ class AsyncEngine(EngineBase):
         """Call ``func`` (one thread only: no lock needed)."""
         return func()
 
+    def fail_pending(self, error: KernelDied) -> None:
+        """Fail every request still waiting with ``error``; from any thread, the router
+        is changed on the loop's (see :meth:`BlockingEngine.fail_pending`)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and _running_loop() is not loop:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: nobody waits there
+                loop.call_soon_threadsafe(self.fail_pending, error)
+                return
+        self.router.fail_pending(error)
+        self._wake_waiters()
+
     def close(self) -> None:
         """Detach from the loop and close the sockets; waiters get ClientClosed."""
         if self.closed:
@@ -694,6 +718,13 @@ class AsyncEngine(EngineBase):
         self._remove_readers()
         self.transport.close()
         self._wake_waiters()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

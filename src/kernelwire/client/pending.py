@@ -48,6 +48,8 @@ class PendingBase(Generic[EngineT]):
 
         def ready() -> Message | None:
             if state.reply is None:
+                if state.failure is not None:
+                    raise state.failure
                 router.check_alive()
             return state.reply
 
@@ -60,7 +62,11 @@ class PendingBase(Generic[EngineT]):
         def next_event() -> Event | bool | None:
             if state.events:
                 return state.events.popleft()
-            if state.done or state.give_up_on_idle(IDLE_GRACE):
+            if state.done:
+                return False
+            if state.failure is not None:
+                raise state.failure
+            if state.give_up_on_idle(IDLE_GRACE):
                 return False
             router.check_alive()
             return None

@@ -60,6 +60,7 @@ class RequestState:
         "claims",
         "events",
         "expects_reply",
+        "failure",
         "idle",
         "incomplete",
         "msg_id",
@@ -78,6 +79,7 @@ class RequestState:
         self.reply_at = 0.0
         self.idle = False
         self.incomplete = False
+        self.failure: KernelDied | None = None  # why it will never finish (Router.fail_pending)
         self.events: deque[tuple[Channel, Message]] = deque()
         self.sink = sink
         self.claims: frozenset[Channel] = frozenset(CHANNELS)
@@ -221,3 +223,14 @@ class Router:
             "pending": len(self.pending),
             "unclaimed": {ch: len(q) for ch, q in self.unclaimed.items()},
         }
+
+    def fail_pending(self, error: KernelDied) -> int:
+        """Fail every tracked request not yet done with ``error`` (its kernel was restarted
+        under it): waits on it raise ``error`` once its queued messages are read. Returns
+        how many requests were failed."""
+        failed = 0
+        for state in self.pending.values():
+            if not state.done and state.failure is None:
+                state.failure = error
+                failed += 1
+        return failed

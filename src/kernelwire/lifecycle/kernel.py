@@ -22,7 +22,7 @@ from typing import Any
 from ..client.async_client import AsyncKernelClient
 from ..client.base import KernelClientBase
 from ..client.blocking import BlockingKernelClient
-from ..errors import KernelDied, KernelLaunchError, KernelwireError
+from ..errors import KernelDied, KernelLaunchError, KernelRestarted, KernelwireError
 from ..execution import RunsCode
 from ..protocol.connection import ConnectionInfo, new_connection_info, write_connection_file
 from .launcher import (
@@ -348,9 +348,17 @@ class Kernel(RunsCode):
         """Stop the kernel and start a new process on the same connection info.
 
         The namespace is gone; clients from :meth:`client` stay connected and usable.
+        Their requests still waiting when the restart begins fail at once with
+        :class:`KernelRestarted`: the old kernel will not answer them.
         """
         with self._lock:
-            engines = [c._engine for c in list(self._clients) if c._engine is not None]
+            engines = [c.engine for c in list(self._clients) if c.channels_running]
+            lost = KernelRestarted(
+                f"kernel {self.spec.name} ({self.kernel_id}) was restarted while the request "
+                "waited: its answer will not come"
+            )
+            for engine in engines:
+                engine.fail_pending(lost)
             paused = [engine.heartbeat.paused for engine in engines]
             for engine in engines:
                 engine.heartbeat.paused = True  # its dropped connection is expected
