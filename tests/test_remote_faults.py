@@ -9,11 +9,14 @@ import http.server
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from kernelwire import KernelRestarted, requests
+from kernelwire import KernelDied, KernelRestarted, KernelTimeout, requests
 from kernelwire.remote import ServerError, connect_server
 from kernelwire.transports.server import ServerTransport
 from test_remote import TOKEN, jupyter_server_url  # noqa: F401 - a fixture, used by name
@@ -210,3 +213,158 @@ def test_a_remote_restart_fails_the_waiting_requests_at_once(
                 aclient.stop_channels()
 
         asyncio.run(over_asyncio())
+
+
+class Proxy:
+    """A TCP relay on 127.0.0.1 in front of a server, which a test cuts and restores.
+
+    ``cut()`` closes every relayed connection and stops listening (the server is gone:
+    connections are refused); ``cut(blackhole=True)`` keeps accepting connections but
+    never answers on them (a server or network that hangs).
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.upstream = ("127.0.0.1", parts.port)
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.blackhole = False
+        self.port = self._listen(0)
+        self.url = urlunsplit((parts.scheme, f"127.0.0.1:{self.port}", parts.path, "", ""))
+
+    def _listen(self, port: int) -> int:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return int(listener.getsockname()[1])
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed by cut()
+            with self._lock:
+                self._sockets.append(conn)
+                if self.blackhole:
+                    continue  # held open, never answered
+            try:
+                upstream = socket.create_connection(self.upstream)
+            except OSError:
+                conn.close()
+                continue
+            with self._lock:
+                self._sockets.append(upstream)
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def cut(self, blackhole: bool = False) -> None:
+        """Drop every connection; refuse new ones, or with ``blackhole`` hang them."""
+        with self._lock:
+            self.blackhole = blackhole
+            sockets, self._sockets = self._sockets, []
+            if not blackhole and self._listener is not None:
+                sockets.append(self._listener)
+                self._listener = None
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def restore(self) -> None:
+        """Relay again, on the same port."""
+        self.cut()
+        self.blackhole = False
+        self._listen(self.port)
+
+    def close(self) -> None:
+        self.cut()
+
+
+MARGIN = 1.5
+"""Seconds a wait may end after its timeout (scheduling on a loaded 2-core machine)."""
+
+
+def timed_out(wait: float, call: Any) -> tuple[KernelTimeout, float]:
+    """Run ``call``, which must raise KernelTimeout; the error and how long it took."""
+    started = time.monotonic()
+    with pytest.raises(KernelTimeout) as caught:
+        call()
+    return caught.value, time.monotonic() - started
+
+
+def test_timeouts_hold_while_the_server_is_away(jupyter_server_url: str) -> None:  # noqa: F811
+    """The server goes away under a waiting request: every wait ends on its timeout (with
+    the reason), not after the reconnect back-off; the client comes back with the server,
+    and a server gone for good is reported as such."""
+    proxy = Proxy(jupyter_server_url)
+    try:
+        with (
+            connect_server(proxy.url, TOKEN) as server,
+            server.start_kernel("python3") as kernel,
+        ):
+            client = kernel.client()
+            assert client.execute("1", reply=True, timeout=30)["content"]["status"] == "ok"
+            pending = client.submit(requests.execute("import time; time.sleep(1)"))
+            proxy.cut()  # refused: the server is gone
+            error, took = timed_out(3, lambda: pending.reply(timeout=3))
+            assert took < 3 + MARGIN, took
+            assert "WebSocket" in str(error) and "dropped" in str(error), error
+            proxy.cut(blackhole=True)  # reconnects hang in their handshake now
+            error, took = timed_out(2, lambda: client.execute("2", reply=True, timeout=2))
+            assert took < 2 + MARGIN, took
+            proxy.restore()
+            assert client.execute("3", reply=True, timeout=60)["content"]["status"] == "ok"
+            assert client.engine.reconnects == 1  # type: ignore[attr-defined]
+            proxy.cut()
+            with pytest.raises(KernelDied, match="could not reconnect"):
+                client.execute("4", reply=True, timeout=None)  # gone for good: said so
+            proxy.restore()  # to delete the kernel
+    finally:
+        proxy.close()
+
+
+def test_asyncio_timeouts_and_sends_hold_while_the_server_is_away(
+    jupyter_server_url: str,  # noqa: F811
+) -> None:
+    proxy = Proxy(jupyter_server_url)
+
+    async def main(kernel: Any) -> None:
+        client = kernel.async_client()
+        try:
+            await client.wait_for_ready(60)
+            proxy.cut()
+            started = time.monotonic()
+            msg_id = client.execute("1")  # queued while the socket is down: no wait
+            assert time.monotonic() - started < MARGIN
+            assert isinstance(msg_id, str)
+            started = time.monotonic()
+            with pytest.raises(KernelTimeout, match="WebSocket"):
+                await client.execute("2", reply=True, timeout=3)
+            assert time.monotonic() - started < 3 + MARGIN
+            proxy.restore()
+            reply = await client.execute("3", reply=True, timeout=60)
+            assert reply["content"]["status"] == "ok"
+        finally:
+            client.stop_channels()
+
+    try:
+        with (
+            connect_server(proxy.url, TOKEN) as server,
+            server.start_kernel("python3") as kernel,
+        ):
+            asyncio.run(main(kernel))
+    finally:
+        proxy.close()

@@ -20,7 +20,8 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
@@ -30,13 +31,14 @@ from .client.blocking import BlockingKernelClient
 from .client.engine import AsyncEngine, BlockingEngine
 from .client.heartbeat import Heartbeat
 from .client.routing import Router
-from .errors import KernelDied, KernelRestarted, KernelwireError, ProtocolError
+from .errors import KernelDied, KernelRestarted, KernelTimeout, KernelwireError, ProtocolError
 from .execution import RunsCode
 from .protocol.codec import Session
 from .protocol.connection import ChannelName
 from .protocol.message import Message
 from .protocol.websocket import WebSocketFraming
 from .transports.server import (
+    OPEN_TIMEOUT,
     AuthenticationError,
     ServerConnectionError,
     ServerError,
@@ -45,8 +47,18 @@ from .transports.server import (
 
 log = logging.getLogger("kernelwire.remote")
 
+T = TypeVar("T")
+
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0)
-"""Back-off between attempts to reconnect a dropped WebSocket (about 11 s in all)."""
+"""Back-off between attempts to reconnect a dropped WebSocket (about 11 s in all), after
+which its kernel counts as lost (:class:`KernelDied`)."""
+
+RECONNECT_OPEN_TIMEOUT = 10.0
+"""Seconds one attempt to open the WebSocket may take at most; a reconnect attempt gets
+less when the waiting request's timeout is nearer."""
+
+MIN_OPEN_TIME = 0.05
+"""A reconnect attempt is not begun with less time than this left to its waiter."""
 
 WAIT_SLICE = 0.1
 """Seconds a blocking waiter spends at most in one WebSocket read. A read cannot be woken
@@ -74,6 +86,12 @@ def _quick_ack(ws: ClientConnection) -> None:
 class WebSocketLink:
     """One kernel's WebSocket: opens it, sends, reconnects with the same ``session_id``,
     decodes frames and drops the messages a reconnect replays. Shared by both engines.
+
+    A dropped socket is reopened by whoever reads it (:meth:`receive`), one attempt at a
+    time, with back-off (:data:`RECONNECT_DELAYS`), and never for longer than that
+    reader may wait: a request's timeout holds while the server is away. Sends never
+    wait for a reconnect: while the socket is down they queue, and go out in order once
+    it is back.
     """
 
     def __init__(
@@ -91,53 +109,74 @@ class WebSocketLink:
         self.reconnects = 0
         self.closed = False
         self.failure: str | None = None
+        # Guards the socket's state (which socket, down or not, what waits to be sent);
+        # held only for bookkeeping, never across a send or an open.
         self._lock = threading.Lock()
+        self._unsent: deque[tuple[ChannelName, Message]] = deque()
+        self._flushing = False
+        self._down_since: float | None = None
+        self._tries = 0
+        self._next_try = 0.0
+        self._last_error = ""
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
         self.ws = self._open()
 
-    def _open(self) -> ClientConnection:
+    def _open(self, timeout: float = OPEN_TIMEOUT) -> ClientConnection:
         ws = self.server.open_websocket(
             f"api/kernels/{self.kernel_id}/channels",
             subprotocols=self.subprotocols,
+            open_timeout=timeout,
             session_id=self.session.session_id,
         )
         self.framing = WebSocketFraming(ws.subprotocol)
         return ws
 
     def send(self, channel: ChannelName, msg: Message) -> None:
-        """Send ``msg`` on ``channel`` (thread-safe); reconnects once if the socket dropped."""
+        """Send ``msg`` on ``channel`` (thread-safe); while the socket is down, queue it."""
         if self.closed:
             raise KernelwireError("the client's channels are stopped")
-        ws = self.ws
+        with self._lock:
+            if self._down_since is not None or self._unsent or self._flushing:
+                self._unsent.append((channel, msg))  # after what waits already: in order
+                return
+            ws = self.ws
         try:
             ws.send(self.framing.encode(channel, msg))
         except ConnectionClosed:
-            if self.reconnect(ws):
-                self.ws.send(self.framing.encode(channel, msg))
+            with self._lock:
+                self._dropped(ws)
+                self._unsent.append((channel, msg))
 
-    def reconnect(self, broken: ClientConnection) -> bool:
-        """Replace a dropped socket (with back-off); False, and ``failure`` set, if we cannot."""
-        with self._lock:
-            if self.ws is not broken or self.closed:
-                return not self.closed  # another thread reconnected already
-            for delay in RECONNECT_DELAYS:
-                time.sleep(delay)
-                try:
-                    self.ws = self._open()
-                except ServerConnectionError:
-                    continue
-                except ServerError as exc:
-                    self.failure = f"the server refused to reconnect: {exc}"
-                    return False
-                self.reconnects += 1
-                log.warning("reconnected to kernel %s on %s", self.kernel_id, self.server.url)
-                return True
-            self.failure = f"lost the WebSocket to {self.server.url} and could not reconnect"
-            return False
+    def _dropped(self, broken: ClientConnection) -> None:
+        """Note that ``broken`` (if it is still ours) dropped. Under the lock."""
+        if self.ws is broken and self._down_since is None and not self.closed:
+            self._down_since = time.monotonic()
+            self._tries = 0
+            self._next_try = self._down_since + RECONNECT_DELAYS[0]
+            log.warning("lost the WebSocket to kernel %s on %s", self.kernel_id, self.server.url)
 
-    def receive(self, wait: float) -> list[str | bytes]:
-        """Frames that arrive within ``wait`` seconds (then whatever is already there)."""
+    def why_waiting(self) -> str | None:
+        """Why no answer may be coming (the socket is down and reconnecting), or ``None``."""
+        since = self._down_since
+        if since is None:
+            return None
+        return (
+            f"the WebSocket to {self.server.url} dropped {time.monotonic() - since:.1f} s ago "
+            f"and is not back ({self._tries} reconnect tries; last: "
+            f"{self._last_error or 'none yet'})"
+        )
+
+    def receive(self, wait: float, budget: float | None = None) -> list[str | bytes]:
+        """Frames that arrive within ``wait`` seconds (then whatever is already there).
+
+        While the socket is down, try to reopen it instead (when an attempt is due, and
+        for at most ``budget`` seconds: ``None`` allows :data:`RECONNECT_OPEN_TIMEOUT`),
+        and return no frames.
+        """
+        if self._down_since is not None:
+            self._reconnect_step(wait, budget)
+            return []
         ws = self.ws
         _quick_ack(ws)
         frames: list[str | bytes] = []
@@ -148,9 +187,69 @@ class WebSocketLink:
         except TimeoutError:
             pass
         except ConnectionClosed:
-            if not self.closed:
-                self.reconnect(ws)
+            with self._lock:
+                self._dropped(ws)
         return frames
+
+    def _reconnect_step(self, wait: float, budget: float | None) -> None:
+        """One reconnect attempt if one is due and the budget allows; else sleep up to
+        ``wait`` (until the next attempt is due)."""
+        if self.closed or self.failure is not None or self._down_since is None:
+            return
+        now = time.monotonic()
+        limit = RECONNECT_OPEN_TIMEOUT if budget is None else min(budget, RECONNECT_OPEN_TIMEOUT)
+        if now < self._next_try:
+            time.sleep(min(wait, self._next_try - now))
+            return
+        if limit < MIN_OPEN_TIME:
+            time.sleep(wait)  # no time for an attempt: this waiter's timeout is near
+            return
+        self._tries += 1
+        try:
+            ws = self._open(limit)
+        except ServerConnectionError as exc:
+            self._last_error = str(exc)
+            if self._tries < len(RECONNECT_DELAYS):
+                self._next_try = time.monotonic() + RECONNECT_DELAYS[self._tries]
+            else:
+                self.failure = (
+                    f"lost the WebSocket to {self.server.url} and could not reconnect "
+                    f"({self._tries} tries over {time.monotonic() - self._down_since:.1f} s; "
+                    f"last: {exc})"
+                )
+            return
+        except ServerError as exc:
+            self.failure = f"the server refused to reconnect: {exc}"
+            return
+        with self._lock:
+            if self.closed:
+                ws.close()
+                return
+            self.ws = ws
+            self._down_since = None
+            self._flushing = True
+            self.reconnects += 1
+        log.warning("reconnected to kernel %s on %s", self.kernel_id, self.server.url)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what queued while the socket was down, in order (others queue behind)."""
+        while True:
+            with self._lock:
+                if not self._unsent or self._down_since is not None or self.closed:
+                    self._flushing = False
+                    return
+                channel, msg = self._unsent[0]
+                ws = self.ws
+            try:
+                ws.send(self.framing.encode(channel, msg))
+            except ConnectionClosed:
+                with self._lock:
+                    self._dropped(ws)
+                    self._flushing = False
+                return
+            with self._lock:
+                self._unsent.popleft()
 
     def route(self, frame: str | bytes, router: Router) -> None:
         """Decode ``frame`` and hand it to ``router`` unless it is a replayed duplicate."""
@@ -232,6 +331,11 @@ class _OverWebSocket:
         """Send ``msg`` on ``channel`` over the WebSocket (from any thread)."""
         self.link.send(channel, msg)
 
+    def _explained(self, timeout: KernelTimeout) -> KernelTimeout:
+        """``timeout``, saying why when the WebSocket is down (the server is away)."""
+        why = self.link.why_waiting()
+        return timeout if why is None else KernelTimeout(f"{timeout}: {why}")
+
 
 class WebSocketEngine(_OverWebSocket, BlockingEngine):
     """The blocking engine over a Jupyter Server WebSocket (no heartbeat channel there)."""
@@ -258,7 +362,9 @@ class WebSocketEngine(_OverWebSocket, BlockingEngine):
         with self._cond:
             self._heartbeat_tick(now)  # liveness checks (no heartbeat channel here)
         wait = min(self._health_wait(now), WAIT_SLICE)
-        frames = self.link.receive(wait if max_wait is None else min(wait, max_wait))
+        if max_wait is not None:
+            wait = min(wait, max_wait)
+        frames = self.link.receive(wait, budget=max_wait)  # a reconnect fits the timeout
         with self._cond:
             for frame in frames:
                 self.link.route(frame, self.router)
@@ -269,6 +375,13 @@ class WebSocketEngine(_OverWebSocket, BlockingEngine):
         """Call ``func`` under the routing lock."""
         with self._cond:
             return func()
+
+    def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
+        """As the blocking engine waits; a timeout while the WebSocket is down says so."""
+        try:
+            return super().wait_for(predicate, timeout)
+        except KernelTimeout as exc:
+            raise self._explained(exc) from None
 
     def close(self) -> None:
         """Close the WebSocket; waiters get ClientClosed."""
@@ -325,6 +438,13 @@ class AsyncWebSocketEngine(_OverWebSocket, AsyncEngine):
             self.link.route(frame, self.router)
         self.link.check(self.router)
         self._wake_waiters()
+
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float | None) -> T:
+        """As the asyncio engine waits; a timeout while the WebSocket is down says so."""
+        try:
+            return await super().wait_for(predicate, timeout)
+        except KernelTimeout as exc:
+            raise self._explained(exc) from None
 
     def send_frames(self, channel: ChannelName, frames: list[Any]) -> None:
         """Not used over a WebSocket: messages are framed by :meth:`send`."""

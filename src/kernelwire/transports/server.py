@@ -28,6 +28,9 @@ _LONG_LIVED: dict[str, Any] = (
 )
 
 
+OPEN_TIMEOUT = 30.0
+"""Seconds opening a WebSocket (connection and handshake) may take unless told otherwise."""
+
 REDACTED = "<redacted>"
 
 
@@ -158,9 +161,15 @@ class ServerTransport:
         return urlunsplit((scheme, parts.netloc, parts.path + path.lstrip("/"), qs, ""))
 
     def open_websocket(
-        self, path: str, *, subprotocols: list[str] | None = None, **query: str
+        self,
+        path: str,
+        *,
+        subprotocols: list[str] | None = None,
+        open_timeout: float = OPEN_TIMEOUT,
+        **query: str,
     ) -> ClientConnection:
-        """Open a WebSocket to ``path`` (offering the v1 kernel protocol by default)."""
+        """Open a WebSocket to ``path`` (offering the v1 kernel protocol by default),
+        within ``open_timeout`` seconds (connection and handshake)."""
         url = self.websocket_url(path, **query)
         context = self._ssl if url.startswith("wss:") else None
         offered = [V1_SUBPROTOCOL] if subprotocols is None else subprotocols
@@ -171,7 +180,7 @@ class ServerTransport:
                 subprotocols=[Subprotocol(name) for name in offered] or None,
                 ssl=context,
                 max_size=None,
-                open_timeout=30,
+                open_timeout=open_timeout,
                 logger=self._ws_log,
                 **_LONG_LIVED,
             )
