@@ -465,6 +465,20 @@ def stream(
     """
     collector = collector or OutputCollector()
     pending = client.submit(_request(code, stdin))
+    yield from _drive(client, pending, collector, timeout, stdin, interrupt)
+
+
+def _drive(
+    client: BlockingKernelClient,
+    pending: PendingRequest,
+    collector: OutputCollector,
+    timeout: float | None,
+    stdin: StdinHandler | None,
+    interrupt: Callable[[], Any] | None,
+) -> Iterator[NotebookNode]:
+    """Take a sent execute to its end: IOPub to ``collector`` (yielding what it adds or
+    changes; IOPub the collector gets directly does not come here), input requests to
+    ``stdin``, and on ``timeout`` an interrupt (see :func:`stream`)."""
     try:
         events = pending.events(timeout)
         while True:
@@ -499,11 +513,15 @@ def run(
     front_end: bool = True,
     max_output_chars: int | None = None,
 ) -> ExecutionResult:
-    """Run ``code`` and return what a notebook would show (see :func:`stream`)."""
+    """Run ``code`` and return what a notebook would show (see :func:`stream`).
+
+    Each IOPub message goes to the collector as it is read, so output past
+    ``max_output_chars`` is dropped on arrival: a run holds about the cap, however
+    much the code prints.
+    """
     collector = OutputCollector(front_end=front_end, max_output_chars=max_output_chars)
-    for _ in stream(
-        client, code, timeout=timeout, stdin=stdin, interrupt=interrupt, collector=collector
-    ):
+    pending = client.submit(_request(code, stdin), on_iopub=collector.feed)
+    for _ in _drive(client, pending, collector, timeout, stdin, interrupt):
         pass
     assert collector.result is not None
     return collector.result
@@ -521,6 +539,19 @@ async def stream_async(
     """:func:`stream` for asyncio clients (``interrupt`` may be a coroutine function)."""
     collector = collector or OutputCollector()
     pending = client.submit(_request(code, stdin))
+    async for output in _drive_async(client, pending, collector, timeout, stdin, interrupt):
+        yield output
+
+
+async def _drive_async(
+    client: AsyncKernelClient,
+    pending: AsyncPendingRequest,
+    collector: OutputCollector,
+    timeout: float | None,
+    stdin: StdinHandler | None,
+    interrupt: Callable[[], Any] | None,
+) -> AsyncIterator[NotebookNode]:
+    """:func:`_drive` for asyncio clients."""
     try:
         events = pending.events(timeout)
         while True:
@@ -561,9 +592,8 @@ async def run_async(
 ) -> ExecutionResult:
     """:func:`run` for asyncio clients."""
     collector = OutputCollector(front_end=front_end, max_output_chars=max_output_chars)
-    async for _ in stream_async(
-        client, code, timeout=timeout, stdin=stdin, interrupt=interrupt, collector=collector
-    ):
+    pending = client.submit(_request(code, stdin), on_iopub=collector.feed)
+    async for _ in _drive_async(client, pending, collector, timeout, stdin, interrupt):
         pass
     assert collector.result is not None
     return collector.result

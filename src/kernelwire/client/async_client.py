@@ -266,11 +266,18 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
                 probe.discard()
 
     def submit(
-        self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS
+        self,
+        request: Request,
+        *,
+        claims: frozenset[Channel] = ALL_CLAIMS,
+        on_iopub: Callable[[Message], object] | None = None,
     ) -> AsyncPendingRequest:
-        """Send ``request`` and return a handle that receives exactly its messages."""
-        msg, state = self._send(request, claims)
-        assert state is not None
+        """Send ``request`` and return a handle that receives exactly its messages.
+
+        With ``on_iopub``, the request's IOPub messages go to it as they are read (on
+        the loop, from the sockets' reader callbacks), and not to the handle.
+        """
+        msg, state = self._track(request, claims, on_iopub)
         return AsyncPendingRequest(self, msg, state)
 
     def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:

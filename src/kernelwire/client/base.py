@@ -7,9 +7,11 @@ request methods (``execute``, ``complete``, ...) are written once here, in terms
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +33,8 @@ from .heartbeat import Heartbeat
 from .routing import RequestState, Router, Sink
 
 EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
+
+log = logging.getLogger("kernelwire.client")
 
 
 ALL_CLAIMS: frozenset[Channel] = frozenset({"shell", "iopub", "stdin", "control"})
@@ -202,6 +206,36 @@ class KernelClientBase(Generic[EngineT]):
             if state is not None:
                 engine.run_locked(lambda: engine.router.forget(msg["msg_id"]))
             raise
+        return msg, state
+
+    def _track(
+        self,
+        request: Request,
+        claims: frozenset[Channel],
+        on_iopub: Callable[[Message], object] | None,
+    ) -> tuple[Message, RequestState]:
+        """Send ``request`` and route its messages on ``claims`` to a state; with
+        ``on_iopub``, its IOPub messages go to that function as they are read, the others
+        to the state's events."""
+        if on_iopub is None:
+            msg, state = self._send(request, claims)
+        else:
+            # The sink exists before the state: it fills the deque the state then adopts.
+            events: deque[tuple[Channel, Message]] = deque()
+
+            def sink(channel: Channel, msg: Message) -> None:
+                if channel != "iopub":
+                    events.append((channel, msg))
+                    return
+                try:
+                    on_iopub(msg)
+                except Exception:  # routing goes on: one callback must not lose messages
+                    log.exception("an on_iopub callback raised")
+
+            msg, state = self._send(request, claims, sink)
+            if state is not None:
+                state.events = events
+        assert state is not None
         return msg, state
 
     def send_message(self, channel: Channel, msg: Mapping[str, Any]) -> None:

@@ -329,11 +329,20 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         return super()._send(request, claims, sink)
 
     def submit(
-        self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS
+        self,
+        request: Request,
+        *,
+        claims: frozenset[Channel] = ALL_CLAIMS,
+        on_iopub: Callable[[Message], object] | None = None,
     ) -> PendingRequest:
-        """Send ``request`` and return a handle that receives exactly its messages."""
-        msg, state = self._send(request, claims)
-        assert state is not None
+        """Send ``request`` and return a handle that receives exactly its messages.
+
+        With ``on_iopub``, the request's IOPub messages go to it as they are read, and
+        not to the handle: nothing of them is held in between. It runs on whichever
+        thread reads the sockets, under the routing lock: it must be quick and must not
+        wait on this client.
+        """
+        msg, state = self._track(request, claims, on_iopub)
         return PendingRequest(self, msg, state)
 
     def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
