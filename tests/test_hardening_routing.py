@@ -1,0 +1,159 @@
+"""Hostile replies from a synthetic kernel: every client rejects them, counts them, and
+still delivers every genuine message around them.
+
+A real kernel never sends these (a parent id that is not a string, a reply of the
+wrong type, a replayed reply), so the tiny raw-pyzmq kernel of ``fake_kernel`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import queue
+import threading
+from typing import Any
+
+import pytest
+import zmq
+
+from fake_kernel import FakeKernel, reply_type
+from kernelwire import (
+    AsyncKernelClient,
+    BlockingKernelClient,
+    CallbackKernelClient,
+    ClientClosed,
+    KernelDied,
+    ProtocolError,
+    requests,
+)
+from kernelwire.protocol.codec import Session
+from kernelwire.protocol.message import Message
+
+BAD_PARENT_IDS: list[Any] = [["a", "list"], {"a": "dict"}, 42]
+
+
+def bad_parents_then_reply(
+    kernel: FakeKernel, channel: str, identity: bytes, request: Message
+) -> None:
+    """Signed replies whose parent msg_id is not a string, then the genuine reply, at once
+    (they reach the client in one batch)."""
+    session = request["header"]["session"]
+    for bad in BAD_PARENT_IDS:
+        msg = kernel.message(
+            reply_type(request), {"status": "ok"}, {"msg_id": bad, "session": session}
+        )
+        kernel.send(channel, identity, msg)
+        kernel.publish(kernel.message("stream", {"name": "stdout", "text": "x"}, {"msg_id": bad}))
+    kernel.normal(channel, identity, request)
+
+
+def test_codec_refuses_a_parent_msg_id_that_is_not_a_string() -> None:
+    sender = Session(b"key")
+    for bad in BAD_PARENT_IDS:
+        msg = sender.message("execute_reply", {"status": "ok"})
+        msg["parent_header"] = {"msg_id": bad}
+        with pytest.raises(ProtocolError, match="parent_header msg_id"):
+            Session(b"key").decode(sender.encode(msg))
+
+
+def test_blocking_client_rejects_bad_parent_ids_and_keeps_the_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        FakeKernel(bad_parents_then_reply) as kernel,
+        BlockingKernelClient(connection_info=kernel.info) as client,
+    ):
+        with caplog.at_level(logging.WARNING, logger="kernelwire"):
+            reply = client.kernel_info(reply=True, timeout=30)
+            assert reply["msg_type"] == "kernel_info_reply"
+            pending = client.submit(requests.execute("x"))
+            assert pending.reply(timeout=30)["msg_type"] == "execute_reply"
+            assert [m["msg_type"] for m in pending.iopub(timeout=30)] == ["status", "status"]
+        # Both requests' bad messages (3 on shell, 3 on IOPub each) were refused, not queued.
+        assert client.router.rejected == 12
+        assert client.shell_channel.get_msgs() == []
+        assert [m["msg_type"] for m in client.iopub_channel.get_msgs()] == ["status", "status"]
+    assert sum("parent_header msg_id" in r.getMessage() for r in caplog.records) == 12
+
+
+def test_async_client_rejects_bad_parent_ids_and_keeps_the_reply() -> None:
+    async def main() -> tuple[str, int]:
+        async with AsyncKernelClient(connection_info=kernel.info) as client:
+            reply = await client.kernel_info(reply=True, timeout=30)
+            return reply["msg_type"], client.router.rejected
+
+    with FakeKernel(bad_parents_then_reply) as kernel:
+        assert asyncio.run(main()) == ("kernel_info_reply", 6)
+
+
+def test_callback_client_rejects_bad_parent_ids_and_its_reader_lives_on() -> None:
+    replies: queue.Queue[Message | None] = queue.Queue()
+    deaths: list[Any] = []
+    with (
+        FakeKernel(bad_parents_then_reply) as kernel,
+        CallbackKernelClient(connection_info=kernel.info, on_death=deaths.append) as client,
+    ):
+        for _ in range(2):  # the second proves the reader thread survived the first
+            client.submit_callback(requests.kernel_info(), on_done=replies.put)
+            reply = replies.get(timeout=30)
+            assert reply is not None and reply["msg_type"] == "kernel_info_reply"
+        assert client.router.rejected == 12
+        assert client._thread is not None and client._thread.is_alive()
+    assert deaths == []
+    assert not any(t.name == "kernelwire-reader" for t in threading.enumerate())
+
+
+def silent(kernel: FakeKernel, channel: str, identity: bytes, request: Message) -> None:
+    """A kernel that takes requests and never answers them."""
+
+
+def test_callback_reader_that_stops_tells_every_callback_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A socket that fails under the reader thread stops it: the request's on_done and
+    the client's on_death both hear of it (before, the thread ended and nobody heard)."""
+    ended: queue.Queue[Message | None] = queue.Queue()
+    deaths: queue.Queue[BaseException] = queue.Queue()
+    with (
+        FakeKernel(silent) as kernel,
+        CallbackKernelClient(connection_info=kernel.info, on_death=deaths.put) as client,
+    ):
+        client.execute_callback("never answered", on_done=ended.put)
+
+        def failing_poll(timeout: int | None = None) -> list[Any]:
+            raise zmq.ZMQError(errno.ENOTSOCK)
+
+        monkeypatch.setattr(client.engine._poller, "poll", failing_poll)
+        client.engine.wake()
+        death = deaths.get(timeout=30)
+        assert isinstance(death, KernelDied) and "reader thread" in str(death)
+        assert isinstance(death.__cause__, ClientClosed)
+        assert ended.get(timeout=30) is None  # ended, without a reply
+        with pytest.raises(KernelDied, match="reader thread"):
+            client.kernel_info(reply=True, timeout=30)
+
+
+def test_callback_reader_failure_reaches_on_error_and_every_waiter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    errors: queue.Queue[BaseException] = queue.Queue()
+    deaths: queue.Queue[BaseException] = queue.Queue()
+    with (
+        FakeKernel() as kernel,
+        CallbackKernelClient(connection_info=kernel.info, on_death=deaths.put) as client,
+    ):
+        client.wait_for_ready(30)
+
+        def broken(channel: str, msg: Message) -> None:
+            raise RuntimeError("a bug in routing")
+
+        monkeypatch.setattr(client.engine.router, "dispatch", broken)
+        client.execute_callback("x", on_done=errors.put, on_error=errors.put)
+        error = errors.get(timeout=30)
+        assert isinstance(error, KernelDied) and "RuntimeError: a bug in routing" in str(error)
+        assert deaths.get(timeout=30) is error
+        assert isinstance(error.__cause__, RuntimeError)
+        with pytest.raises(KernelDied, match="a bug in routing"):
+            client.submit(requests.kernel_info()).reply(timeout=30)
+        assert errors.empty()  # each request ends once
