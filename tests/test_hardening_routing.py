@@ -157,3 +157,79 @@ def test_callback_reader_failure_reaches_on_error_and_every_waiter(
         with pytest.raises(KernelDied, match="a bug in routing"):
             client.submit(requests.kernel_info()).reply(timeout=30)
         assert errors.empty()  # each request ends once
+
+
+FILLERS = 12  # more signed messages than the clients' shrunken replay window (8) holds
+REPLAY_WINDOW = 8
+
+
+def hostile(kernel: FakeKernel, channel: str, identity: bytes, request: Message) -> None:
+    """Answers ``execute_request`` by its code: ``wrong type`` gets a complete_reply before
+    its execute_reply; ``replay now`` gets its reply replayed (after the replay window
+    has moved past it) before its idle; ``save`` is answered normally, and the next
+    ``kernel_info_request`` gets that old reply replayed first."""
+    code = request["content"].get("code")
+    if code == "wrong type":
+        kernel.reply(channel, identity, request, {"status": "ok", "matches": []}, "complete_reply")
+        kernel.normal(channel, identity, request)
+        return
+    if code in ("replay now", "save"):
+        kernel.status(request, "busy")
+        frames = kernel.reply(channel, identity, request, {"status": "ok", "execution_count": 1})
+        if code == "save":
+            kernel.saved = frames  # type: ignore[attr-defined]
+        else:
+            replay_after_window(kernel, channel, identity, frames)
+        kernel.status(request, "idle")
+        return
+    saved = getattr(kernel, "saved", None)
+    if request["msg_type"] == "kernel_info_request" and saved is not None:
+        replay_after_window(kernel, channel, identity, saved)
+    kernel.normal(channel, identity, request)
+
+
+def replay_after_window(
+    kernel: FakeKernel, channel: str, identity: bytes, frames: list[bytes]
+) -> None:
+    for _ in range(FILLERS):  # on the same socket: they reach the client before the replay
+        kernel.send(channel, identity, kernel.message("filler"))
+    kernel.send_frames(channel, identity, frames)
+
+
+def shrunken_window(client: Any) -> Any:
+    """``client`` with a replay window of REPLAY_WINDOW signatures (65,536 by default)."""
+    guard = client.session.replay_guard
+    assert guard is not None
+    guard.capacity = REPLAY_WINDOW
+    return client
+
+
+def test_a_reply_of_the_wrong_type_does_not_complete_a_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with FakeKernel(hostile) as kernel, BlockingKernelClient(connection_info=kernel.info) as client:
+        with caplog.at_level(logging.WARNING, logger="kernelwire"):
+            reply = client.execute("wrong type", reply=True, timeout=30)
+        assert reply["msg_type"] == "execute_reply"
+        assert client.router.rejected == 1
+        assert client.shell_channel.get_msgs() == []
+    assert any(
+        "protocol violation" in r.getMessage() and "complete_reply" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_async_and_callback_clients_refuse_a_reply_of_the_wrong_type() -> None:
+    async def main() -> tuple[str, int]:
+        async with AsyncKernelClient(connection_info=kernel.info) as client:
+            reply = await client.execute("wrong type", reply=True, timeout=30)
+            return reply["msg_type"], client.router.rejected
+
+    replies: queue.Queue[Message | None] = queue.Queue()
+    with FakeKernel(hostile) as kernel:
+        assert asyncio.run(main()) == ("execute_reply", 1)
+        with CallbackKernelClient(connection_info=kernel.info) as client:
+            client.execute_callback("wrong type", on_done=replies.put)
+            reply = replies.get(timeout=30)
+            assert reply is not None and reply["msg_type"] == "execute_reply"
+            assert client.router.rejected == 1

@@ -22,6 +22,8 @@ from ..protocol.message import CHANNELS, Channel, Message
 log = logging.getLogger("kernelwire.routing")
 
 Sink = Callable[[Channel, Message], None]
+REPLY_CHANNELS = ("shell", "control")
+"""The channels replies come on."""
 
 
 IDLE_GRACE = 4.0
@@ -66,6 +68,7 @@ class RequestState:
         "msg_type",
         "reply",
         "reply_at",
+        "reply_type",
         "sink",
     )
 
@@ -74,6 +77,8 @@ class RequestState:
         self.msg_type = msg_type
         self.channel = channel
         self.expects_reply = msg_type.endswith("_request")
+        self.reply_type = msg_type[: -len("_request")] + "_reply" if self.expects_reply else None
+        """The only message type that answers this request on shell or control."""
         self.reply: Message | None = None
         self.reply_at = 0.0
         self.idle = False
@@ -158,16 +163,29 @@ class Router:
             state.events.clear()
 
     def dispatch(self, channel: Channel, msg: Message) -> RequestState | None:
-        """Route one message; returns the request that claimed it, if any."""
+        """Route one message; returns the request that claimed it, if any.
+
+        A reply that cannot be the answer to the request it names is refused and
+        counted in ``rejected``: one of another type than the request's reply (a
+        protocol violation).
+        """
         self.received += 1
+        parent = msg["parent_header"]
+        parent_id = parent.get("msg_id", "") if parent else ""
+        state = self.pending.get(parent_id) if parent_id else None
+        if state is not None and channel not in state.claims:
+            state = None
+        if parent_id and channel in REPLY_CHANNELS:
+            refusal = self._refusal(state, parent_id, msg)
+            if refusal is not None:
+                self.rejected += 1
+                log.warning("refused a message on the %s channel: %s", channel, refusal)
+                return None
         for listener in self.listeners:
             listener(channel, msg)
         if channel == "iopub":
             self.iopub_welcomed = True  # whatever arrived, the subscription is in effect
-        parent = msg["parent_header"]
-        parent_id = parent.get("msg_id", "") if parent else ""
-        state = self.pending.get(parent_id) if parent_id else None
-        if state is not None and channel in state.claims:
+        if state is not None:
             state.add(channel, msg)
             return state
         if parent_id in self.swallowed:
@@ -175,6 +193,17 @@ class Router:
         if channel == "iopub" and msg["msg_type"] == "iopub_welcome":
             return None  # a connection event (protocol 5.5), not output
         self._keep(channel, msg)
+        return None
+
+    def _refusal(self, state: RequestState | None, parent_id: str, msg: Message) -> str | None:
+        """Why a shell or control message naming ``parent_id`` is no answer to it, if it is not."""
+        msg_type = msg["msg_type"]
+        if state is not None and msg_type != state.reply_type:
+            expected = state.reply_type or "no reply"
+            return (
+                f"protocol violation: a {msg_type} answered {state.msg_type} {parent_id} "
+                f"(only {expected} does)"
+            )
         return None
 
     def _keep(self, channel: Channel, msg: Message) -> None:
