@@ -233,3 +233,51 @@ def test_async_and_callback_clients_refuse_a_reply_of_the_wrong_type() -> None:
             reply = replies.get(timeout=30)
             assert reply is not None and reply["msg_type"] == "execute_reply"
             assert client.router.rejected == 1
+
+
+def test_a_replayed_reply_past_the_window_is_refused_while_its_request_is_tracked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        FakeKernel(hostile) as kernel,
+        shrunken_window(BlockingKernelClient(connection_info=kernel.info)) as client,
+    ):
+        with caplog.at_level(logging.WARNING, logger="kernelwire"):
+            pending = client.submit(requests.execute("replay now"))
+            events = [(channel, m["msg_type"]) for channel, m in pending.events(timeout=30)]
+        assert events.count(("shell", "execute_reply")) == 1
+        assert client.router.rejected == 1
+    assert any("answered already" in r.getMessage() for r in caplog.records)
+
+
+def test_a_replayed_reply_past_the_window_is_refused_after_its_request_ended() -> None:
+    with (
+        FakeKernel(hostile) as kernel,
+        shrunken_window(BlockingKernelClient(connection_info=kernel.info)) as client,
+    ):
+        assert client.execute("save", reply=True, timeout=30)["content"]["execution_count"] == 1
+        assert client.kernel_info(reply=True, timeout=30)["msg_type"] == "kernel_info_reply"
+        # The old reply came back before the kernel_info reply, on the same socket.
+        assert {m["msg_type"] for m in client.shell_channel.get_msgs()} == {"filler"}
+        assert client.router.rejected == 1
+
+
+def test_async_and_callback_clients_refuse_a_replayed_reply() -> None:
+    async def main() -> tuple[int, int]:
+        async with AsyncKernelClient(connection_info=kernel.info) as client:
+            shrunken_window(client)
+            pending = client.submit(requests.execute("replay now"))
+            events = [(channel, m["msg_type"]) async for channel, m in pending.events(30)]
+            return events.count(("shell", "execute_reply")), client.router.rejected
+
+    done: queue.Queue[Message | None] = queue.Queue()
+    seen: list[str] = []
+    with FakeKernel(hostile) as kernel:
+        assert asyncio.run(main()) == (1, 1)
+        with shrunken_window(CallbackKernelClient(connection_info=kernel.info)) as client:
+            client.execute_callback(
+                "replay now", on_message=lambda ch, m: seen.append(m["msg_type"]), on_done=done.put
+            )
+            assert done.get(timeout=30) is not None
+            client.kernel_info(reply=True, timeout=30)  # the replay was read before this
+            assert seen.count("execute_reply") == 1 and client.router.rejected == 1

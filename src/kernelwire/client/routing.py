@@ -30,6 +30,14 @@ IDLE_GRACE = 4.0
 """Seconds to wait for a request's IOPub ``idle`` once its reply is in (as nbclient does)."""
 
 
+def _split_id(msg_id: str) -> tuple[str, int | None]:
+    """``<prefix>_<n>`` as (prefix, n); n is ``None`` for an id of another form."""
+    prefix, _, number = msg_id.rpartition("_")
+    if not (number.isascii() and number.isdigit()) or len(number) > 12:
+        return msg_id, None
+    return prefix, int(number)
+
+
 def is_idle(msg: Message) -> bool:
     """Whether ``msg`` is an IOPub ``status: idle``."""
     return bool(msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle")
@@ -145,6 +153,7 @@ class Router:
         self.iopub_resets = 0
         self.listeners: list[Sink] = []
         self.unclaimed_sink: Sink | None = None
+        self._answered_bits: dict[str, bytearray] = {}
 
     def track(
         self, msg_id: str, msg_type: str, channel: Channel, sink: Sink | None = None
@@ -152,6 +161,11 @@ class Router:
         """Start routing messages whose parent is ``msg_id`` to a new :class:`RequestState`."""
         state = RequestState(msg_id, msg_type, channel, sink)
         self.pending[msg_id] = state
+        prefix, number = _split_id(msg_id)
+        if number is not None:  # room for its bit (see _answered); ids are ours, not the peer's
+            bits = self._answered_bits.setdefault(prefix, bytearray())
+            if number >= 8 * len(bits):
+                bits.extend(bytes(max(number // 8 + 1 - len(bits), len(bits) // 2)))
         return state
 
     def forget(self, msg_id: str) -> None:
@@ -167,7 +181,8 @@ class Router:
 
         A reply that cannot be the answer to the request it names is refused and
         counted in ``rejected``: one of another type than the request's reply (a
-        protocol violation).
+        protocol violation), or one to a request whose reply already came (a replay,
+        however long ago: see :meth:`_answered`).
         """
         self.received += 1
         parent = msg["parent_header"]
@@ -186,6 +201,8 @@ class Router:
         if channel == "iopub":
             self.iopub_welcomed = True  # whatever arrived, the subscription is in effect
         if state is not None:
+            if channel in REPLY_CHANNELS:
+                self._mark_answered(parent_id)
             state.add(channel, msg)
             return state
         if parent_id in self.swallowed:
@@ -204,7 +221,32 @@ class Router:
                 f"protocol violation: a {msg_type} answered {state.msg_type} {parent_id} "
                 f"(only {expected} does)"
             )
+        if (state is not None and state.reply is not None) or (
+            msg_type.endswith("_reply") and self._answered(parent_id)
+        ):
+            what = state.msg_type if state is not None else "request"
+            return f"replayed {msg_type}: {what} {parent_id} was answered already"
         return None
+
+    def _mark_answered(self, msg_id: str) -> None:
+        prefix, number = _split_id(msg_id)
+        bits = self._answered_bits.get(prefix)
+        if bits is not None and number is not None and number < 8 * len(bits):
+            bits[number >> 3] |= 1 << (number & 7)
+
+    def _answered(self, msg_id: str) -> bool:
+        """Whether a tracked request ``msg_id`` got its reply, however long ago.
+
+        The replay guard remembers a bounded number of signatures (a window); this
+        remembers every tracked request's answer for good, in one bit each: the ids
+        kernelwire's sessions make are ``<session>_<pid>_<n>``, and bit ``n`` of its
+        prefix's bitmap says whether ``n`` was answered (1 MB covers 8 million requests).
+        """
+        prefix, number = _split_id(msg_id)
+        bits = self._answered_bits.get(prefix)
+        if bits is None or number is None or number >= 8 * len(bits):
+            return False
+        return bool(bits[number >> 3] & (1 << (number & 7)))
 
     def _keep(self, channel: Channel, msg: Message) -> None:
         if self.unclaimed_sink is not None:
