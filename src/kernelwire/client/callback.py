@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ from .routing import RequestState
 log = logging.getLogger("kernelwire.callback")
 
 MessageCallback = Callable[[Channel, Message], None]
+FAILURE_SCAN_INTERVAL = 0.1
+"""Seconds between the reader thread's looks for callback requests that failed."""
 
 
 class CallbackKernelClient(BlockingKernelClient):
@@ -80,8 +83,17 @@ class CallbackKernelClient(BlockingKernelClient):
         engine = self.engine
         router = engine.router
 
+        scan_due = 0.0
+
         def stop_or_death() -> bool | None:
-            return True if self._stopping or router.death is not None else None
+            nonlocal scan_due
+            if self._stopping or router.death is not None:
+                return True
+            now = time.monotonic()
+            if now >= scan_due:
+                scan_due = now + FAILURE_SCAN_INTERVAL
+                self._end_failed()
+            return None
 
         try:
             engine.wait_for(stop_or_death, None)
@@ -109,6 +121,19 @@ class CallbackKernelClient(BlockingKernelClient):
         if callbacks is not None and self._engine is not None:
             self._engine.router.pending.pop(msg_id, None)
         return callbacks
+
+    def _end_failed(self) -> None:
+        """End the callback requests that failed (e.g. idle without reply, see ``REPLY_GRACE``)."""
+        with self._callbacks_lock:
+            unfinished = list(self._callbacks.items())
+        for msg_id, callbacks in unfinished:
+            if callbacks.state is None:
+                continue
+            try:
+                callbacks.state.raise_if_failed()
+            except KernelwireError as error:
+                if self._end(msg_id) is not None:
+                    callbacks.fail(error)
 
     def _end_all(self, error: KernelwireError) -> None:
         """End every unfinished callback request with ``error``."""
@@ -144,10 +169,10 @@ class CallbackKernelClient(BlockingKernelClient):
         """Send ``request``; its messages go to ``on_message(channel, msg)`` as they arrive,
         and ``on_done(reply)`` runs once the reply and ``status: idle`` are in.
 
-        A request that cannot complete (the kernel died, the reader thread stopped)
-        ends with ``on_error(error)`` instead, the kernelwire error saying why; without
-        ``on_error``, with ``on_done(None)``, the error logged. Either way each request
-        ends exactly once. Returns the msg_id.
+        A request that cannot complete (the kernel died, its reply was lost, the
+        reader thread stopped) ends with ``on_error(error)`` instead, the kernelwire
+        error saying why; without ``on_error``, with ``on_done(None)``, the error
+        logged. Either way each request ends exactly once. Returns the msg_id.
         """
         callbacks = _Callbacks(on_done, on_error)
 

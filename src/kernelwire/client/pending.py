@@ -48,6 +48,7 @@ class PendingBase(Generic[EngineT]):
 
         def ready() -> Message | None:
             if state.reply is None:
+                state.raise_if_failed()
                 router.check_alive()
             return state.reply
 
@@ -62,6 +63,7 @@ class PendingBase(Generic[EngineT]):
                 return state.events.popleft()
             if state.done or state.give_up_on_idle(IDLE_GRACE):
                 return False
+            state.raise_if_failed()
             router.check_alive()
             return None
 
@@ -70,6 +72,7 @@ class PendingBase(Generic[EngineT]):
     def _final_reply(self) -> Message:
         reply = self._state.reply
         if reply is None:  # a request with no reply (comm_msg) ends at idle
+            self._state.raise_if_failed()
             raise KernelTimeout(f"{self._state.msg_type} has no reply")
         return reply
 

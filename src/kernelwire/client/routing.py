@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import KernelDied
+from ..errors import KernelDied, KernelwireError, ReplyLost
 from ..protocol.message import CHANNELS, Channel, Message
 
 log = logging.getLogger("kernelwire.routing")
@@ -28,6 +28,11 @@ REPLY_CHANNELS = ("shell", "control")
 
 IDLE_GRACE = 4.0
 """Seconds to wait for a request's IOPub ``idle`` once its reply is in (as nbclient does)."""
+REPLY_GRACE = 4.0
+"""Seconds to wait for a request's reply once its IOPub ``idle`` is in. A kernel sends the
+reply before the idle, but on another connection, so the idle may arrive first; past this
+the reply is lost (ipykernel drops ``execute_reply`` in interrupt storms, still sending the
+idle) and the request ends with :class:`~kernelwire.errors.ReplyLost`, not at its timeout."""
 
 
 def _split_id(msg_id: str) -> tuple[str, int | None]:
@@ -68,9 +73,11 @@ class RequestState:
     __slots__ = (
         "channel",
         "claims",
+        "error",
         "events",
         "expects_reply",
         "idle",
+        "idle_at",
         "incomplete",
         "msg_id",
         "msg_type",
@@ -90,7 +97,11 @@ class RequestState:
         self.reply: Message | None = None
         self.reply_at = 0.0
         self.idle = False
+        self.idle_at = 0.0
+        """When the IOPub ``idle`` came (claimed or not); 0 before."""
         self.incomplete = False
+        self.error: KernelwireError | None = None
+        """Why this request ended without its reply (its waiters raise it), if it did."""
         self.events: deque[tuple[Channel, Message]] = deque()
         self.sink = sink
         self.claims: frozenset[Channel] = frozenset(CHANNELS)
@@ -117,11 +128,39 @@ class RequestState:
         )
         return True
 
+    def fail(self, error: KernelwireError) -> None:
+        """End this request without its reply: its waiters raise ``error`` (the first one
+        given), once they have taken what arrived."""
+        if self.error is None and not self.done:
+            self.error = error
+
+    def raise_if_failed(self) -> None:
+        """Raise why this request ended without its reply, if it did.
+
+        A request whose IOPub ``idle`` came :data:`REPLY_GRACE` seconds ago without
+        its reply ends here, with :class:`ReplyLost`.
+        """
+        lost = self.idle_at and self.reply is None and self.expects_reply and self.error is None
+        if lost and time.monotonic() - self.idle_at >= REPLY_GRACE:
+            self.fail(
+                ReplyLost(
+                    f"{self.msg_type} {self.msg_id}: the kernel went idle and sent no "
+                    f"{self.reply_type} within {REPLY_GRACE:g} s; it will not come (the "
+                    "request's output before the idle was delivered)",
+                    msg_id=self.msg_id,
+                    msg_type=self.msg_type,
+                )
+            )
+            log.warning("%s", self.error)
+        if self.error is not None:
+            raise self.error
+
     def add(self, channel: Channel, msg: Message) -> None:
         """Record ``msg`` received on ``channel``."""
         if channel == "iopub":
             if is_idle(msg):
                 self.idle = True
+                self.idle_at = time.monotonic()
         elif channel in ("shell", "control") and self.reply is None:
             self.reply = msg
             self.reply_at = time.monotonic()
@@ -189,6 +228,8 @@ class Router:
         parent_id = parent.get("msg_id", "") if parent else ""
         state = self.pending.get(parent_id) if parent_id else None
         if state is not None and channel not in state.claims:
+            if channel == "iopub" and is_idle(msg):
+                state.idle_at = time.monotonic()  # unclaimed, yet evidence: see REPLY_GRACE
             state = None
         if parent_id and channel in REPLY_CHANNELS:
             refusal = self._refusal(state, parent_id, msg)
