@@ -11,6 +11,7 @@ can produce the input.
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,28 +35,35 @@ class FakeKernel:
     """A synthetic kernel on a thread; use it as a context manager (it stops on exit)."""
 
     def __init__(self, answer: Answer | None = None) -> None:
-        self.info: ConnectionInfo = new_connection_info()
-        self.session = Session(self.info.key_bytes, check_replay=False)
         self.answer: Answer = answer or FakeKernel.normal
         self.requests: list[tuple[str, Message]] = []
         self.error: BaseException | None = None
         self._stop = threading.Event()
-        context = zmq.Context.instance()
         self.sockets: dict[str, zmq.Socket[bytes]] = {}
-        try:
-            for channel in _ROUTED:
-                sock = self.sockets[channel] = context.socket(zmq.ROUTER)
-                sock.linger = 0
-                sock.bind(self.info.url(channel))  # type: ignore[arg-type]
-            iopub = self.sockets["iopub"] = context.socket(zmq.XPUB)
-            iopub.linger = 0
-            iopub.sndhwm = 0  # a test's flood is never dropped here
-            iopub.bind(self.info.url("iopub"))
-        except BaseException:
-            self._close_sockets()
-            raise
+        for attempt in range(5):  # free ports may be taken by a parallel test meanwhile
+            self.info: ConnectionInfo = new_connection_info()
+            try:
+                self._bind()
+                break
+            except zmq.ZMQError as exc:
+                self._close_sockets()
+                if exc.errno != errno.EADDRINUSE or attempt == 4:
+                    raise
+        self.session = Session(self.info.key_bytes, check_replay=False)
         self._thread = threading.Thread(target=self._run, name="fake-kernel", daemon=True)
         self._thread.start()
+
+    def _bind(self) -> None:
+        context = zmq.Context.instance()
+        self.sockets = {}
+        for channel in _ROUTED:
+            sock = self.sockets[channel] = context.socket(zmq.ROUTER)
+            sock.linger = 0
+            sock.bind(self.info.url(channel))  # type: ignore[arg-type]
+        iopub = self.sockets["iopub"] = context.socket(zmq.XPUB)
+        iopub.linger = 0
+        iopub.sndhwm = 0  # a test's flood is never dropped here
+        iopub.bind(self.info.url("iopub"))
 
     # -- what an answer uses -------------------------------------------------------
     def message(

@@ -81,10 +81,14 @@ def test_async_client_rejects_bad_parent_ids_and_keeps_the_reply() -> None:
     async def main() -> tuple[str, int]:
         async with AsyncKernelClient(connection_info=kernel.info) as client:
             reply = await client.kernel_info(reply=True, timeout=30)
-            return reply["msg_type"], client.router.rejected
+            assert reply["msg_type"] == "kernel_info_reply"
+            pending = client.submit(requests.execute("x"))
+            events = [(channel, m["msg_type"]) async for channel, m in pending.events(30)]
+            # Its reply and idle came after every bad message before them: all were read.
+            return events.count(("shell", "execute_reply")), client.router.rejected
 
     with FakeKernel(bad_parents_then_reply) as kernel:
-        assert asyncio.run(main()) == ("kernel_info_reply", 6)
+        assert asyncio.run(main()) == (1, 12)
 
 
 def test_callback_client_rejects_bad_parent_ids_and_its_reader_lives_on() -> None:
@@ -95,9 +99,10 @@ def test_callback_client_rejects_bad_parent_ids_and_its_reader_lives_on() -> Non
         CallbackKernelClient(connection_info=kernel.info, on_death=deaths.append) as client,
     ):
         for _ in range(2):  # the second proves the reader thread survived the first
-            client.submit_callback(requests.kernel_info(), on_done=replies.put)
+            # Done once its reply and idle came: every bad message before them was read.
+            client.execute_callback("x", on_done=replies.put)
             reply = replies.get(timeout=30)
-            assert reply is not None and reply["msg_type"] == "kernel_info_reply"
+            assert reply is not None and reply["msg_type"] == "execute_reply"
         assert client.router.rejected == 12
         assert client._thread is not None and client._thread.is_alive()
     assert deaths == []
@@ -244,6 +249,9 @@ def test_a_replayed_reply_past_the_window_is_refused_while_its_request_is_tracke
     ):
         with caplog.at_level(logging.WARNING, logger="kernelwire"):
             pending = client.submit(requests.execute("replay now"))
+            # Shell is ordered: once this reply is in, so is the replay, read while
+            # `pending` was tracked.
+            client.kernel_info(reply=True, timeout=30)
             events = [(channel, m["msg_type"]) for channel, m in pending.events(timeout=30)]
         assert events.count(("shell", "execute_reply")) == 1
         assert client.router.rejected == 1
@@ -267,6 +275,7 @@ def test_async_and_callback_clients_refuse_a_replayed_reply() -> None:
         async with AsyncKernelClient(connection_info=kernel.info) as client:
             shrunken_window(client)
             pending = client.submit(requests.execute("replay now"))
+            await client.kernel_info(reply=True, timeout=30)  # after the replay, on shell
             events = [(channel, m["msg_type"]) async for channel, m in pending.events(30)]
             return events.count(("shell", "execute_reply")), client.router.rejected
 
@@ -281,3 +290,22 @@ def test_async_and_callback_clients_refuse_a_replayed_reply() -> None:
             assert done.get(timeout=30) is not None
             client.kernel_info(reply=True, timeout=30)  # the replay was read before this
             assert seen.count("execute_reply") == 1 and client.router.rejected == 1
+
+
+def test_async_reader_failure_reaches_every_waiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while the loop reads the sockets: before, the loop only logged it and
+    the waiter timed out; now the waiter hears why at once."""
+
+    async def main() -> None:
+        async with AsyncKernelClient(connection_info=kernel.info) as client:
+            await client.wait_for_ready(30)
+
+            def broken(channel: str, msg: Message) -> None:
+                raise RuntimeError("a bug in routing")
+
+            monkeypatch.setattr(client.engine.router, "dispatch", broken)
+            with pytest.raises(KernelDied, match="RuntimeError: a bug in routing"):
+                await client.kernel_info(reply=True, timeout=30)
+
+    with FakeKernel() as kernel:
+        asyncio.run(main())

@@ -100,13 +100,10 @@ class CallbackKernelClient(BlockingKernelClient):
         except Exception as exc:  # whatever stopped the reader, everyone must hear it
             if self._stopping:
                 return
-            error = KernelDied(
-                f"the reader thread of {self!r} stopped ({type(exc).__name__}: {exc}): "
-                "this client delivers no more messages; stop its channels and connect again"
+            failure = exc
+            engine.run_locked(
+                lambda: router.reader_stopped(f"the reader thread of {self!r}", failure)
             )
-            error.__cause__ = exc
-            log.error("%s", error, exc_info=exc)
-            engine.run_locked(lambda: router.mark_dead(error))
         death = router.death
         if death is None or self._stopping:
             return

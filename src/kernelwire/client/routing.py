@@ -318,6 +318,18 @@ class Router:
         if self.death is None:
             self.death = error
 
+    def reader_stopped(self, reader: str, exc: BaseException) -> KernelDied:
+        """Mark the kernel dead because ``reader`` (what reads the sockets) failed with
+        ``exc``: every wait then raises the returned error, which says why."""
+        error = KernelDied(
+            f"{reader} stopped ({type(exc).__name__}: {exc}): this client delivers no more "
+            "messages; stop its channels and connect again"
+        )
+        error.__cause__ = exc
+        log.error("%s", error, exc_info=exc)
+        self.mark_dead(error)
+        return error
+
     def check_alive(self) -> None:
         """Raise the recorded :class:`KernelDied`, if any."""
         if self.death is not None:
