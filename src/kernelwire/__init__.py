@@ -28,6 +28,7 @@ from .errors import (
     PortInUse,
     ProtocolError,
     ReplayedMessage,
+    ReplyLost,
 )
 from .execution import ExecutionResult
 from .kernel_process import KernelProcess, run_kernel_in_process
@@ -96,6 +97,7 @@ __all__ = [
     "ProtocolError",
     "RemoteKernel",
     "ReplayedMessage",
+    "ReplyLost",
     "Request",
     "ServerConnectionError",
     "ServerError",

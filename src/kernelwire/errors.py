@@ -64,6 +64,21 @@ class ReplayedMessage(ProtocolError):
     """A message whose signature was already seen: a replay."""
 
 
+class ReplyLost(ProtocolError):
+    """The reply to a request will not come, and waiting longer would only hang.
+
+    The kernel went idle without sending it (ipykernel drops replies in interrupt
+    storms), or the connection it travelled on was dropped (ZeroMQ refuses a message
+    over the size bound by dropping its sender's connection). ``msg_id`` and
+    ``msg_type`` name the request.
+    """
+
+    def __init__(self, message: str, *, msg_id: str = "", msg_type: str = "") -> None:
+        self.msg_id = msg_id
+        self.msg_type = msg_type
+        super().__init__(message)
+
+
 class KernelTimeout(KernelwireError, TimeoutError):
     """The kernel did not answer within the time allowed."""
 

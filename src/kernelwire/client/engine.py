@@ -11,28 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import zmq
 
-from ..errors import ClientClosed, KernelDied, KernelTimeout, ProtocolError
+from ..errors import ClientClosed, KernelDied, KernelTimeout, ProtocolError, ReplyLost
 from ..protocol import requests
 from ..protocol.codec import Session
 from ..protocol.connection import ChannelName, ConnectionInfo
 from ..protocol.message import Channel, Message
-from ..transports.zmq import RECV_BATCH, ZmqTransport
+from ..transports.zmq import LOST_AFTER, RECV_BATCH, ZmqTransport
 from .heartbeat import Heartbeat
 from .routing import Router, iopub_joined
 
 log = logging.getLogger("kernelwire.engine")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 """Messages larger than this (all frames together) are refused; ``None`` on an engine lifts it."""
 IOPUB_JOIN_WAIT = 0.25
@@ -55,6 +57,8 @@ ON_DEMAND_CHANNELS: tuple[ChannelName, ...] = ("control", "stdin")
 stdin: the blocking engine polls them once one is sent, or once someone asks for their
 messages. Every socket in a poll costs each round trip a little."""
 ALL_CHANNELS: tuple[ChannelName, ...] = ("shell", "iopub", "stdin", "control", "hb")
+DROPPABLE_CHANNELS: tuple[ChannelName, ...] = ("shell", "control", "stdin")
+"""Channels whose connection ZeroMQ gives up after refusing an oversized message."""
 _MESSAGE_CHANNELS = ("shell", "iopub", "stdin", "control")
 
 
@@ -173,11 +177,52 @@ class EngineBase:
         if ping is not None and not self.transport.send("hb", [b"", ping]):
             heartbeat.unsent(now)  # no connection (yet): the verdict's clock keeps running
 
-    def _check_connections(self, now: float) -> bool:
-        """Read the connection monitors; True if IOPub's connection dropped."""
-        if self.transport.was_disconnected("hb"):
+    def _check_connections(self, now: float) -> list[ChannelName]:
+        """Read the connection monitors; the channels whose sockets must be replaced:
+        IOPub when its connection dropped, shell, control and stdin when ZeroMQ gave
+        theirs up (see :meth:`ZmqTransport.given_up`)."""
+        transport = self.transport
+        if transport.was_disconnected("hb"):
             self.heartbeat.disconnected(now)
-        return self.transport.was_disconnected("iopub")
+        lost: list[ChannelName] = [
+            channel for channel in DROPPABLE_CHANNELS if transport.given_up(channel, now)
+        ]
+        if transport.was_disconnected("iopub"):
+            lost.append("iopub")
+        return lost
+
+    def _reconnected(self, channel: ChannelName) -> None:
+        """Account for ``channel``'s replaced socket (under the routing lock)."""
+        if channel == "iopub":
+            self._iopub_dropped()
+            return
+        bound = self.max_message_bytes
+        log.warning(
+            "ZeroMQ dropped the %s connection to %s, as it does when a message is over the "
+            "size bound (%s bytes): reconnected; requests that waited for an answer there fail",
+            channel,
+            self.info.url(channel),
+            bound,
+        )
+        for state in list(self.router.pending.values()):
+            if state.reply is not None or not state.expects_reply:
+                continue
+            if state.channel == channel:
+                lost = "what the kernel sent for it there (its reply?) was lost"
+            elif channel == "stdin" and state.msg_type == "execute_request":
+                lost = "an input_request for it may have been lost: interrupt the kernel"
+            else:
+                continue
+            state.fail(
+                ReplyLost(
+                    f"{state.msg_type} {state.msg_id}: ZeroMQ dropped the {channel} "
+                    f"connection to the kernel, as it does when a message is over the size "
+                    f"bound ({bound} bytes, max_message_bytes); {lost}, and its reply will "
+                    "not come. The connection is restored for later requests.",
+                    msg_id=state.msg_id,
+                    msg_type=state.msg_type,
+                )
+            )
 
     def encode(self, msg: Message) -> list[Any]:
         """Wire frames for ``msg`` under this engine's session."""
@@ -320,8 +365,8 @@ class BlockingEngine(EngineBase):
         monitored = bool(self.transport.monitors)
         if monitored and now >= self._monitor_due:
             self._monitor_due = now + MONITOR_INTERVAL
-            if self._check_connections(now):
-                self._reconnect_iopub()
+            for channel in self._check_connections(now):
+                self._reconnect(channel)
         self._heartbeat_tick(now)
         self._poll_heartbeat()
         wait = self._health_wait(now)
@@ -364,14 +409,17 @@ class BlockingEngine(EngineBase):
             if self.router.death is not None:
                 self._cond.notify_all()
 
-    def _reconnect_iopub(self) -> None:
-        old = self.transport.sockets.get("iopub")
+    def _reconnect(self, channel: ChannelName) -> None:
+        old = self.transport.sockets.get(channel)
+        polled = old in self._socket_channel
         if old is not None:
             self._unpoll_socket(old)
-        self.transport.reconnect("iopub")
-        self._poll_socket("iopub")
+        self.transport.reconnect(channel)
+        if polled:
+            self._poll_socket(channel)
         with self._cond:
-            self._iopub_dropped()
+            self._reconnected(channel)
+            self._cond.notify_all()
 
     def join_iopub(self) -> None:
         """Before the first request, wait until IOPub is subscribed (ZeroMQ's slow joiner).
@@ -462,6 +510,24 @@ class BlockingEngine(EngineBase):
             self._cond.notify_all()
 
 
+def _loop_callback(
+    method: Callable[Concatenate[AsyncEngine, P], None],
+) -> Callable[Concatenate[AsyncEngine, P], None]:
+    """For a method the event loop calls: whatever it raises marks the kernel dead with
+    the reason and wakes every waiter. Raised to the loop, it would only be logged there,
+    and the waiters would wait for their timeouts (or for ever) without knowing why."""
+
+    @functools.wraps(method)
+    def guarded(self: AsyncEngine, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Exception as exc:
+            self.router.reader_stopped("this client's socket reader on the event loop", exc)
+            self._wake_waiters()
+
+    return guarded
+
+
 class AsyncEngine(EngineBase):
     """Engine read by the running asyncio loop's reader callbacks (no thread, no polling task)."""
 
@@ -482,6 +548,7 @@ class AsyncEngine(EngineBase):
         # Sends ZeroMQ could not take yet, retried in order every SEND_RETRY_INTERVAL.
         self._unsent: deque[tuple[ChannelName, list[Any]]] = deque()
         self._retry_timer: asyncio.TimerHandle | None = None
+        self._judge_timer: asyncio.TimerHandle | None = None
 
     def attach(self) -> asyncio.AbstractEventLoop:
         """Hook the sockets into the running loop (once); returns the loop."""
@@ -521,21 +588,38 @@ class AsyncEngine(EngineBase):
                 self._loop.remove_reader(fd)
         self._fds.clear()
 
+    @_loop_callback
     def _on_monitor(self) -> None:
         if self.closed:
             return
+        assert self._loop is not None
         now = time.monotonic()
-        if not self._check_connections(now):
+        judging = self.transport.judging
+        lost = self._check_connections(now)
+        if judging:  # a verdict may have read a socket's EVENTS, consuming its FD's edge
+            self._loop.call_soon(self._on_readable)
+        if self.transport.judging and self._judge_timer is None:
+            self._judge_timer = self._loop.call_later(LOST_AFTER, self._judge)
+        if not lost:
             if self.heartbeat.suspect_until is not None and self._timer is not None:
                 self._timer.cancel()  # ping the suspect kernel now, judge it in time
                 self._tick()
             return
         self._remove_readers()
-        self.transport.reconnect("iopub")
+        for channel in lost:
+            self.transport.reconnect(channel)
         self._add_readers()
-        self._iopub_dropped()
+        for channel in lost:
+            self._reconnected(channel)
         self._on_readable()
+        self._wake_waiters()
 
+    def _judge(self) -> None:
+        """A dropped connection's verdict is due (see :meth:`ZmqTransport.given_up`)."""
+        self._judge_timer = None
+        self._on_monitor()
+
+    @_loop_callback
     def _tick(self) -> None:
         if self.closed or self._loop is None:
             return
@@ -547,6 +631,7 @@ class AsyncEngine(EngineBase):
         delay = min(self._health_wait(now), self.heartbeat.interval)
         self._timer = self._loop.call_later(max(delay, 0.01), self._tick)
 
+    @_loop_callback
     def _on_readable(self, channel: ChannelName | None = None) -> None:
         """Read ``channel``'s socket (every socket when ``None``) until it has nothing left."""
         if self.closed:
@@ -711,7 +796,7 @@ class AsyncEngine(EngineBase):
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        for timer in (self._held_timer, self._retry_timer):
+        for timer in (self._held_timer, self._retry_timer, self._judge_timer):
             if timer is not None:
                 timer.cancel()
         self._unsent.clear()

@@ -48,8 +48,7 @@ class PendingBase(Generic[EngineT]):
 
         def ready() -> Message | None:
             if state.reply is None:
-                if state.failure is not None:
-                    raise state.failure
+                state.raise_if_failed()
                 router.check_alive()
             return state.reply
 
@@ -64,8 +63,7 @@ class PendingBase(Generic[EngineT]):
                 return state.events.popleft()
             if state.done:
                 return False
-            if state.failure is not None:
-                raise state.failure
+            state.raise_if_failed()
             if state.give_up_on_idle(IDLE_GRACE):
                 return False
             router.check_alive()
@@ -76,6 +74,7 @@ class PendingBase(Generic[EngineT]):
     def _final_reply(self) -> Message:
         reply = self._state.reply
         if reply is None:  # a request with no reply (comm_msg) ends at idle
+            self._state.raise_if_failed()
             raise KernelTimeout(f"{self._state.msg_type} has no reply")
         return reply
 

@@ -16,16 +16,31 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import KernelDied
+from ..errors import KernelDied, KernelwireError, ReplyLost
 from ..protocol.message import CHANNELS, Channel, Message
 
 log = logging.getLogger("kernelwire.routing")
 
 Sink = Callable[[Channel, Message], None]
+REPLY_CHANNELS = ("shell", "control")
+"""The channels replies come on."""
 
 
 IDLE_GRACE = 4.0
 """Seconds to wait for a request's IOPub ``idle`` once its reply is in (as nbclient does)."""
+REPLY_GRACE = 4.0
+"""Seconds to wait for a request's reply once its IOPub ``idle`` is in. A kernel sends the
+reply before the idle, but on another connection, so the idle may arrive first; past this
+the reply is lost (ipykernel drops ``execute_reply`` in interrupt storms, still sending the
+idle) and the request ends with :class:`~kernelwire.errors.ReplyLost`, not at its timeout."""
+
+
+def _split_id(msg_id: str) -> tuple[str, int | None]:
+    """``<prefix>_<n>`` as (prefix, n); n is ``None`` for an id of another form."""
+    prefix, _, number = msg_id.rpartition("_")
+    if not (number.isascii() and number.isdigit()) or len(number) > 12:
+        return msg_id, None
+    return prefix, int(number)
 
 
 def is_idle(msg: Message) -> bool:
@@ -58,15 +73,17 @@ class RequestState:
     __slots__ = (
         "channel",
         "claims",
+        "error",
         "events",
         "expects_reply",
-        "failure",
         "idle",
+        "idle_at",
         "incomplete",
         "msg_id",
         "msg_type",
         "reply",
         "reply_at",
+        "reply_type",
         "sink",
     )
 
@@ -75,11 +92,16 @@ class RequestState:
         self.msg_type = msg_type
         self.channel = channel
         self.expects_reply = msg_type.endswith("_request")
+        self.reply_type = msg_type[: -len("_request")] + "_reply" if self.expects_reply else None
+        """The only message type that answers this request on shell or control."""
         self.reply: Message | None = None
         self.reply_at = 0.0
         self.idle = False
+        self.idle_at = 0.0
+        """When the IOPub ``idle`` came (claimed or not); 0 before."""
         self.incomplete = False
-        self.failure: KernelDied | None = None  # why it will never finish (Router.fail_pending)
+        self.error: KernelwireError | None = None
+        """Why this request ended without its reply (its waiters raise it), if it did."""
         self.events: deque[tuple[Channel, Message]] = deque()
         self.sink = sink
         self.claims: frozenset[Channel] = frozenset(CHANNELS)
@@ -106,11 +128,39 @@ class RequestState:
         )
         return True
 
+    def fail(self, error: KernelwireError) -> None:
+        """End this request without its reply: its waiters raise ``error`` (the first one
+        given), once they have taken what arrived."""
+        if self.error is None and not self.done:
+            self.error = error
+
+    def raise_if_failed(self) -> None:
+        """Raise why this request ended without its reply, if it did.
+
+        A request whose IOPub ``idle`` came :data:`REPLY_GRACE` seconds ago without
+        its reply ends here, with :class:`ReplyLost`.
+        """
+        lost = self.idle_at and self.reply is None and self.expects_reply and self.error is None
+        if lost and time.monotonic() - self.idle_at >= REPLY_GRACE:
+            self.fail(
+                ReplyLost(
+                    f"{self.msg_type} {self.msg_id}: the kernel went idle and sent no "
+                    f"{self.reply_type} within {REPLY_GRACE:g} s; it will not come (the "
+                    "request's output before the idle was delivered)",
+                    msg_id=self.msg_id,
+                    msg_type=self.msg_type,
+                )
+            )
+            log.warning("%s", self.error)
+        if self.error is not None:
+            raise self.error
+
     def add(self, channel: Channel, msg: Message) -> None:
         """Record ``msg`` received on ``channel``."""
         if channel == "iopub":
             if is_idle(msg):
                 self.idle = True
+                self.idle_at = time.monotonic()
         elif channel in ("shell", "control") and self.reply is None:
             self.reply = msg
             self.reply_at = time.monotonic()
@@ -142,6 +192,7 @@ class Router:
         self.iopub_resets = 0
         self.listeners: list[Sink] = []
         self.unclaimed_sink: Sink | None = None
+        self._answered_bits: dict[str, bytearray] = {}
 
     def track(
         self, msg_id: str, msg_type: str, channel: Channel, sink: Sink | None = None
@@ -149,6 +200,11 @@ class Router:
         """Start routing messages whose parent is ``msg_id`` to a new :class:`RequestState`."""
         state = RequestState(msg_id, msg_type, channel, sink)
         self.pending[msg_id] = state
+        prefix, number = _split_id(msg_id)
+        if number is not None:  # room for its bit (see _answered); ids are ours, not the peer's
+            bits = self._answered_bits.setdefault(prefix, bytearray())
+            if number >= 8 * len(bits):
+                bits.extend(bytes(max(number // 8 + 1 - len(bits), len(bits) // 2)))
         return state
 
     def forget(self, msg_id: str) -> None:
@@ -160,16 +216,34 @@ class Router:
             state.events.clear()
 
     def dispatch(self, channel: Channel, msg: Message) -> RequestState | None:
-        """Route one message; returns the request that claimed it, if any."""
+        """Route one message; returns the request that claimed it, if any.
+
+        A reply that cannot be the answer to the request it names is refused and
+        counted in ``rejected``: one of another type than the request's reply (a
+        protocol violation), or one to a request whose reply already came (a replay,
+        however long ago: see :meth:`_answered`).
+        """
         self.received += 1
+        parent = msg["parent_header"]
+        parent_id = parent.get("msg_id", "") if parent else ""
+        state = self.pending.get(parent_id) if parent_id else None
+        if state is not None and channel not in state.claims:
+            if channel == "iopub" and is_idle(msg):
+                state.idle_at = time.monotonic()  # unclaimed, yet evidence: see REPLY_GRACE
+            state = None
+        if parent_id and channel in REPLY_CHANNELS:
+            refusal = self._refusal(state, parent_id, msg)
+            if refusal is not None:
+                self.rejected += 1
+                log.warning("refused a message on the %s channel: %s", channel, refusal)
+                return None
         for listener in self.listeners:
             listener(channel, msg)
         if channel == "iopub":
             self.iopub_welcomed = True  # whatever arrived, the subscription is in effect
-        parent = msg["parent_header"]
-        parent_id = parent.get("msg_id", "") if parent else ""
-        state = self.pending.get(parent_id) if parent_id else None
-        if state is not None and channel in state.claims:
+        if state is not None:
+            if channel in REPLY_CHANNELS:
+                self._mark_answered(parent_id)
             state.add(channel, msg)
             return state
         if parent_id in self.swallowed:
@@ -178,6 +252,42 @@ class Router:
             return None  # a connection event (protocol 5.5), not output
         self._keep(channel, msg)
         return None
+
+    def _refusal(self, state: RequestState | None, parent_id: str, msg: Message) -> str | None:
+        """Why a shell or control message naming ``parent_id`` is no answer to it, if it is not."""
+        msg_type = msg["msg_type"]
+        if state is not None and msg_type != state.reply_type:
+            expected = state.reply_type or "no reply"
+            return (
+                f"protocol violation: a {msg_type} answered {state.msg_type} {parent_id} "
+                f"(only {expected} does)"
+            )
+        if (state is not None and state.reply is not None) or (
+            msg_type.endswith("_reply") and self._answered(parent_id)
+        ):
+            what = state.msg_type if state is not None else "request"
+            return f"replayed {msg_type}: {what} {parent_id} was answered already"
+        return None
+
+    def _mark_answered(self, msg_id: str) -> None:
+        prefix, number = _split_id(msg_id)
+        bits = self._answered_bits.get(prefix)
+        if bits is not None and number is not None and number < 8 * len(bits):
+            bits[number >> 3] |= 1 << (number & 7)
+
+    def _answered(self, msg_id: str) -> bool:
+        """Whether a tracked request ``msg_id`` got its reply, however long ago.
+
+        The replay guard remembers a bounded number of signatures (a window); this
+        remembers every tracked request's answer for good, in one bit each: the ids
+        kernelwire's sessions make are ``<session>_<pid>_<n>``, and bit ``n`` of its
+        prefix's bitmap says whether ``n`` was answered (1 MB covers 8 million requests).
+        """
+        prefix, number = _split_id(msg_id)
+        bits = self._answered_bits.get(prefix)
+        if bits is None or number is None or number >= 8 * len(bits):
+            return False
+        return bool(bits[number >> 3] & (1 << (number & 7)))
 
     def _keep(self, channel: Channel, msg: Message) -> None:
         if self.unclaimed_sink is not None:
@@ -208,6 +318,18 @@ class Router:
         if self.death is None:
             self.death = error
 
+    def reader_stopped(self, reader: str, exc: BaseException) -> KernelDied:
+        """Mark the kernel dead because ``reader`` (what reads the sockets) failed with
+        ``exc``: every wait then raises the returned error, which says why."""
+        error = KernelDied(
+            f"{reader} stopped ({type(exc).__name__}: {exc}): this client delivers no more "
+            "messages; stop its channels and connect again"
+        )
+        error.__cause__ = exc
+        log.error("%s", error, exc_info=exc)
+        self.mark_dead(error)
+        return error
+
     def check_alive(self) -> None:
         """Raise the recorded :class:`KernelDied`, if any."""
         if self.death is not None:
@@ -230,7 +352,7 @@ class Router:
         how many requests were failed."""
         failed = 0
         for state in self.pending.values():
-            if not state.done and state.failure is None:
-                state.failure = error
+            if not state.done and state.error is None:
+                state.fail(error)
                 failed += 1
         return failed

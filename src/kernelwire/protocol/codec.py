@@ -138,6 +138,25 @@ def _json_frame(data: bytes, name: str) -> dict[str, Any]:
     return value
 
 
+def checked_ids(header: Mapping[str, Any], parent: Mapping[str, Any]) -> tuple[str, str]:
+    """The message's (msg_id, msg_type), once the ids that routing relies on are checked.
+
+    Every decoder (ZeroMQ frames, WebSocket framings) calls this, so a message that gets
+    past it can be routed: its own id and type are strings, and so is its parent's id
+    when it has one (routing looks it up; a list or a dict there broke the router).
+    """
+    msg_id = header.get("msg_id")
+    msg_type = header.get("msg_type")
+    if type(msg_id) is not str or type(msg_type) is not str:
+        raise ProtocolError("header lacks a string msg_id or msg_type")
+    parent_id = parent.get("msg_id")
+    if parent_id is not None and type(parent_id) is not str:
+        raise ProtocolError(
+            f"parent_header msg_id must be a string, got {type(parent_id).__name__}"
+        )
+    return msg_id, msg_type
+
+
 def split_identities(frames: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
     """Split wire frames at the delimiter: (routing identities, message frames)."""
     try:
@@ -289,10 +308,7 @@ class Session:
             metadata = _json_frame(metadata_b, "metadata")
         if type(content) is not dict:
             content = _json_frame(content_b, "content")
-        msg_id = header.get("msg_id")
-        msg_type = header.get("msg_type")
-        if type(msg_id) is not str or type(msg_type) is not str:
-            raise ProtocolError("header lacks a string msg_id or msg_type")
+        msg_id, msg_type = checked_ids(header, parent)
         date = header.get("date")
         if type(date) is str:
             try:  # a message's own date is new every time: no cache

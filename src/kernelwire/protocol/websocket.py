@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from ..errors import ProtocolError
+from .codec import checked_ids
 from .jsonutil import dumps, parse_date
 from .message import CHANNELS, Channel, Message
 
@@ -48,9 +49,7 @@ def _message(
         elif not isinstance(value, dict):
             raise ProtocolError(f"{name} must be a JSON object, got {type(value).__name__}")
     header = parts["header"]
-    msg_id, msg_type = header.get("msg_id"), header.get("msg_type")
-    if not isinstance(msg_id, str) or not isinstance(msg_type, str):
-        raise ProtocolError("header lacks a string msg_id or msg_type")
+    msg_id, msg_type = checked_ids(header, parts["parent_header"])
     for part in (header, parts["parent_header"]):
         if isinstance(part.get("date"), str):
             part["date"] = parse_date(part["date"])

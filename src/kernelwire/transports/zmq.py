@@ -23,6 +23,7 @@ from ..protocol.connection import ChannelName, ConnectionInfo
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
 _RECV = zmq.Socket.recv
 # EVENTS is an int option: typed so, to skip a per-call int() on the hot path.
 _GET = cast(Callable[[zmq.Socket[bytes], int], int], zmq.Socket.get)
@@ -37,6 +38,12 @@ _HANDSHAKE_FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
 _MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED
+_DROPPABLE = ("shell", "control", "stdin")
+"""The DEALER channels whose connection ZeroMQ drops for good after an oversized message."""
+LOST_AFTER = 0.1
+"""Seconds after one of those channels' connections dropped before it is judged: by then
+ZeroMQ has either kept the socket's queue for a reconnect of its own (a kernel that died
+or restarts), or torn it down for good (it refused an oversized message)."""
 log = logging.getLogger("kernelwire.transport")
 RECONNECT_INTERVAL_MS = 10
 """Milliseconds between ZeroMQ's tries to connect a socket (its default is 100)."""
@@ -75,6 +82,7 @@ class ZmqTransport:
         # kernel's process closed its sockets (it died, or is restarting).
         self.monitors: dict[ChannelName, zmq.Socket[bytes]] = {}
         self._refused: dict[ChannelName, bool] = {}
+        self._down_since: dict[ChannelName, float] = {}
         self._refusal_logged = False
         try:
             for channel in channels:
@@ -104,9 +112,9 @@ class ZmqTransport:
             sock.rcvhwm = 0
         elif channel != "hb":
             sock.identity = identity
-        if channel == "iopub" and self.max_frame_bytes is not None:
+        if channel != "hb" and self.max_frame_bytes is not None:
             # ZeroMQ refuses a larger frame before it is held in memory, so a kernel that
-            # floods one huge message cannot exhaust ours; it drops the connection and
+            # sends one huge message cannot exhaust ours; it drops the connection and
             # does not reconnect, so we watch for that and reconnect ourselves.
             sock.maxmsgsize = self.max_frame_bytes
             self.monitors[channel] = sock.get_monitor_socket(_MONITORED_EVENTS)
@@ -155,10 +163,42 @@ class ZmqTransport:
             )
         return dropped
 
+    def given_up(self, channel: ChannelName, now: float) -> bool:
+        """Whether ZeroMQ gave up ``channel``'s connection for good (shell, control, stdin).
+
+        It does so when it refuses a message over the size bound: the connection is
+        dropped, and the socket is left with nowhere to send. A connection that drops
+        otherwise (the kernel died or restarts) is reconnected by ZeroMQ itself, keeping
+        the socket's queue. The two look alike at first: the verdict comes on a call
+        :data:`LOST_AFTER` seconds or more after the drop (see :attr:`judging`).
+        """
+        sock = self.sockets.get(channel)
+        if channel not in _DROPPABLE or sock is None:
+            return False
+        if self.was_disconnected(channel):
+            self._down_since.setdefault(channel, now)
+        since = self._down_since.get(channel)
+        if since is None or now - since < LOST_AFTER:
+            return False
+        del self._down_since[channel]
+        # A socket whose peer went away still queues (ZeroMQ reconnects it), unless its
+        # queue is full; one whose connection ZeroMQ tore down has no queue at all. The
+        # first read lets ZeroMQ finish processing the teardown. Reading EVENTS consumes
+        # the socket's FD edge: an event loop must read the socket afterwards.
+        _GET(sock, _EVENTS)
+        return not _GET(sock, _EVENTS) & _POLLOUT
+
+    @property
+    def judging(self) -> bool:
+        """Whether a dropped connection awaits its verdict (call :meth:`given_up` again;
+        the verdict reads the socket's EVENTS, see there)."""
+        return bool(self._down_since)
+
     def reconnect(self, channel: ChannelName) -> zmq.Socket[bytes]:
         """Replace ``channel``'s socket with a freshly connected one; returns it."""
         old = self.sockets.pop(channel)
         self.channel_of.pop(old, None)
+        self._down_since.pop(channel, None)
         self._close_monitor(channel, old)
         old.close(linger=0)
         sock = self._connect(channel, self._identity)
