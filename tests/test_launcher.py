@@ -86,7 +86,9 @@ def steal_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., PortTh
             thief.close()
 
 
-def assert_on_ports_of_its_own(info: ConnectionInfo, connection_file: str, thief: PortThief) -> None:
+def assert_on_ports_of_its_own(
+    info: ConnectionInfo, connection_file: str, thief: PortThief
+) -> None:
     assert thief.taken, "the test took no port: the launcher did not choose ports"
     ports = {getattr(info, field) for field in PORT_FIELDS}
     assert not ports & set(thief.taken)
@@ -105,9 +107,9 @@ def test_run_kernel_in_process_starts_again_on_new_ports(
 ) -> None:
     """shell: ipykernel exits; iopub: it hangs; hb: it answers without a heartbeat."""
     thief = steal_port(field)
-    with caplog.at_level(logging.INFO, logger="kernelwire.launcher"):
-        with run_kernel_in_process(tmp_path / "kernel.json") as kernel:
-            assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
+    logs = caplog.at_level(logging.INFO, logger="kernelwire.launcher")
+    with logs, run_kernel_in_process(tmp_path / "kernel.json") as kernel:
+        assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
     assert f"field {field!r}: port {thief.taken[0]} is already in use" in caplog.text
     assert "starting it again on new ports" in caplog.text
     assert not (tmp_path / "kernel.json").exists()
@@ -118,12 +120,12 @@ def test_kernel_start_starts_again_on_new_ports(
     field: str, steal_port: Callable[..., PortThief], caplog: pytest.LogCaptureFixture
 ) -> None:
     thief = steal_port(field)
-    with caplog.at_level(logging.INFO, logger="kernelwire.launcher"):
-        with start_kernel("python3") as kernel:
-            assert kernel.connection_info is not None and kernel.connection_file is not None
-            assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
-            result = kernel.run("print(6 * 7)", timeout=60)
-            assert result.stdout == "42\n"
+    logs = caplog.at_level(logging.INFO, logger="kernelwire.launcher")
+    with logs, start_kernel("python3") as kernel:
+        assert kernel.connection_info is not None and kernel.connection_file is not None
+        assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
+        result = kernel.run("print(6 * 7)", timeout=60)
+        assert result.stdout == "42\n"
     assert f"field {field!r}: port {thief.taken[0]} is already in use" in caplog.text
 
 
