@@ -424,16 +424,26 @@ def test_kernels_are_shut_down_at_interpreter_exit(tmp_path: Path) -> None:
 
 
 def test_a_hung_kernel_is_reported_by_its_heartbeat() -> None:
+    """A client that knows only the connection file has the heartbeat to go by; one that
+    watches the process knows the kernel is alive, so its request just times out."""
     with start_kernel("python3") as kernel:
-        client = kernel.client(time_to_dead=1.0)
+        assert kernel.connection_file is not None
+        own = kernel.client(time_to_dead=1.0)
+        other = kernelwire.BlockingKernelClient(kernel.connection_file, time_to_dead=1.0)
+        other.start_channels()
+        other.wait_for_ready(60)
         os.kill(kernel.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             with pytest.raises(KernelDied, match="heartbeat"):
-                client.execute("1", reply=True, timeout=30)
+                other.execute("1", reply=True, timeout=30)
             assert time.monotonic() - started < 3.0
+            with pytest.raises(KernelTimeout):
+                own.execute("1", reply=True, timeout=3)
         finally:
             os.kill(kernel.pid, signal.SIGCONT)
+            other.stop_channels()
+        assert own.execute("2", reply=True, timeout=60)["content"]["status"] == "ok"
 
 
 def test_a_command_that_cannot_run_is_a_clear_error(tmp_path: Path) -> None:

@@ -115,16 +115,23 @@ class KernelLaunchError(KernelwireError, OSError):
 
 
 class PortInUse(KernelwireError, OSError):
-    """A port named in a connection file is already bound by another process."""
+    """A port named in a connection file is already bound by another process.
 
-    def __init__(self, path: str, field: str, port: int | str) -> None:
+    ``hint`` says what that likely means (by default: a kernel already runs there).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        field: str,
+        port: int | str,
+        *,
+        hint: str = "is a kernel already running on this connection file?",
+    ) -> None:
         self.path = path
         self.field = field
         self.port = port
-        super().__init__(
-            f"{path}, field {field!r}: port {port} is already in use "
-            "(is a kernel already running on this connection file?)"
-        )
+        super().__init__(f"{path}, field {field!r}: port {port} is already in use ({hint})")
 
 
 class ExecutionError(KernelwireError):

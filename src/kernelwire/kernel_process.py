@@ -6,108 +6,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import socket
-import subprocess
 import sys
-import weakref
-from types import TracebackType
 
-from .errors import PortInUse
-from .lifecycle.launcher import KernelLog, child_env, spawn, terminate, wait_until_answering
-from .protocol.connection import (
-    PORT_FIELDS,
-    ConnectionInfo,
-    load_connection_file,
-    write_connection_file,
+from .lifecycle.launcher import (
+    PORT_RETRIES,
+    STARTUP_TIMEOUT,
+    KernelProcess,
+    child_env,
+    launch,
+    ports_in_use,
+    reserved_connection_info,
 )
+from .protocol.connection import ConnectionInfo, load_connection_file, write_connection_file
 
-STARTUP_TIMEOUT = 60.0
-
-
-def check_ports_free(path: str, info: ConnectionInfo) -> None:
-    """Raise :class:`PortInUse` if another process already holds a port of ``info``."""
-    if info.transport != "tcp":
-        return
-    family = socket.AF_INET6 if ":" in info.ip else socket.AF_INET
-    for field in PORT_FIELDS:
-        port = getattr(info, field)
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((info.ip, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise PortInUse(path, field, port) from None
-                raise
-
-
-def _cleanup(proc: subprocess.Popen[bytes], files: list[str], log: KernelLog) -> None:
-    terminate(proc, 3.0)
-    log.close()
-    for path in files:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-class KernelProcess:
-    """A kernel running in a child process; stop it with :meth:`stop` or a ``with`` block.
-
-    The kernel is also stopped when this handle is garbage-collected or at
-    interpreter exit, and it exits by itself if this process dies.
-    """
-
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        connection_file: str,
-        info: ConnectionInfo,
-        log: KernelLog,
-        owned_files: list[str],
-    ) -> None:
-        self.proc = proc
-        self.connection_file = connection_file
-        self.connection_info = info
-        self.log = log
-        self._finalizer = weakref.finalize(self, _cleanup, proc, owned_files, log)
-
-    @property
-    def pid(self) -> int:
-        """The kernel's process id."""
-        return self.proc.pid
-
-    def is_alive(self) -> bool:
-        """Whether the kernel process is still running."""
-        return self.proc.poll() is None
-
-    @property
-    def exit_code(self) -> int | None:
-        """The exit status once the process has ended."""
-        return self.proc.poll()
-
-    def stderr_tail(self, lines: int = 40) -> str:
-        """The last lines the kernel wrote to stdout/stderr."""
-        return self.log.tail(lines)
-
-    def stop(self) -> None:
-        """Stop the kernel (its process group) and remove the files made for it. Idempotent."""
-        self._finalizer()
-
-    def __enter__(self) -> KernelProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "alive" if self.is_alive() else f"exited {self.exit_code}"
-        return f"<KernelProcess pid={self.pid} {self.connection_file} {state}>"
+__all__ = ["KernelProcess", "run_kernel_in_process"]
 
 
 def _kernel_payload(kernel_class: type | None) -> bytes:
@@ -144,35 +57,43 @@ def run_kernel_in_process(
     """Start an IPython kernel (or ``kernel_class``) in a child process; return once it answers.
 
     ``connection_file`` is used as it is if it exists (its ports must be free:
-    :class:`PortInUse` otherwise), or written with free ports and a fresh key.
-    Raises :class:`KernelDied` with the kernel's output if it exits during start-up,
-    :class:`KernelTimeout` if it does not answer within ``startup_timeout`` seconds.
+    :class:`PortInUse` otherwise), or written with reserved free ports and a fresh key;
+    a kernel that loses one of those ports to another process before binding it is
+    started again on new ones. Raises :class:`KernelDied` with the kernel's output if it
+    exits during start-up, :class:`KernelTimeout` if it does not answer within
+    ``startup_timeout`` seconds.
     """
     payload = _kernel_payload(kernel_class)
-    owned: list[str] = []
-    if connection_file is not None and os.path.exists(connection_file):
-        path = os.fspath(connection_file)
-        info = load_connection_file(path)
-        check_ports_free(path, info)
+    path = None if connection_file is None else os.fspath(connection_file)
+    if path is not None and os.path.exists(path):
+        given = path, load_connection_file(path)
+        taken = ports_in_use(*given)
+        if taken is not None:
+            raise taken
+
+        def connect() -> tuple[str, ConnectionInfo]:
+            return given
+
+        retries, owned = 1, False
     else:
-        path, info = write_connection_file(connection_file)
-        owned.append(path)
-    log = KernelLog()
+
+        def connect() -> tuple[str, ConnectionInfo]:
+            nonlocal path  # a retry rewrites the same file
+            path, info = write_connection_file(path, reserved_connection_info())
+            return path, info
+
+        retries, owned = PORT_RETRIES, True
     # The child must import what this process imports (a kernel class from a test module).
     paths = [p for p in sys.path if p] + os.environ.get("PYTHONPATH", "").split(os.pathsep)
     env = child_env({"PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p))})
-    argv = [sys.executable, "-m", "kernelwire._launch", path]
-    proc = spawn(argv, log, env=env, stdin=subprocess.PIPE)
-    kernel = KernelProcess(proc, path, info, log, owned)
-    try:
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(payload)
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
-        what = f"kernel for {kernel.connection_file}"
-        wait_until_answering(info, proc, log, startup_timeout, what)
-    except BaseException:
-        kernel.stop()
-        raise
-    return kernel
+    name = "ipykernel" if kernel_class is None else kernel_class.__name__
+    return launch(
+        lambda file: [sys.executable, "-m", "kernelwire._launch", file],
+        connect,
+        retries=retries,
+        owns_connection_file=owned,
+        env=env,
+        stdin=payload,
+        timeout=startup_timeout,
+        what=f"kernel {name}",
+    )

@@ -158,6 +158,7 @@ class EngineBase:
                 if death is not None:
                     self.router.mark_dead(death)
                     return
+            self.heartbeat.process_alive(now)  # the process check outweighs a missed ping
         if not self.has_channel("hb"):
             return
         heartbeat = self.heartbeat

@@ -24,26 +24,26 @@ from ..client.base import KernelClientBase
 from ..client.blocking import BlockingKernelClient
 from ..errors import KernelDied, KernelLaunchError, KernelRestarted, KernelwireError
 from ..execution import RunsCode
-from ..protocol.connection import ConnectionInfo, new_connection_info, write_connection_file
+from ..protocol.connection import ConnectionInfo, write_connection_file
 from .launcher import (
     CLOSING_GRACE,
-    KernelLog,
-    allocate_ports,
+    PORT_RETRIES,
+    STARTUP_TIMEOUT,
+    Connect,
+    KernelProcess,
     child_env,
+    cleanup,
+    launch,
+    reserved_connection_info,
     signal_group,
-    spawn,
-    terminate,
     wait_exit,
     wait_exit_after_reply,
-    wait_until_answering,
 )
 from .specs import KernelSpec, get_kernel_spec
 
 log = logging.getLogger("kernelwire.kernel")
 
-STARTUP_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 5.0
-PORT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -57,30 +57,6 @@ class KernelEvent:
 
 
 EventHandler = Callable[[KernelEvent], None]
-
-
-class _Process:
-    """One launched kernel process with its log; cleaned up by a finalizer."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log: KernelLog) -> None:
-        self.proc = proc
-        self.log = log
-
-    def stop(self, grace: float) -> int | None:
-        code = terminate(self.proc, grace)
-        self.log.close()
-        return code
-
-
-def _cleanup(processes: list[_Process], files: list[str]) -> None:
-    for process in processes:
-        process.stop(1.0)
-    for path in files:
-        with contextlib.suppress(OSError):
-            if os.path.isdir(path):
-                os.rmdir(path)
-            else:
-                os.unlink(path)
 
 
 class Kernel(RunsCode):
@@ -123,8 +99,8 @@ class Kernel(RunsCode):
         self.events: list[KernelEvent] = []
         self.connection_info: ConnectionInfo | None = None
         self.connection_file: str | None = None
-        self._process: _Process | None = None
-        self._processes: list[_Process] = []
+        self._process: KernelProcess | None = None
+        self._processes: list[KernelProcess] = []
         self._files: list[str] = []
         self._clients: weakref.WeakSet[KernelClientBase[Any]] = weakref.WeakSet()
         self._expected_exit = False
@@ -132,7 +108,7 @@ class Kernel(RunsCode):
         self._monitor: threading.Thread | None = None
         self._closed = False
         self._run_client: BlockingKernelClient | None = None
-        self._finalizer = weakref.finalize(self, _cleanup, self._processes, self._files)
+        self._finalizer = weakref.finalize(self, cleanup, self._processes, self._files, 1.0)
 
     # -- state -------------------------------------------------------------------
     @property
@@ -187,17 +163,7 @@ class Kernel(RunsCode):
     def start(self) -> None:
         """Launch the kernel and wait until it answers (:class:`KernelDied` if it exits first)."""
         with self._lock:
-            for attempt in range(PORT_RETRIES):
-                if self.connection_info is None or attempt:
-                    self._new_connection()
-                try:
-                    self._launch()
-                    break
-                except KernelDied as exc:
-                    if "Address already in use" in exc.stderr and attempt < PORT_RETRIES - 1:
-                        log.info("port clash starting %s; retrying with new ports", self.spec.name)
-                        continue
-                    raise
+            self._launch(self._new_connection, PORT_RETRIES)
             self._emit("started")
             if self.auto_restart and self._monitor is None:
                 self._monitor = threading.Thread(
@@ -205,14 +171,10 @@ class Kernel(RunsCode):
                 )
                 self._monitor.start()
 
-    def _new_connection(self) -> None:
-        ip = "127.0.0.1"
-        ports = allocate_ports(ip) if self.transport == "tcp" else None
-        info = new_connection_info(
-            ip=ip,
+    def _new_connection(self) -> tuple[str, ConnectionInfo]:
+        info = reserved_connection_info(
             transport=self.transport,  # type: ignore[arg-type]
             kernel_name=self.spec.name,
-            ports=ports,
             curve=self.encrypt,
         )
         path, info = write_connection_file(self.connection_file, info)
@@ -225,34 +187,35 @@ class Kernel(RunsCode):
                 )
                 self._files.append(os.path.dirname(info.ip))  # the private ipc folder
         self.connection_file, self.connection_info = path, info
+        return path, info
 
-    def _launch(self) -> None:
+    def _same_connection(self) -> tuple[str, ConnectionInfo]:
         assert self.connection_file is not None and self.connection_info is not None
-        kernel_log = KernelLog()
-        env = child_env({**self.spec.env, **self.extra_env})
+        return self.connection_file, self.connection_info
+
+    def _launch(self, connect: Connect, retries: int) -> None:
+        """Start the kernel's process (see :func:`launch`) and make it the current one."""
         names = {"kernel_id": self.kernel_id}
         if self.cwd is not None:
             names["cwd"] = self.cwd
-        argv = self.spec.command(self.connection_file, self.extra_arguments, **names)
         try:
-            proc = spawn(argv, kernel_log, env=env, cwd=self.cwd)
-        except OSError as exc:
-            where = f" in {self.cwd!r}" if self.cwd else ""
-            raise KernelLaunchError(
-                f"kernel {self.spec.name}: cannot run {argv[0]!r}{where}: "
-                f"{exc.strerror or exc}: {exc.filename!r} (spec: {self.spec.resource_dir})"
-            ) from None
-        process = _Process(proc, kernel_log)
+            process = launch(
+                lambda path: self.spec.command(path, self.extra_arguments, **names),
+                connect,
+                retries=retries,
+                env=child_env({**self.spec.env, **self.extra_env}),
+                cwd=self.cwd,
+                timeout=self.startup_timeout,
+                what=f"kernel {self.spec.name}",
+            )
+        except KernelLaunchError as exc:
+            raise KernelLaunchError(f"{exc} (spec: {self.spec.resource_dir})") from None
+        except BaseException:
+            self._expected_exit = False  # a restart that failed: clients hear the kernel is gone
+            raise
         self._processes.append(process)
         self._process = process
         self._expected_exit = False
-        try:
-            what = f"kernel {self.spec.name}"
-            wait_until_answering(self.connection_info, proc, kernel_log, self.startup_timeout, what)
-        except BaseException:
-            process.stop(0.5)
-            self._processes.remove(process)
-            raise
 
     # -- clients -----------------------------------------------------------------
     def _attach(self, client: KernelClientBase[Any]) -> None:
@@ -317,7 +280,7 @@ class Kernel(RunsCode):
             self._processes.remove(process)
 
     def _wait_after_reply(
-        self, process: _Process, control: BlockingKernelClient, timeout: float
+        self, process: KernelProcess, control: BlockingKernelClient, timeout: float
     ) -> None:
         """Wait for a kernel that answered ``shutdown_request`` to exit (see
         :func:`wait_exit_after_reply`); say why, if it has to be terminated."""
@@ -364,7 +327,7 @@ class Kernel(RunsCode):
                 engine.heartbeat.paused = True  # its dropped connection is expected
             try:
                 self._stop_process(now, True, timeout)
-                self._launch()
+                self._launch(self._same_connection, 1)  # clients stay on these ports
             finally:
                 for engine, was_paused in zip(engines, paused, strict=True):
                     engine.router.death = None

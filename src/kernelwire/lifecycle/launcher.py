@@ -1,5 +1,10 @@
 """Starting and stopping kernel processes: ports, process groups, logs.
 
+:func:`launch` is the one way a kernel process is started (by :class:`~kernelwire.Kernel`
+and by :func:`~kernelwire.run_kernel_in_process`): ports reserved per process, a process
+group of its own, its output in a log, a wait until it answers, and, if another process
+took one of its ports between our choice and the kernel's bind, a new start on new ports.
+
 Every kernel runs in its own process group (session), so an interrupt or a kill
 reaches what the kernel itself started, and nothing outlives it.
 """
@@ -7,20 +12,43 @@ reaches what the kernel itself started, and nothing outlives it.
 from __future__ import annotations
 
 import contextlib
+import errno
+import ipaddress
+import itertools
+import logging
 import os
 import select
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import IO, Literal
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal
 
 from ..client.blocking import BlockingKernelClient
-from ..errors import KernelDied, KernelTimeout
-from ..protocol.connection import PORT_FIELDS, ConnectionInfo, free_tcp_ports
+from ..errors import KernelDied, KernelLaunchError, KernelTimeout, PortInUse
+from ..protocol.connection import (
+    PORT_FIELDS,
+    ConnectionInfo,
+    Transport,
+    free_tcp_ports,
+    new_connection_info,
+)
 
+log = logging.getLogger("kernelwire.launcher")
+
+STARTUP_TIMEOUT = 60.0
+"""Seconds a kernel gets, by default, to answer after its process starts."""
+PORT_RETRIES = 3
+"""How many times in all a kernel is started when it loses a port to another process."""
+STOP_GRACE = 3.0
+"""Seconds a kernel gets to exit after SIGTERM when it is stopped, before SIGKILL."""
 PORT_RESERVATION = 60.0
 """Seconds a port handed out by this process is kept from being handed out again."""
 
@@ -32,8 +60,8 @@ def allocate_ports(ip: str = "127.0.0.1") -> dict[str, int]:
     """Five free ports for a kernel, never ones this process handed out in the last minute.
 
     Concurrent starts in one process therefore never collide; a clash with another
-    process (the port taken between our probe and the kernel's bind) is caught by the
-    caller, which retries with new ports.
+    process (the port taken between our probe and the kernel's bind) is caught by
+    :func:`launch`, which starts the kernel again on new ports.
     """
     with _reserved_lock:
         now = time.monotonic()
@@ -49,6 +77,17 @@ def allocate_ports(ip: str = "127.0.0.1") -> dict[str, int]:
         for port in chosen:
             _reserved[port] = now
     return dict(zip(PORT_FIELDS, chosen, strict=True))
+
+
+def reserved_connection_info(
+    *, ip: str = "127.0.0.1", transport: Transport = "tcp", **options: Any
+) -> ConnectionInfo:
+    """Fresh connection info for one start: ports from :func:`allocate_ports` (tcp), a new key.
+
+    ``options`` go to :func:`~kernelwire.protocol.connection.new_connection_info`.
+    """
+    ports = allocate_ports(ip) if transport == "tcp" else None
+    return new_connection_info(ip=ip, transport=transport, ports=ports, **options)
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -200,36 +239,345 @@ def wait_exit_after_reply(
                 closed_at = time.monotonic()
 
 
-def wait_until_answering(
+# -- ports lost to another process -------------------------------------------------------
+_PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
+_LISTEN = "0A"
+_TIME_WAIT = "06"
+
+
+def ports_in_use(path: str, info: ConnectionInfo) -> PortInUse | None:
+    """:class:`PortInUse` for the first port of ``info`` that something holds, else ``None``.
+
+    Each port is bound the way ZeroMQ binds it (``SO_REUSEADDR`` on POSIX), so a port
+    whose old connections linger in TIME_WAIT counts as free, as it is to a kernel.
+    """
+    if info.transport != "tcp":
+        return None
+    family = socket.AF_INET6 if ":" in info.ip else socket.AF_INET
+    for field in PORT_FIELDS:
+        port = getattr(info, field)
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            if os.name == "posix":
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((info.ip, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return PortInUse(path, field, port)
+                return None  # not an address of ours, say: the kernel will say so itself
+    return None
+
+
+def port_taken_from(kernel: KernelProcess) -> PortInUse | None:
+    """:class:`PortInUse` if another process holds a port the (running) kernel has not bound.
+
+    The kernel cannot bind that port any more: ipykernel then exits (shell, stdin,
+    control), hangs (IOPub) or answers without a heartbeat (its heartbeat thread dies).
+    Linux only (it reads ``/proc``); elsewhere ``None``, and :func:`launch` learns of a
+    clash when the kernel exits or times out.
+    """
+    info = kernel.connection_info
+    if info.transport != "tcp":
+        return None
+    fields = {getattr(info, field): field for field in PORT_FIELDS}
+    held = _sockets_on(set(fields), info.ip)
+    if not held:
+        return None
+    ours = _socket_inodes([kernel.pid])
+    if any(inode not in ours for _, _, inode in held):
+        # A kernel launched through a wrapper binds in a child: look at its whole group.
+        ours |= _socket_inodes(_group_members(kernel.pid))
+    for port, field in fields.items():
+        here = [(state, inode) for p, state, inode in held if p == port]
+        if any(state == _LISTEN and inode in ours for state, inode in here):
+            continue
+        if any(inode not in ours for _, inode in here):
+            return PortInUse(kernel.connection_file, field, port, hint="taken by another process")
+    return None
+
+
+def _sockets_on(ports: set[int], ip: str) -> list[tuple[int, str, int]]:
+    """(port, state, inode) of the TCP sockets bound to one of ``ports`` on an address
+    that overlaps ``ip`` (TIME_WAIT ones aside: they do not stop a bind)."""
+    found: list[tuple[int, str, int]] = []
+    for table in _PROC_NET_TCP:
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 10:
+                continue
+            address, _, hex_port = parts[1].partition(":")
+            port = int(hex_port, 16)
+            state, inode = parts[3], int(parts[9])
+            if port in ports and state != _TIME_WAIT and inode and _overlaps(address, ip):
+                found.append((port, state, inode))
+    return found
+
+
+def _overlaps(hex_address: str, ip: str) -> bool:
+    """Whether a socket bound to ``hex_address`` (as ``/proc/net/tcp`` writes it) stops a
+    bind to ``ip`` on the same port: the same address, or either one a wildcard."""
+    raw = bytes.fromhex(hex_address)
+    if sys.byteorder == "little":  # the table writes each 32-bit word in host order
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    held = ipaddress.ip_address(raw)
+    try:
+        wanted = ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        return True  # a host name: any address may be it
+    held_v4 = held.ipv4_mapped if isinstance(held, ipaddress.IPv6Address) else None
+    wanted_v4 = wanted.ipv4_mapped if isinstance(wanted, ipaddress.IPv6Address) else None
+    return (
+        (held_v4 or held) == (wanted_v4 or wanted) or held.is_unspecified or wanted.is_unspecified
+    )
+
+
+def _socket_inodes(pids: Iterable[int]) -> set[int]:
+    inodes: set[int] = set()
+    for pid in pids:
+        folder = f"/proc/{pid}/fd"
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                target = os.readlink(f"{folder}/{name}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _group_members(pgid: int) -> list[int]:
+    members: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+# -- the kernel process ------------------------------------------------------------------
+def remove_files(paths: Iterable[str]) -> None:
+    """Remove files made for a kernel, and folders (once empty); missing ones are fine."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.path.isdir(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+
+
+def _release(proc: subprocess.Popen[bytes], log: KernelLog, files: list[str]) -> None:
+    terminate(proc, STOP_GRACE)
+    log.close()
+    remove_files(files)
+
+
+class KernelProcess:
+    """A kernel running in a child process group of its own; stop it with :meth:`stop`
+    or a ``with`` block.
+
+    It is also stopped when this handle is garbage-collected or at interpreter exit,
+    and an ipykernel exits by itself if this process dies (``JPY_PARENT_PID``). Made
+    by :func:`launch` (through :func:`~kernelwire.run_kernel_in_process` or
+    :class:`~kernelwire.Kernel`).
+    """
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        connection_file: str,
+        info: ConnectionInfo,
+        log: KernelLog,
+        owned_files: Sequence[str] = (),
+    ) -> None:
+        self.proc = proc
+        self.connection_file = connection_file
+        self.connection_info = info
+        self.log = log
+        self._finalizer = weakref.finalize(self, _release, proc, log, list(owned_files))
+
+    @property
+    def pid(self) -> int:
+        """The kernel's process id."""
+        return self.proc.pid
+
+    def is_alive(self) -> bool:
+        """Whether the kernel process is still running."""
+        return self.proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit status once the process has ended."""
+        return self.proc.poll()
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        """The last lines the kernel wrote to stdout/stderr."""
+        return self.log.tail(lines)
+
+    def stop(self, grace: float = STOP_GRACE) -> int | None:
+        """Stop the kernel (its process group: SIGTERM, then SIGKILL after ``grace``
+        seconds) and remove the files made for it. Idempotent; returns the exit code."""
+        if self._finalizer.alive:
+            terminate(self.proc, grace)
+            self._finalizer()
+        return self.proc.poll()
+
+    def __enter__(self) -> KernelProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "alive" if self.is_alive() else f"exited {self.exit_code}"
+        return f"<KernelProcess pid={self.pid} {self.connection_file} {state}>"
+
+
+def cleanup(processes: Iterable[KernelProcess], files: Iterable[str], grace: float) -> None:
+    """Stop every process (``grace`` seconds after SIGTERM) and remove ``files``."""
+    for process in list(processes):
+        process.stop(grace)
+    remove_files(files)
+
+
+# -- launching ---------------------------------------------------------------------------
+Connect = Callable[[], tuple[str, ConnectionInfo]]
+"""Called before each start: writes the connection file to start on; returns it and its info."""
+
+
+def launch(
+    command: Callable[[str], Sequence[str]],
+    connect: Connect,
+    *,
+    retries: int = PORT_RETRIES,
+    owns_connection_file: bool = False,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: bytes | None = None,
+    timeout: float = STARTUP_TIMEOUT,
+    what: str = "kernel",
+) -> KernelProcess:
+    """Start a kernel and wait until it answers; on a lost port, start it again on new ones.
+
+    ``command(connection_file)`` is its command line; ``connect()`` writes the
+    connection file of each try (fresh ports from :func:`reserved_connection_info` when
+    a retry may move them; ``retries=1`` when the ports are fixed). A port clash is
+    found from the operating system, not from what the kernel prints: while the kernel
+    starts, a port it has not bound is held by another process (:func:`port_taken_from`),
+    or after it exited or timed out, one of its ports is still held
+    (:func:`ports_in_use`). ``stdin`` is written to the kernel's standard input. The
+    process is removed (and with ``owns_connection_file``, its connection file too) by
+    :meth:`KernelProcess.stop`, garbage collection or interpreter exit.
+
+    Raises :class:`KernelLaunchError` if the command cannot run, :class:`KernelDied`
+    (with the kernel's output) if it exits during start-up, :class:`KernelTimeout` after
+    ``timeout`` seconds, :class:`PortInUse` if it lost a port on its last try.
+    """
+    for attempt in itertools.count(1):
+        path, info = connect()
+        kernel = _spawn(command(path), path, info, env, cwd, stdin, owns_connection_file, what)
+        try:
+            _wait_until_answering(kernel, timeout, what)
+            return kernel
+        except (KernelDied, KernelTimeout, PortInUse) as exc:
+            kernel.stop(0.5)
+            clash = exc if isinstance(exc, PortInUse) else ports_in_use(path, info)
+            if clash is None:
+                raise
+            if attempt >= retries:
+                if clash is exc:
+                    raise
+                raise clash from exc
+            log.info("%s: %s; starting it again on new ports", what, clash)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _spawn(
+    argv: Sequence[str],
+    path: str,
     info: ConnectionInfo,
-    proc: subprocess.Popen[bytes],
-    log: KernelLog,
-    timeout: float,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    stdin: bytes | None,
+    owns_connection_file: bool,
     what: str,
-) -> None:
+) -> KernelProcess:
+    kernel_log = KernelLog()
+    try:
+        proc = spawn(
+            argv, kernel_log, env=env, cwd=cwd, stdin=None if stdin is None else subprocess.PIPE
+        )
+    except OSError as exc:
+        kernel_log.close()
+        if owns_connection_file:
+            remove_files([path])
+        where = f" in {cwd!r}" if cwd else ""
+        raise KernelLaunchError(
+            f"{what}: cannot run {argv[0]!r}{where}: {exc.strerror or exc}: {exc.filename!r}"
+        ) from None
+    kernel = KernelProcess(proc, path, info, kernel_log, [path] if owns_connection_file else [])
+    if stdin is not None:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it exited: the wait says why
+            proc.stdin.write(stdin)
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+    return kernel
+
+
+def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> None:
     """Wait until the kernel answers ``kernel_info`` *and* its IOPub idle is in.
 
     Taking the probe's own statuses means none of them reaches the caller's client
     later. Raises :class:`KernelDied` (with the kernel's output) if the process exits
-    first, :class:`KernelTimeout` after ``timeout`` seconds.
+    first, :class:`PortInUse` if it lost a port, :class:`KernelTimeout` after
+    ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
-    client = BlockingKernelClient(connection_info=info)
+    client = BlockingKernelClient(connection_info=kernel.connection_info)
     client.start_channels(stdin=False, hb=False, control=False)
     try:
         while True:
-            code = proc.poll()
+            code = kernel.proc.poll()
             if code is not None:
                 raise KernelDied(
-                    f"{what} exited during start-up", exit_code=code, stderr=log.tail()
+                    f"{what} exited during start-up", exit_code=code, stderr=kernel.stderr_tail()
                 )
+            lost = port_taken_from(kernel)
+            if lost is not None:
+                raise lost
             left = deadline - time.monotonic()
             if left <= 0:
-                raise KernelTimeout(f"{what} did not answer within {timeout:g} s\n{log.tail()}")
+                raise KernelTimeout(
+                    f"{what} did not answer within {timeout:g} s\n{kernel.stderr_tail()}"
+                )
             try:
                 client.wait_for_ready(min(0.5, left))
-                return
+                break
             except KernelTimeout:
                 continue
     finally:
         client.stop_channels()
+    # It answers; but ipykernel binds the heartbeat in a thread of its own, whose failure
+    # leaves a kernel that answers requests and never its heartbeat.
+    lost = port_taken_from(kernel)
+    if lost is not None:
+        raise lost

@@ -120,6 +120,9 @@ class ZmqTransport:
             self.monitors[channel] = sock.get_monitor_socket(_MONITORED_EVENTS)
         elif channel == "hb":
             self.monitors[channel] = sock.get_monitor_socket(_MONITORED_EVENTS)
+            # Queue a ping only to a connected kernel: one that is still starting (or
+            # restarting) has no ping out, so its silence is never counted as death.
+            sock.immediate = True
         if self.info.transport == "tcp":
             sock.setsockopt(zmq.IPV6, 1)
         if self.info.curve_publickey:

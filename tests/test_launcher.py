@@ -1,0 +1,159 @@
+"""One launcher for every kernel start: a port lost to another process means a new start.
+
+Between the moment the launcher picks a kernel's ports and the moment the kernel binds
+them, any process may take one (another test worker's kernel, an outgoing connection's
+ephemeral port). ipykernel then exits (shell, stdin, control), hangs (IOPub) or runs
+without a heartbeat (its heartbeat thread dies): all three must end in a kernel that
+answers on ports of its own, whether started by ``Kernel.start`` or ``run_kernel_in_process``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kernelwire import BlockingKernelClient, PortInUse, run_kernel_in_process, start_kernel
+from kernelwire.lifecycle import kernel as kernel_module
+from kernelwire.lifecycle import launcher
+from kernelwire.protocol import connection
+from kernelwire.protocol.connection import PORT_FIELDS, ConnectionInfo
+
+
+class PortThief:
+    """Binds and listens on one chosen port of a start, as a process that won the race."""
+
+    def __init__(self, field: str, every_start: bool) -> None:
+        self.field = field
+        self.every_start = every_start
+        self.sockets: list[socket.socket] = []
+
+    @property
+    def taken(self) -> list[int]:
+        return [sock.getsockname()[1] for sock in self.sockets]
+
+    def take(self, ports: dict[str, int]) -> None:
+        if self.sockets and not self.every_start:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sockets.append(sock)
+        sock.bind(("127.0.0.1", ports[self.field]))
+        sock.listen()
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def steal_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., PortThief]]:
+    """``steal_port(field)``: the port chosen for ``field`` is taken right after the choice.
+
+    The seams are where ports are chosen: ``allocate_ports`` (and, so that the test shows
+    the fault on earlier code too, ``free_tcp_ports`` under ``new_connection_info``).
+    """
+    thieves: list[PortThief] = []
+    real_allocate = launcher.allocate_ports
+    real_free = connection.free_tcp_ports
+
+    def steal(field: str, every_start: bool = False) -> PortThief:
+        thief = PortThief(field, every_start)
+        thieves.append(thief)
+
+        def allocate(ip: str = "127.0.0.1") -> dict[str, int]:
+            ports = real_allocate(ip)
+            thief.take(ports)
+            return ports
+
+        def free(ip: str = "127.0.0.1", count: int = 5) -> list[int]:
+            ports = real_free(ip, count)
+            if count == len(PORT_FIELDS):
+                thief.take(dict(zip(PORT_FIELDS, ports, strict=True)))
+            return ports
+
+        monkeypatch.setattr(launcher, "allocate_ports", allocate)
+        monkeypatch.setattr(kernel_module, "allocate_ports", allocate, raising=False)
+        monkeypatch.setattr(connection, "free_tcp_ports", free)
+        return thief
+
+    try:
+        yield steal
+    finally:
+        for thief in thieves:
+            thief.close()
+
+
+def assert_on_ports_of_its_own(
+    info: ConnectionInfo, connection_file: str, thief: PortThief
+) -> None:
+    assert thief.taken, "the test took no port: the launcher did not choose ports"
+    ports = {getattr(info, field) for field in PORT_FIELDS}
+    assert not ports & set(thief.taken)
+    with BlockingKernelClient(connection_file) as client:
+        reply = client.kernel_info(reply=True, timeout=60)
+        assert reply["content"]["status"] == "ok"
+        assert client.is_alive(), "its heartbeat must answer: the heartbeat port is its own"
+
+
+@pytest.mark.parametrize("field", ["shell_port", "iopub_port", "hb_port"])
+def test_run_kernel_in_process_starts_again_on_new_ports(
+    field: str,
+    steal_port: Callable[..., PortThief],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """shell: ipykernel exits; iopub: it hangs; hb: it answers without a heartbeat."""
+    thief = steal_port(field)
+    logs = caplog.at_level(logging.INFO, logger="kernelwire.launcher")
+    with logs, run_kernel_in_process(tmp_path / "kernel.json") as kernel:
+        assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
+    assert f"field {field!r}: port {thief.taken[0]} is already in use" in caplog.text
+    assert "starting it again on new ports" in caplog.text
+    assert not (tmp_path / "kernel.json").exists()
+
+
+@pytest.mark.parametrize("field", ["shell_port", "iopub_port", "hb_port"])
+def test_kernel_start_starts_again_on_new_ports(
+    field: str, steal_port: Callable[..., PortThief], caplog: pytest.LogCaptureFixture
+) -> None:
+    thief = steal_port(field)
+    logs = caplog.at_level(logging.INFO, logger="kernelwire.launcher")
+    with logs, start_kernel("python3") as kernel:
+        assert kernel.connection_info is not None and kernel.connection_file is not None
+        assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
+        result = kernel.run("print(6 * 7)", timeout=60)
+        assert result.stdout == "42\n"
+    assert f"field {field!r}: port {thief.taken[0]} is already in use" in caplog.text
+
+
+def test_a_port_lost_on_every_try_is_reported_and_nothing_is_left(
+    steal_port: Callable[..., PortThief], tmp_path: Path, no_leaks: None
+) -> None:
+    thief = steal_port("control_port", every_start=True)
+    path = tmp_path / "kernel.json"
+    with pytest.raises(PortInUse) as excinfo:
+        run_kernel_in_process(path)
+    assert len(thief.taken) == launcher.PORT_RETRIES
+    assert excinfo.value.field == "control_port"
+    assert excinfo.value.port == thief.taken[-1]
+    assert not path.exists()
+
+
+def test_ports_held_by_someone_else_are_found_while_the_kernel_runs(tmp_path: Path) -> None:
+    """The OS says who holds a port: the kernel's own ports are not taken from it."""
+    with run_kernel_in_process(tmp_path / "kernel.json") as kernel:
+        assert launcher.port_taken_from(kernel) is None
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            stranger = kernel.connection_info.with_ports(stdin_port=other.getsockname()[1])
+            moved = launcher.KernelProcess(kernel.proc, "moved.json", stranger, kernel.log)
+            try:
+                lost = launcher.port_taken_from(moved)
+            finally:
+                moved._finalizer.detach()
+        assert lost is not None and lost.field == "stdin_port"
+        assert "taken by another process" in str(lost)
