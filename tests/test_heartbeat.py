@@ -108,7 +108,7 @@ def test_a_client_starved_of_cpu_does_not_count_the_time_it_did_not_run() -> Non
 
 
 def test_the_verdict_is_confirmed_at_the_next_look() -> None:
-    hb = Heartbeat(interval=0.5, time_to_dead=1.0)
+    hb = Heartbeat(interval=0.5, time_to_dead=1.0, first_answer_grace=0.0)
     ping = hb.due(0.0)
     assert ping is not None
     assert not hb.dead(0.5)
@@ -226,3 +226,24 @@ def test_next_deadline_never_exceeds_the_interval() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         Heartbeat(interval=0)
+
+
+def test_a_kernel_that_never_answered_is_starting_not_dead() -> None:
+    """Connected but not answering yet (xeus-python importing on a loaded machine took
+    over 3 s to answer its first ping): judged only after the first-answer grace."""
+    driver = Driver(Heartbeat(interval=0.5, time_to_dead=1.0, first_answer_grace=10.0))
+    assert driver.run(9.0) is None
+    assert driver.sent, "pings went out: the kernel is connected"
+    assert driver.run(5.0) is not None  # silent past the grace: dead after all
+
+
+def test_after_the_first_answer_time_to_dead_applies_again_until_a_reset() -> None:
+    hb = Heartbeat(interval=0.5, time_to_dead=1.0, first_answer_grace=10.0)
+    driver = Driver(hb)
+    assert driver.run(1.0, answer=True) is None
+    died = driver.run(5.0)
+    assert died is not None and died - hb.last_pong <= 0.5 + 1.0 + 0.3
+    hb.reset()
+    assert not hb.answered
+    driver.now += 0.1
+    assert driver.run(5.0) is None  # the restarted kernel is starting again

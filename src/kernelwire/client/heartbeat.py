@@ -15,6 +15,10 @@ what is evidence:
   unread all along.
 - A verdict is confirmed at the next look, after the driver has read the socket once
   more, so a pong that arrived unread is never taken for silence.
+- A kernel that has not answered once on this connection is still starting (an
+  interpreter importing its modules on a loaded machine: xeus-python took over 3 s to
+  answer its first ping at a load average of 13 on 2 cores): its ping is judged after
+  ``first_answer_grace`` seconds, not ``time_to_dead``.
 - A local process check outweighs the heartbeat: while the driver reports the kernel's
   process alive (:meth:`Heartbeat.process_alive`), a missed ping is not death.
 - A dropped connection (the kernel's process closed its sockets) makes the kernel
@@ -42,6 +46,11 @@ PROCESS_CHECK_FRESH = 1.0
 The engines check the process every 0.2 s while someone waits."""
 
 
+FIRST_ANSWER_GRACE = 30.0
+"""Seconds a kernel that has never answered on this connection has before its silence
+counts (at least ``time_to_dead``): until its first pong it is taken to be starting."""
+
+
 class Heartbeat:
     """One outstanding ping at a time; pings every ``interval`` seconds while looked at.
 
@@ -54,12 +63,16 @@ class Heartbeat:
         interval: float = 0.5,
         time_to_dead: float = 3.0,
         disconnect_grace: float = DISCONNECT_GRACE,
+        first_answer_grace: float = FIRST_ANSWER_GRACE,
     ) -> None:
         if interval <= 0 or time_to_dead <= 0 or disconnect_grace <= 0:
             raise ValueError("heartbeat interval, time_to_dead and grace must be positive")
         self.interval = interval
         self.time_to_dead = time_to_dead
         self.disconnect_grace = disconnect_grace
+        self.first_answer_grace = max(first_answer_grace, time_to_dead)
+        self.answered = False
+        """Whether the kernel has answered a ping since the start or the last reset."""
         self.max_gap = max(MAX_GAP, 2 * interval)
         self._counter = itertools.count(1)
         self.outstanding: bytes | None = None
@@ -127,6 +140,7 @@ class Heartbeat:
         if payload == self.outstanding:
             self.outstanding = None
             self.last_pong = now
+            self.answered = True
             self.suspect_until = None
             self._overdue_since = None
 
@@ -147,7 +161,7 @@ class Heartbeat:
             self._overdue_since = None
             return False
         overdue = (self.suspect_until is not None and now >= self.suspect_until) or (
-            self.outstanding is not None and now - self.sent_at >= self.time_to_dead
+            self.outstanding is not None and now - self.sent_at >= self._allowed()
         )
         if not overdue:
             self._overdue_since = None
@@ -157,6 +171,10 @@ class Heartbeat:
             return False
         return now > self._overdue_since
 
+    def _allowed(self) -> float:
+        """How long a ping may go unanswered: longer for a kernel still starting."""
+        return self.time_to_dead if self.answered else self.first_answer_grace
+
     def next_deadline(self, now: float) -> float:
         """Seconds until the heartbeat next needs a look (never more than ``interval``)."""
         self._look(now)
@@ -165,7 +183,7 @@ class Heartbeat:
         if self._overdue_since is not None:
             return 0.0
         if self.outstanding is not None:
-            when = self.sent_at + self.time_to_dead
+            when = self.sent_at + self._allowed()
         elif self.suspect_until is not None:
             when = self._retry_at  # ping at once, or at the next retry
         else:
@@ -176,6 +194,7 @@ class Heartbeat:
 
     def reset(self) -> None:
         """Forget pings and suspicion (the kernel was restarted on the same connection)."""
+        self.answered = False
         self.outstanding = None
         self.suspect_until = None
         self._retry_at = 0.0
