@@ -2,7 +2,7 @@
 
 The kernel writes ``--mib`` MiB to stdout in flushed 1 MiB chunks; ``run()`` with a cap
 of 10,000 characters should hold about the cap, not the stream. Peak resident memory of
-this process is sampled every 5 ms while the cell runs, and printed next to the RSS
+this process is sampled every 10 ms while the cell runs, and printed next to the RSS
 before that run and before the first one (memory freed after a run is not always given
 back to the system, so later runs start higher).
 
@@ -12,10 +12,14 @@ back to the system, so later runs start higher).
 from __future__ import annotations
 
 import argparse
-import threading
+import sys
 import time
+from pathlib import Path
 
 from kernelwire import start_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from test_faults import PeakRss, rss_mb  # the suite's sampler: one of it
 
 FLOOD = """
 import sys
@@ -24,38 +28,6 @@ for _ in range({mib}):
     sys.stdout.write(chunk)
     sys.stdout.flush()
 """
-
-
-def rss_mib() -> float:
-    """This process's resident memory, MiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-class PeakRss:
-    """Samples resident memory every 5 ms on a thread of its own."""
-
-    def __init__(self) -> None:
-        self.base = rss_mib()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mib())
-            time.sleep(0.005)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main() -> None:
@@ -69,7 +41,7 @@ def main() -> None:
     with start_kernel("python3") as kernel:
         kernel.run("1")  # the run client is connected and warm before measuring
         print(f"run(max_output_chars={args.cap}) of {mib} MiB in flushed 1 MiB chunks")
-        start = rss_mib()
+        start = rss_mb()
         print(f"RSS before the first run: {start:.0f} MiB")
         print(
             f"{'run':<6}{'base MiB':>10}{'peak MiB':>10}{'growth MiB':>12}"

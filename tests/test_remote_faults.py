@@ -20,7 +20,7 @@ from kernelwire import KernelDied, KernelRestarted, KernelTimeout, requests
 from kernelwire.remote import ServerError, connect_server
 from kernelwire.transports.server import ServerTransport
 from test_remote import TOKEN, jupyter_server_url  # noqa: F401 - a fixture, used by name
-from test_restart import LONG, WAIT, Waiter, running
+from test_restart import LONG, WAIT, Waiter, running, running_async
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
@@ -201,9 +201,7 @@ def test_a_remote_restart_fails_the_waiting_requests_at_once(
             try:
                 await aclient.wait_for_ready(60)
                 abusy = aclient.submit(requests.execute(LONG))
-                async for msg in abusy.iopub(30):
-                    if msg["msg_type"] == "execute_input":
-                        break
+                await running_async(abusy)
                 reply = asyncio.ensure_future(abusy.reply(WAIT))
                 await asyncio.sleep(0.2)  # it waits
                 await asyncio.to_thread(kernel.restart)

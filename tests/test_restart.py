@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from kernelwire import (
+    AsyncPendingRequest,
     BlockingKernelClient,
     KernelRestarted,
     KernelwireError,
@@ -49,6 +50,14 @@ class Waiter(threading.Thread):
 def running(pending: PendingRequest) -> None:
     """Return once the kernel has begun running ``pending`` (its execute_input came)."""
     for msg in pending.iopub(timeout=30):
+        if msg["msg_type"] == "execute_input":
+            return
+    raise AssertionError("the request finished before the restart")
+
+
+async def running_async(pending: AsyncPendingRequest) -> None:
+    """:func:`running` for an asyncio request."""
+    async for msg in pending.iopub(30):
         if msg["msg_type"] == "execute_input":
             return
     raise AssertionError("the request finished before the restart")
@@ -97,9 +106,7 @@ def test_an_asyncio_restart_fails_the_waiting_requests_at_once() -> None:
             client = kernel.async_client()
             await client.wait_for_ready(60)
             busy = client.submit(requests.execute(LONG))
-            async for msg in busy.iopub(30):
-                if msg["msg_type"] == "execute_input":
-                    break
+            await running_async(busy)
             reply = asyncio.ensure_future(busy.reply(WAIT))
             run = asyncio.ensure_future(kernel.run(LONG, timeout=WAIT))
             await asyncio.sleep(0.5)  # both wait

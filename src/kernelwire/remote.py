@@ -112,7 +112,7 @@ class WebSocketLink:
         # Guards the socket's state (which socket, down or not, what waits to be sent);
         # held only for bookkeeping, never across a send or an open.
         self._lock = threading.Lock()
-        self._unsent: deque[tuple[ChannelName, Message]] = deque()
+        self._unsent: deque[str | bytes] = deque()
         self._flushing = False
         self._down_since: float | None = None
         self._tries = 0
@@ -136,17 +136,13 @@ class WebSocketLink:
         """Send ``msg`` on ``channel`` (thread-safe); while the socket is down, queue it."""
         if self.closed:
             raise KernelwireError("the client's channels are stopped")
+        data = self.framing.encode(channel, msg)  # a message that cannot be sent fails here
         with self._lock:
-            if self._down_since is not None or self._unsent or self._flushing:
-                self._unsent.append((channel, msg))  # after what waits already: in order
-                return
-            ws = self.ws
-        try:
-            ws.send(self.framing.encode(channel, msg))
-        except ConnectionClosed:
-            with self._lock:
-                self._dropped(ws)
-                self._unsent.append((channel, msg))
+            self._unsent.append(data)  # after what waits already: in order
+            if self._down_since is not None or self._flushing:
+                return  # the reconnect, or the thread sending now, sends it
+            self._flushing = True
+        self._flush()
 
     def _dropped(self, broken: ClientConnection) -> None:
         """Note that ``broken`` (if it is still ours) dropped. Under the lock."""
@@ -227,29 +223,36 @@ class WebSocketLink:
                 return
             self.ws = ws
             self._down_since = None
-            self._flushing = True
             self.reconnects += 1
+            flush = not self._flushing  # else the thread sending goes on, on the new socket
+            self._flushing = True
         log.warning("reconnected to kernel %s on %s", self.kernel_id, self.server.url)
-        self._flush()
+        if flush:
+            self._flush()
 
     def _flush(self) -> None:
-        """Send what queued while the socket was down, in order (others queue behind)."""
-        while True:
-            with self._lock:
-                if not self._unsent or self._down_since is not None or self.closed:
-                    self._flushing = False
-                    return
-                channel, msg = self._unsent[0]
-                ws = self.ws
-            try:
-                ws.send(self.framing.encode(channel, msg))
-            except ConnectionClosed:
+        """Send what is queued, in order, while the socket is up. One thread at a time
+        does this (``_flushing``); others queue behind it."""
+        try:
+            while True:
                 with self._lock:
-                    self._dropped(ws)
-                    self._flushing = False
-                return
+                    if not self._unsent or self._down_since is not None or self.closed:
+                        self._flushing = False  # with the check: a send now flushes itself
+                        return
+                    data = self._unsent[0]
+                    ws = self.ws
+                try:
+                    ws.send(data)
+                except ConnectionClosed:
+                    with self._lock:
+                        self._dropped(ws)
+                    continue  # down now (the reconnect sends it), or reconnected: again
+                with self._lock:
+                    self._unsent.popleft()
+        except BaseException:
             with self._lock:
-                self._unsent.popleft()
+                self._flushing = False  # the next send tries again
+            raise
 
     def route(self, frame: str | bytes, router: Router) -> None:
         """Decode ``frame`` and hand it to ``router`` unless it is a replayed duplicate."""
