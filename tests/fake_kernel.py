@@ -1,6 +1,6 @@
 """A tiny kernel made of raw pyzmq sockets, for fault injection and hostile input.
 
-It runs on a thread of the test process and binds the five channels of a fresh
+It runs on threads of the test process and binds the five channels of a fresh
 connection info: it welcomes IOPub subscribers (protocol 5.5), echoes heartbeats, and
 hands each request to ``answer(kernel, channel, identity, request)``. The default
 answer is what a kernel does (busy, the matching ``*_reply``, idle); tests pass their
@@ -32,7 +32,8 @@ def reply_type(request: Message) -> str:
 
 
 class FakeKernel:
-    """A synthetic kernel on a thread; use it as a context manager (it stops on exit)."""
+    """A synthetic kernel on two threads (requests, heartbeat); use it as a context
+    manager (it stops on exit)."""
 
     def __init__(self, answer: Answer | None = None) -> None:
         self.answer: Answer = answer or FakeKernel.normal
@@ -52,6 +53,10 @@ class FakeKernel:
         self.session = Session(self.info.key_bytes, check_replay=False)
         self._thread = threading.Thread(target=self._run, name="fake-kernel", daemon=True)
         self._thread.start()
+        # The heartbeat answers on its own thread, as a kernel's does: a test's flood on
+        # the other thread must not look like a dead kernel.
+        self._hb_thread = threading.Thread(target=self._echo, name="fake-hb", daemon=True)
+        self._hb_thread.start()
 
     def _bind(self) -> None:
         context = zmq.Context.instance()
@@ -115,10 +120,20 @@ class FakeKernel:
         self.status(request, "idle")
 
     # -- the thread ----------------------------------------------------------------
+    def _echo(self) -> None:
+        hb = self.sockets["hb"]
+        try:
+            while not self._stop.is_set():
+                if hb.poll(20):
+                    hb.send_multipart(hb.recv_multipart())
+        except BaseException as exc:  # a test reads it: the fake must not fail silently
+            self.error = exc
+
     def _run(self) -> None:
         poller = zmq.Poller()
-        for sock in self.sockets.values():
-            poller.register(sock, zmq.POLLIN)
+        for name, sock in self.sockets.items():
+            if name != "hb":
+                poller.register(sock, zmq.POLLIN)
         names = {sock: name for name, sock in self.sockets.items()}
         try:
             while not self._stop.is_set():
@@ -128,9 +143,6 @@ class FakeKernel:
             self.error = exc
 
     def _handle(self, channel: str, frames: list[bytes]) -> None:
-        if channel == "hb":
-            self.sockets["hb"].send_multipart(frames)  # echo
-            return
         if channel == "iopub":
             if frames[0][:1] == b"\x01":  # a subscription: welcome it (protocol 5.5)
                 welcome = self.message("iopub_welcome", {"subscription": frames[0][1:].decode()})
@@ -146,6 +158,7 @@ class FakeKernel:
         """Stop the thread and close the sockets."""
         self._stop.set()
         self._thread.join(10)
+        self._hb_thread.join(10)
         self._close_sockets()
 
     def _close_sockets(self) -> None:

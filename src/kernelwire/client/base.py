@@ -30,7 +30,7 @@ from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
 from .engine import AsyncEngine, BlockingEngine
 from .heartbeat import Heartbeat
-from .routing import RequestState, Router, Sink
+from .routing import MAX_UNCLAIMED, RequestState, Router, Sink
 
 EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
 
@@ -48,8 +48,16 @@ class KernelClientBase(Generic[EngineT]):
     :meth:`load_connection_file` / :meth:`load_connection_info`; ``engine_factory``
     replaces the ZeroMQ engine (remote kernels): ``start_channels`` calls it with the
     channels to open, the session, the heartbeat and ``max_unclaimed``. ``time_to_dead`` is
-    how long an unanswered heartbeat means the kernel is dead; ``max_unclaimed``
-    bounds each queue of messages no request claimed (``None``: no bound).
+    how long an unanswered heartbeat means the kernel is dead.
+
+    ``max_unclaimed`` bounds each channel's queue of messages no request claimed (those
+    ``get_iopub_msg()`` and friends return), :data:`~kernelwire.client.routing.MAX_UNCLAIMED`
+    (10,000) by default: some 30-40 MB of small messages, where a queue nobody reads
+    grows for ever (2 GB per million). When a queue is full its oldest message is
+    dropped, with a warning, and counted in :attr:`unclaimed_dropped`; ``None`` lifts
+    the bound. Messages a request claims (``submit()``, ``reply=True``) are not affected.
+    What ZeroMQ buffers while the client reads slower than the kernel sends is not
+    bounded by it (IOPub has no high-water mark, so that nothing is lost silently).
     """
 
     _engine_class: type[EngineT]
@@ -63,7 +71,7 @@ class KernelClientBase(Generic[EngineT]):
         context: zmq.Context[Any] | None = None,
         time_to_dead: float = 3.0,
         heartbeat_interval: float = 0.5,
-        max_unclaimed: int | None = None,
+        max_unclaimed: int | None = MAX_UNCLAIMED,
         allow_stdin: bool = True,
         engine_factory: Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT]
         | None = None,
@@ -183,6 +191,13 @@ class KernelClientBase(Generic[EngineT]):
     def router(self) -> Router:
         """The routing engine of the running channels."""
         return self.engine.router
+
+    @property
+    def unclaimed_dropped(self) -> dict[Channel, int]:
+        """How many unclaimed messages each channel's queue dropped, oldest first, because
+        it held ``max_unclaimed`` already: non-zero means ``get_<channel>_msg()`` no
+        longer sees everything the kernel sent there."""
+        return dict(self.router.dropped_from)
 
     # -- sending -----------------------------------------------------------------
     def _send(

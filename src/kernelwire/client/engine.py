@@ -29,7 +29,7 @@ from ..protocol.connection import ChannelName, ConnectionInfo
 from ..protocol.message import Channel, Message
 from ..transports.zmq import LOST_AFTER, RECV_BATCH, ZmqTransport
 from .heartbeat import Heartbeat
-from .routing import Router, iopub_joined
+from .routing import MAX_UNCLAIMED, Router, iopub_joined
 
 log = logging.getLogger("kernelwire.engine")
 
@@ -73,7 +73,7 @@ class EngineBase:
         channels: Iterable[ChannelName] = ALL_CHANNELS,
         context: zmq.Context[Any] | None = None,
         heartbeat: Heartbeat | None = None,
-        max_unclaimed: int | None = None,
+        max_unclaimed: int | None = MAX_UNCLAIMED,
     ) -> None:
         self.info = info
         self.session = session
