@@ -57,8 +57,15 @@ def test_many_kernels_from_one_event_loop(count: int) -> None:
     """Kernels driven concurrently from one asyncio loop, each getting its own answers."""
 
     async def main() -> list[str]:
+        # Each keeps its IPython history in memory, as nbclient's kernels do: 64 kernels
+        # writing one history database at once made one print "database is locked" into
+        # a cell's output.
+        memory = ["--HistoryManager.hist_file=:memory:"]
         kernels = await asyncio.gather(
-            *(start_kernel_async("python3", startup_timeout=180) for _ in range(count))
+            *(
+                start_kernel_async("python3", startup_timeout=180, extra_arguments=memory)
+                for _ in range(count)
+            )
         )
         try:
 

@@ -51,6 +51,10 @@ STOP_GRACE = 3.0
 """Seconds a kernel gets to exit after SIGTERM when it is stopped, before SIGKILL."""
 PORT_RESERVATION = 60.0
 """Seconds a port handed out by this process is kept from being handed out again."""
+CLASH_CHECK_AFTER = 1.0
+"""Seconds after its start that a kernel not answering yet is first checked for a lost
+port; the wait doubles after each check (reading the OS's socket table costs about 10 ms
+of CPU with a thousand sockets open, so not every round)."""
 
 _reserved: dict[int, float] = {}
 _reserved_lock = threading.Lock()
@@ -353,19 +357,22 @@ def _socket_inodes(pids: Iterable[int]) -> set[int]:
     return inodes
 
 
+def process_states() -> Iterator[tuple[int, list[str]]]:
+    """Every process's id and the fields of ``/proc/<pid>/stat`` after its name (state,
+    parent, process group, ...). Linux only: nothing elsewhere."""
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            yield int(entry), stat.rsplit(")", 1)[-1].split()
+
+
 def _group_members(pgid: int) -> list[int]:
-    members: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
+    return [pid for pid, fields in process_states() if len(fields) > 2 and int(fields[2]) == pgid]
 
 
 # -- the kernel process ------------------------------------------------------------------
@@ -552,6 +559,8 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> N
     ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
+    check_wait = CLASH_CHECK_AFTER
+    check_at = time.monotonic() + check_wait
     client = BlockingKernelClient(connection_info=kernel.connection_info)
     client.start_channels(stdin=False, hb=False, control=False)
     try:
@@ -561,9 +570,12 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> N
                 raise KernelDied(
                     f"{what} exited during start-up", exit_code=code, stderr=kernel.stderr_tail()
                 )
-            lost = port_taken_from(kernel)
-            if lost is not None:
-                raise lost
+            if time.monotonic() >= check_at:  # a kernel that lost its IOPub port hangs
+                lost = port_taken_from(kernel)
+                if lost is not None:
+                    raise lost
+                check_wait *= 2
+                check_at = time.monotonic() + check_wait
             left = deadline - time.monotonic()
             if left <= 0:
                 raise KernelTimeout(
