@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,30 @@ from pathlib import Path
 import pytest
 
 from kernelwire import BlockingKernelClient, KernelProcess, run_kernel_in_process
+from kernelwire.lifecycle.launcher import process_states
 from kernelwire.protocol.connection import write_connection_file
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Kernels started by the tests keep IPython's files in a folder of this test process:
+    the user's ``~/.ipython`` (its history database above all) is shared by every kernel
+    on the machine, and concurrent writers there fail with "database is locked", which
+    an IPython kernel prints into whichever cell is running."""
+    folder = tempfile.mkdtemp(prefix="kernelwire-tests-ipython-")
+    config.stash[_IPYTHONDIR] = (folder, os.environ.get("IPYTHONDIR"))
+    os.environ["IPYTHONDIR"] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder, old = config.stash[_IPYTHONDIR]
+    if old is None:
+        os.environ.pop("IPYTHONDIR", None)
+    else:
+        os.environ["IPYTHONDIR"] = old
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_IPYTHONDIR = pytest.StashKey[tuple[str, "str | None"]]()
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +113,7 @@ def xeus_connection_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 def child_pids() -> set[int]:
     """Live (non-zombie) child processes of this test process."""
     me = os.getpid()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if int(fields[1]) == me and fields[0] != "Z":
-            found.add(int(entry))
-    return found
+    return {pid for pid, fields in process_states() if int(fields[1]) == me and fields[0] != "Z"}
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def kernelwire(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -92,10 +94,14 @@ def test_unknown_kernel_is_a_one_line_error() -> None:
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
 
-def test_help_everywhere() -> None:
-    for args in ([], ["run"], ["notebook"], ["notebook", "run"], ["kernels"], ["start"]):
-        done = kernelwire(*args, "--help")
-        assert done.returncode == 0 and "usage: kernelwire" in done.stdout, args
+@pytest.mark.parametrize(
+    "args", [[], ["run"], ["notebook"], ["notebook", "run"], ["kernels"], ["start"]], ids=str
+)
+def test_help_everywhere(args: list[str]) -> None:
+    # One interpreter per test: `import kernelwire` costs seconds on a loaded machine
+    # (nbformat and jsonschema), and six in one test took 100 s of its 120 s here.
+    done = kernelwire(*args, "--help")
+    assert done.returncode == 0 and "usage: kernelwire" in done.stdout, args
 
 
 def test_run_with_another_kernel_spec() -> None:
@@ -146,15 +152,22 @@ def test_notebook_run_clear_one_line_errors(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "no kernel named 'nope'" in unknown.stderr
 
 
-def test_notebook_run_several_notebooks(tmp_path: Path) -> None:
+# Each CLI run here starts an interpreter and kernels: one run per test, so that each test
+# stays well inside pytest's time limit on a loaded machine (five in one took 90 s here).
+def copy_notebooks(tmp_path: Path) -> list[Path]:
     import shutil
-
-    import nbformat
 
     copies = []
     for name in ("unicode.ipynb", "errors.ipynb"):
         copies.append(tmp_path / name)
         shutil.copy(NOTEBOOKS / name, copies[-1])
+    return copies
+
+
+def test_notebook_run_several_notebooks(tmp_path: Path) -> None:
+    import nbformat
+
+    copies = copy_notebooks(tmp_path)
     done = kernelwire("notebook", "run", "--jobs", "2", *map(str, copies))
     assert done.returncode == 1  # errors.ipynb fails; unicode.ipynb is still written
     assert "errors.ipynb: cell 1 raised ZeroDivisionError" in done.stderr
@@ -162,13 +175,24 @@ def test_notebook_run_several_notebooks(tmp_path: Path) -> None:
         assert path.with_suffix(".executed.ipynb").exists()
     unicode_out = nbformat.read(copies[0].with_suffix(".executed.ipynb"), as_version=4)
     assert unicode_out.cells[1].outputs[0]["text"] == "héllo wörld ✓ 日本語 🚀\n"
+
+
+def test_notebook_run_refuses_bad_options(tmp_path: Path) -> None:
+    copies = copy_notebooks(tmp_path)
     too_many = kernelwire("notebook", "run", *map(str, copies), "-o", str(tmp_path / "x.ipynb"))
     assert too_many.returncode == 2 and "-o/--output takes one notebook" in too_many.stderr
     no_jobs = kernelwire("notebook", "run", "-j", "0", *map(str, copies))
     assert no_jobs.returncode == 2 and "--jobs: expected a whole number" in no_jobs.stderr
-    capped = kernelwire("notebook", "run", "--max-output", "3", str(copies[0]))
+    assert not any(path.with_suffix(".executed.ipynb").exists() for path in copies)
+
+
+def test_notebook_run_caps_output(tmp_path: Path) -> None:
+    import nbformat
+
+    source = copy_notebooks(tmp_path)[0]
+    capped = kernelwire("notebook", "run", "--max-output", "3", str(source))
     assert capped.returncode == 0, capped.stderr
-    unicode_out = nbformat.read(copies[0].with_suffix(".executed.ipynb"), as_version=4)
+    unicode_out = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4)
     assert unicode_out.cells[1].outputs[0]["text"] == "hél"
     assert "output truncated" in unicode_out.cells[1].outputs[-1]["text"]
 

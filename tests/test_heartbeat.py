@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from kernelwire.client.heartbeat import (
-    CONNECT_RETRY_INTERVAL,
     DISCONNECT_GRACE,
     PROCESS_CHECK_FRESH,
+    RETRY_INTERVAL,
     Heartbeat,
 )
 
@@ -53,9 +53,23 @@ class Driver:
         return None
 
 
-def test_a_silent_kernel_is_dead_after_time_to_dead() -> None:
-    driver = Driver(Heartbeat(interval=0.5, time_to_dead=3.0))
+def healthy(time_to_dead: float = 3.0) -> Driver:
+    """A driver whose kernel has answered every ping for a second."""
+    driver = Driver(Heartbeat(interval=0.5, time_to_dead=time_to_dead))
     assert driver.run(1.0, answer=True) is None
+    return driver
+
+
+def ping_left_out(driver: Driver) -> bytes:
+    """A look that sends a ping an interval later, as a wait that ends right after it."""
+    driver.now += 0.6
+    driver.look()
+    assert driver.hb.outstanding is not None
+    return driver.hb.outstanding
+
+
+def test_a_silent_kernel_is_dead_after_time_to_dead() -> None:
+    driver = healthy()
     died = driver.run(10.0)
     assert died is not None
     last_pong = driver.hb.last_pong
@@ -73,13 +87,9 @@ def test_an_answering_kernel_is_never_dead() -> None:
 def test_a_pong_that_came_while_nobody_looked_is_read_before_the_verdict() -> None:
     """A blocking client reads only while someone waits: a ping left out at the end of
     one wait, answered meanwhile, must not be judged before the socket is read again."""
-    hb = Heartbeat(interval=0.5, time_to_dead=3.0)
-    driver = Driver(hb)
-    driver.run(1.0, answer=True)
-    driver.now += 0.6
-    driver.look()  # the wait ends right after a ping went out
-    ping = hb.outstanding
-    assert ping is not None
+    driver = healthy()
+    hb = driver.hb
+    ping = ping_left_out(driver)
     driver.now += 3.5  # nobody waits; the kernel's pong sits unread in the socket
     assert not hb.dead(driver.now)  # the next wait's first look, before its read
     hb.pong(ping, driver.now)  # its read
@@ -87,12 +97,8 @@ def test_a_pong_that_came_while_nobody_looked_is_read_before_the_verdict() -> No
 
 
 def test_a_client_starved_of_cpu_does_not_count_the_time_it_did_not_run() -> None:
-    hb = Heartbeat(interval=0.5, time_to_dead=3.0)
-    driver = Driver(hb)
-    driver.run(1.0, answer=True)
-    driver.now += 0.6
-    driver.look()
-    assert hb.outstanding is not None
+    driver = healthy()
+    ping_left_out(driver)
     driver.now += 0.2
     driver.look()
     driver.now += 20.0  # the client did not run for 20 s (a loaded machine)
@@ -130,15 +136,14 @@ def test_no_ping_is_out_before_the_first_connection_so_a_starting_kernel_never_d
     assert driver.run(30.0) is None
     assert not driver.sent
     retries = driver.hb.next_deadline(driver.now)
-    assert retries <= CONNECT_RETRY_INTERVAL
+    assert retries <= RETRY_INTERVAL
     driver.connected = True  # the kernel binds its port
     assert driver.run(5.0, answer=True) is None
     assert driver.sent
 
 
 def test_a_dropped_connection_with_nobody_listening_is_death_within_the_grace() -> None:
-    driver = Driver(Heartbeat(interval=0.5, time_to_dead=3.0))
-    driver.run(1.0, answer=True)
+    driver = healthy()
     dropped_at = driver.now
     driver.hb.disconnected(driver.now)
     driver.connected = False  # the process is gone: nothing listens on the port
@@ -150,9 +155,8 @@ def test_a_dropped_connection_with_nobody_listening_is_death_within_the_grace() 
 def test_a_reconnect_after_a_restart_is_not_death() -> None:
     """The kernel's new process listens on the same port: a ping taken by ZeroMQ proves
     it, and from then on the kernel is judged as any other, not by the short grace."""
-    hb = Heartbeat(interval=0.5, time_to_dead=3.0)
-    driver = Driver(hb)
-    driver.run(1.0, answer=True)
+    driver = healthy()
+    hb = driver.hb
     hb.disconnected(driver.now)
     driver.connected = False
     assert driver.run(0.3, step=0.02) is None  # restarting: nothing listens yet
@@ -164,18 +168,15 @@ def test_a_reconnect_after_a_restart_is_not_death() -> None:
 
 def test_a_stale_disconnect_read_after_the_restart_is_not_death() -> None:
     """The drop of the old process's connection read once the new kernel is up."""
-    hb = Heartbeat(interval=0.5, time_to_dead=3.0)
-    driver = Driver(hb)
-    driver.run(1.0, answer=True)
+    driver = healthy()
     driver.now += 5.0
-    hb.disconnected(driver.now)
+    driver.hb.disconnected(driver.now)
     assert driver.run(10.0, answer=True) is None
 
 
 def test_a_live_process_outweighs_missed_pings_and_a_dropped_connection() -> None:
-    hb = Heartbeat(interval=0.5, time_to_dead=1.0)
-    driver = Driver(hb)
-    driver.run(1.0, answer=True)
+    driver = healthy(time_to_dead=1.0)
+    hb = driver.hb
     end = driver.now + 30.0
     hb.disconnected(driver.now)
     driver.connected = False
@@ -190,12 +191,9 @@ def test_a_live_process_outweighs_missed_pings_and_a_dropped_connection() -> Non
 
 
 def test_time_paused_does_not_count() -> None:
-    hb = Heartbeat(interval=0.5, time_to_dead=1.0)
-    driver = Driver(hb)
-    driver.run(1.0, answer=True)
-    driver.now += 0.6
-    driver.look()
-    assert hb.outstanding is not None
+    driver = healthy(time_to_dead=1.0)
+    hb = driver.hb
+    ping_left_out(driver)
     hb.paused = True
     assert driver.run(10.0) is None
     hb.paused = False

@@ -234,6 +234,9 @@ def test_channel_objects(client: BlockingKernelClient) -> None:
         for m in msgs
     )
     assert not client.iopub_channel.msg_ready()
+    # is_beating() says whether a pong came within time_to_dead, so a client starved of
+    # CPU for that long since its last one is not beating: ask for a fresh one first.
+    assert client.is_alive()
     assert client.hb_channel.is_beating()
     for channel in (
         client.shell_channel,

@@ -34,10 +34,8 @@ import itertools
 DISCONNECT_GRACE = 0.5
 """Seconds a kernel whose heartbeat connection dropped has to be listening again."""
 RETRY_INTERVAL = 0.02
-"""Seconds between tries of a ping that could not be sent while the kernel is suspect."""
-CONNECT_RETRY_INTERVAL = 0.1
-"""Seconds between tries of a ping that could not be sent otherwise (not connected yet):
-its clock does not run meanwhile, so there is no hurry."""
+"""Seconds between tries of a ping that could not be sent (no connection yet, or any more):
+soon after a connection comes up, a ping is out, and its pong in by the next read."""
 MAX_GAP = 1.0
 """Seconds between two looks beyond which the time between them does not count. The
 engines look at least every ping interval (0.5 s) while someone waits."""
@@ -121,8 +119,7 @@ class Heartbeat:
         if self._lifted is not None:
             self.suspect_until = self._lifted
             self._lifted = None
-        pause = RETRY_INTERVAL if self.suspect_until is not None else CONNECT_RETRY_INTERVAL
-        self._retry_at = now + pause
+        self._retry_at = now + RETRY_INTERVAL
 
     def disconnected(self, now: float) -> None:
         """The heartbeat connection dropped: the ping in flight is lost; ping again now."""

@@ -51,6 +51,11 @@ STOP_GRACE = 3.0
 """Seconds a kernel gets to exit after SIGTERM when it is stopped, before SIGKILL."""
 PORT_RESERVATION = 60.0
 """Seconds a port handed out by this process is kept from being handed out again."""
+CLASH_CHECK_WAIT = 0.5
+"""Seconds between checks for a lost port of a kernel that neither answers nor runs; the
+wait doubles after each check that finds none. Reading the OS's socket table costs 10 ms
+of CPU and more (it grows with the sockets open), so a kernel busy starting, or one that
+answers its heartbeat, is not checked at all."""
 
 _reserved: dict[int, float] = {}
 _reserved_lock = threading.Lock()
@@ -353,19 +358,22 @@ def _socket_inodes(pids: Iterable[int]) -> set[int]:
     return inodes
 
 
+def process_states() -> Iterator[tuple[int, list[str]]]:
+    """Every process's id and the fields of ``/proc/<pid>/stat`` after its name (state,
+    parent, process group, ...). Linux only: nothing elsewhere."""
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            yield int(entry), stat.rsplit(")", 1)[-1].split()
+
+
 def _group_members(pgid: int) -> list[int]:
-    members: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
+    return [pid for pid, fields in process_states() if len(fields) > 2 and int(fields[2]) == pgid]
 
 
 # -- the kernel process ------------------------------------------------------------------
@@ -544,7 +552,8 @@ def _spawn(
 
 
 def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> None:
-    """Wait until the kernel answers ``kernel_info`` *and* its IOPub idle is in.
+    """Wait until the kernel answers ``kernel_info`` *and* its IOPub idle is in, and its
+    heartbeat answers.
 
     Taking the probe's own statuses means none of them reaches the caller's client
     later. Raises :class:`KernelDied` (with the kernel's output) if the process exits
@@ -552,18 +561,29 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> N
     ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
+
+    def exited() -> KernelDied | None:
+        code = kernel.proc.poll()
+        if code is None:
+            return None
+        return KernelDied(
+            f"{what} exited during start-up", exit_code=code, stderr=kernel.stderr_tail()
+        )
+
     client = BlockingKernelClient(connection_info=kernel.connection_info)
-    client.start_channels(stdin=False, hb=False, control=False)
+    client.start_channels(stdin=False, control=False)
+    # The process is watched: the heartbeat only tells whether its port is the kernel's.
+    client.engine.liveness_checks.append(exited)
+    stall = _Stall(kernel.pid)
     try:
         while True:
-            code = kernel.proc.poll()
-            if code is not None:
-                raise KernelDied(
-                    f"{what} exited during start-up", exit_code=code, stderr=kernel.stderr_tail()
-                )
-            lost = port_taken_from(kernel)
-            if lost is not None:
-                raise lost
+            died = exited()
+            if died is not None:
+                raise died
+            if stall.check_due():  # a kernel that lost its IOPub port hangs so
+                lost = port_taken_from(kernel)
+                if lost is not None:
+                    raise lost
             left = deadline - time.monotonic()
             if left <= 0:
                 raise KernelTimeout(
@@ -574,10 +594,39 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> N
                 break
             except KernelTimeout:
                 continue
+        # ipykernel binds its heartbeat in a thread of its own, whose failure leaves a
+        # kernel that answers requests and never its heartbeat.
+        if not client.is_alive():
+            lost = port_taken_from(kernel)
+            if lost is not None:
+                raise lost
     finally:
         client.stop_channels()
-    # It answers; but ipykernel binds the heartbeat in a thread of its own, whose failure
-    # leaves a kernel that answers requests and never its heartbeat.
-    lost = port_taken_from(kernel)
-    if lost is not None:
-        raise lost
+
+
+class _Stall:
+    """Says when a starting kernel that does not answer is worth a look for a lost port:
+    when it used no CPU since the last round (it hangs rather than starts), at most once
+    per :data:`CLASH_CHECK_WAIT`, doubled after each look. Linux only (``/proc``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu = self._cpu()
+        self.wait = CLASH_CHECK_WAIT
+        self.next = time.monotonic() + self.wait
+
+    def _cpu(self) -> int | None:
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[-1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def check_due(self) -> bool:
+        cpu, self.cpu = self.cpu, self._cpu()
+        now = time.monotonic()
+        if self.cpu is None or self.cpu != cpu or now < self.next:
+            return False
+        self.wait *= 2
+        self.next = now + self.wait
+        return True
