@@ -118,6 +118,9 @@ class EngineBase:
                 log.warning("refused a message on the %s channel: %s", channel, exc)
                 continue
             dispatch(channel, msg)
+            if channel != "iopub":
+                # A verified answer to us: the kernel is up, past its start-up.
+                self.heartbeat.answered = True
 
     def has_channel(self, channel: ChannelName) -> bool:
         """Whether ``channel`` is open on this engine."""

@@ -15,7 +15,7 @@ what is evidence:
   unread all along.
 - A verdict is confirmed at the next look, after the driver has read the socket once
   more, so a pong that arrived unread is never taken for silence.
-- A kernel that has not answered once on this connection is still starting (an
+- A kernel that has not answered once on this connection (no pong, no reply) is still starting (an
   interpreter importing its modules on a loaded machine: xeus-python took over 3 s to
   answer its first ping at a load average of 13 on 2 cores): its ping is judged after
   ``first_answer_grace`` seconds, not ``time_to_dead``.
@@ -70,7 +70,8 @@ class Heartbeat:
         self.disconnect_grace = disconnect_grace
         self.first_answer_grace = max(first_answer_grace, time_to_dead)
         self.answered = False
-        """Whether the kernel has answered a ping since the start or the last reset."""
+        """Whether the kernel has answered since the start or the last reset: a ping, or
+        (set by the engines) a verified reply on another channel."""
         self.max_gap = max(MAX_GAP, 2 * interval)
         self._counter = itertools.count(1)
         self.outstanding: bytes | None = None
