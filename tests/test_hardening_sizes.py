@@ -12,6 +12,7 @@ import json
 import queue
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -46,6 +47,11 @@ def oversized_once(kernel: FakeKernel, channel: str, identity: bytes, request: M
         kernel.interrupted = True  # type: ignore[attr-defined]
     if code == "big" or first_interrupt:
         kernel.reply(channel, identity, request, {"status": "ok", "padding": BIG})
+        # Busy for a while, as a kernel running the next cell is: its sockets do not
+        # notice meanwhile that the client's connection went away. A client that came
+        # back under the same identity would be refused for good (ZeroMQ's ROUTER ignores
+        # a second peer with an identity in use).
+        time.sleep(1.0)
     elif code == "ask big":
         ask = kernel.message("input_request", {"prompt": BIG, "password": False}, request)
         kernel.send("stdin", identity, ask)

@@ -181,52 +181,71 @@ class EngineBase:
         if ping is not None and not self.transport.send("hb", [b"", ping]):
             heartbeat.unsent(now)  # no connection (yet): the verdict's clock keeps running
 
-    def _check_connections(self, now: float) -> list[ChannelName]:
-        """Read the connection monitors; the channels whose sockets must be replaced:
-        IOPub when its connection dropped, shell, control and stdin when ZeroMQ gave
-        theirs up (see :meth:`ZmqTransport.given_up`)."""
+    def _check_connections(self, now: float) -> tuple[list[ChannelName], list[ChannelName]]:
+        """Read the connection monitors: (the channels whose connection ZeroMQ gave up,
+        the channels whose sockets must be replaced).
+
+        IOPub is replaced whenever its connection dropped. Shell, control and stdin are
+        replaced when ZeroMQ gave theirs up (see :meth:`ZmqTransport.given_up`), under a
+        new identity (see :meth:`ZmqTransport.renew_identity`); shell and stdin together,
+        since the kernel sends an ``input_request`` to the identity that sent the
+        ``execute_request``.
+        """
         transport = self.transport
         if transport.was_disconnected("hb"):
             self.heartbeat.disconnected(now)
-        lost: list[ChannelName] = [
-            channel for channel in DROPPABLE_CHANNELS if transport.given_up(channel, now)
-        ]
+        lost = [channel for channel in DROPPABLE_CHANNELS if transport.given_up(channel, now)]
+        replace: list[ChannelName] = []
+        if lost:
+            transport.renew_identity()
+            paired = {"shell", "stdin"} & set(lost)
+            replace = [
+                channel
+                for channel in DROPPABLE_CHANNELS
+                if self.has_channel(channel)
+                and (channel in lost or (paired and channel in ("shell", "stdin")))
+            ]
         if transport.was_disconnected("iopub"):
-            lost.append("iopub")
-        return lost
+            replace.append("iopub")
+        return lost, replace
 
-    def _reconnected(self, channel: ChannelName) -> None:
-        """Account for ``channel``'s replaced socket (under the routing lock)."""
-        if channel == "iopub":
+    def _replaced(self, lost: list[ChannelName], replaced: list[ChannelName]) -> None:
+        """Account for replaced sockets (under the routing lock): what the kernel sends for
+        a request made before goes to the old identity, so each such request waiting for
+        its answer on a replaced channel fails now, rather than at its timeout."""
+        if "iopub" in replaced:
             self._iopub_dropped()
+        renewed = [channel for channel in replaced if channel != "iopub"]
+        if not renewed:
             return
         bound = self.max_message_bytes
+        dropped, again = " and ".join(lost), " and ".join(renewed)
         log.warning(
             "ZeroMQ dropped the %s connection to %s, as it does when a message is over the "
-            "size bound (%s bytes): reconnected; requests that waited for an answer there fail",
-            channel,
-            self.info.url(channel),
+            "size bound (%s bytes): %s reconnected under a new identity; the requests that "
+            "waited for an answer there fail",
+            dropped,
+            self.info.url(lost[0]),
             bound,
+            again,
         )
         for state in list(self.router.pending.values()):
             if state.reply is not None or not state.expects_reply:
                 continue
-            if state.channel == channel:
-                lost = "what the kernel sent for it there (its reply?) was lost"
-            elif channel == "stdin" and state.msg_type == "execute_request":
-                lost = "an input_request for it may have been lost: interrupt the kernel"
-            else:
-                continue
-            state.fail(
-                ReplyLost(
-                    f"{state.msg_type} {state.msg_id}: ZeroMQ dropped the {channel} "
-                    f"connection to the kernel, as it does when a message is over the size "
-                    f"bound ({bound} bytes, max_message_bytes); {lost}, and its reply will "
-                    "not come. The connection is restored for later requests.",
-                    msg_id=state.msg_id,
-                    msg_type=state.msg_type,
+            uses_stdin = state.msg_type == "execute_request" and "stdin" in state.claims
+            if state.channel in renewed or ("stdin" in renewed and uses_stdin):
+                state.fail(
+                    ReplyLost(
+                        f"{state.msg_type} {state.msg_id}: ZeroMQ dropped the {dropped} "
+                        f"connection to the kernel, as it does when a message is over the "
+                        f"size bound ({bound} bytes, max_message_bytes). The client "
+                        f"reconnected {again} under a new identity, so what the kernel "
+                        "sends for this request (its reply, an input request) is lost; "
+                        "later requests work.",
+                        msg_id=state.msg_id,
+                        msg_type=state.msg_type,
+                    )
                 )
-            )
 
     def encode(self, msg: Message) -> list[Any]:
         """Wire frames for ``msg`` under this engine's session."""
@@ -369,8 +388,9 @@ class BlockingEngine(EngineBase):
         monitored = bool(self.transport.monitors)
         if monitored and now >= self._monitor_due:
             self._monitor_due = now + MONITOR_INTERVAL
-            for channel in self._check_connections(now):
-                self._reconnect(channel)
+            lost, replace = self._check_connections(now)
+            if replace:
+                self._reconnect(lost, replace)
         self._heartbeat_tick(now)
         self._poll_heartbeat()
         wait = self._health_wait(now)
@@ -413,16 +433,17 @@ class BlockingEngine(EngineBase):
             if self.router.death is not None:
                 self._cond.notify_all()
 
-    def _reconnect(self, channel: ChannelName) -> None:
-        old = self.transport.sockets.get(channel)
-        polled = old in self._socket_channel
-        if old is not None:
-            self._unpoll_socket(old)
-        self.transport.reconnect(channel)
-        if polled:
-            self._poll_socket(channel)
+    def _reconnect(self, lost: list[ChannelName], replace: list[ChannelName]) -> None:
+        for channel in replace:
+            old = self.transport.sockets.get(channel)
+            polled = old in self._socket_channel
+            if old is not None:
+                self._unpoll_socket(old)
+            self.transport.reconnect(channel)
+            if polled:
+                self._poll_socket(channel)
         with self._cond:
-            self._reconnected(channel)
+            self._replaced(lost, replace)
             self._cond.notify_all()
 
     def join_iopub(self) -> None:
@@ -599,22 +620,21 @@ class AsyncEngine(EngineBase):
         assert self._loop is not None
         now = time.monotonic()
         judging = self.transport.judging
-        lost = self._check_connections(now)
+        lost, replace = self._check_connections(now)
         if judging:  # a verdict may have read a socket's EVENTS, consuming its FD's edge
             self._loop.call_soon(self._on_readable)
         if self.transport.judging and self._judge_timer is None:
             self._judge_timer = self._loop.call_later(LOST_AFTER, self._judge)
-        if not lost:
+        if not replace:
             if self.heartbeat.suspect_until is not None and self._timer is not None:
                 self._timer.cancel()  # ping the suspect kernel now, judge it in time
                 self._tick()
             return
         self._remove_readers()
-        for channel in lost:
+        for channel in replace:
             self.transport.reconnect(channel)
         self._add_readers()
-        for channel in lost:
-            self._reconnected(channel)
+        self._replaced(lost, replace)
         self._on_readable()
         self._wake_waiters()
 

@@ -77,6 +77,8 @@ class ZmqTransport:
         self.closed = False
         self._client_keys = zmq.curve_keypair() if info.curve_publickey else (b"", b"")
         self._identity = identity
+        self._base_identity = identity
+        self._renewals = 0
         # Connection monitors (EVENT_DISCONNECTED): IOPub's, to reconnect after ZeroMQ drops
         # an oversized message's connection; the heartbeat's, to learn at once that the
         # kernel's process closed its sockets (it died, or is restarting).
@@ -197,8 +199,21 @@ class ZmqTransport:
         the verdict reads the socket's EVENTS, see there)."""
         return bool(self._down_since)
 
+    def renew_identity(self) -> bytes:
+        """Take a new routing identity for the sockets connected from now on; returns it.
+
+        A kernel forgets a dropped connection's identity only once its socket gets to
+        it (a busy kernel may not for a while), and ZeroMQ's ROUTER ignores, for good, a
+        second peer under an identity in use: a socket coming back under the old one
+        could be refused for as long as it lives.
+        """
+        self._renewals += 1
+        self._identity = self._base_identity + b"." + str(self._renewals).encode()
+        return self._identity
+
     def reconnect(self, channel: ChannelName) -> zmq.Socket[bytes]:
-        """Replace ``channel``'s socket with a freshly connected one; returns it."""
+        """Replace ``channel``'s socket with a freshly connected one (under the current
+        identity, see :meth:`renew_identity`); returns it."""
         old = self.sockets.pop(channel)
         self.channel_of.pop(old, None)
         self._down_since.pop(channel, None)
