@@ -97,11 +97,17 @@ class ClientClosed(KernelwireError, RuntimeError):
     """The client's channels are not started, or were stopped."""
 
 
-class NoSuchKernel(KernelwireError, LookupError):
-    """No kernel spec has the requested name; ``available`` lists the names that exist."""
+class NoSuchKernel(KernelwireError, KeyError):
+    """No kernel spec has the requested name; ``available`` lists the names that exist.
+
+    A ``KeyError`` (so a ``LookupError``), as jupyter_client's ``NoSuchKernel`` is.
+    """
 
     def __init__(self, name: str, available: Sequence[str]) -> None:
         self.name = name
         self.available = sorted(available)
         names = ", ".join(self.available) or "none installed"
         super().__init__(f"no kernel named {name!r}; available kernels: {names}")
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0])

@@ -17,8 +17,8 @@ import zmq
 
 from ..errors import ClientClosed
 from ..protocol import requests
-from ..protocol.codec import Session
 from ..protocol.connection import (
+    PORT_FIELDS,
     ChannelName,
     ConnectionInfo,
     load_connection_file,
@@ -26,12 +26,28 @@ from ..protocol.connection import (
 )
 from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
+from ..session import Session
 from .engine import AsyncEngine, BlockingEngine
 from .heartbeat import Heartbeat
 from .routing import RequestState, Router, Sink
 
 EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
 
+
+# The connection keywords jupyter_client's managers pass their clients
+# (``KernelManager.client()``: ``get_connection_info()`` plus ``connection_file``).
+JUPYTER_CONNECTION_KEYWORDS = frozenset(
+    {
+        *PORT_FIELDS,
+        "transport",
+        "ip",
+        "key",
+        "signature_scheme",
+        "kernel_name",
+        "curve_publickey",
+        "curve_secretkey",
+    }
+)
 
 ALL_CLAIMS: frozenset[Channel] = frozenset({"shell", "iopub", "stdin", "control"})
 REPLY_CLAIMS: frozenset[Channel] = frozenset({"shell", "control"})
@@ -46,6 +62,13 @@ class KernelClientBase(Generic[EngineT]):
     channels to open, the session, the heartbeat and ``max_unclaimed``. ``time_to_dead`` is
     how long an unanswered heartbeat means the kernel is dead; ``max_unclaimed``
     bounds each queue of messages no request claimed (``None``: no bound).
+
+    jupyter_client's keywords work too: ``transport``, ``ip``, the five ``*_port``
+    numbers, ``key``, ``signature_scheme``, ``kernel_name`` and the CurveZMQ keys give the
+    connection info (ports still 0, as a manager's client has before its kernel starts:
+    none yet); ``session`` may be a jupyter_client ``Session`` (its id, key and scheme are
+    used); ``parent`` is the manager that made the client, ``log`` a logger, ``config``
+    is ignored.
     """
 
     _engine_class: type[EngineT]
@@ -63,9 +86,19 @@ class KernelClientBase(Generic[EngineT]):
         allow_stdin: bool = True,
         engine_factory: Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT]
         | None = None,
+        parent: Any = None,
+        log: Any = None,
+        **jupyter_options: Any,
     ) -> None:
+        unknown = set(jupyter_options) - JUPYTER_CONNECTION_KEYWORDS - {"config"}
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keywords: {sorted(unknown)}")
         self.connection_file: str | None = None
         self.connection_info: ConnectionInfo | None = None
+        self.parent = parent
+        self.log = log
+        if session is not None and not isinstance(session, Session):
+            session = Session(session.key, session.signature_scheme, session=session.session)
         self.session = session or Session()
         self.context = context
         self.time_to_dead = time_to_dead
@@ -77,10 +110,27 @@ class KernelClientBase(Generic[EngineT]):
             Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT] | None
         ) = engine_factory
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        if connection_file is not None:
+        jupyter_options.pop("config", None)
+        if connection_info is None and jupyter_options:
+            connection_info = self._jupyter_connection_info(jupyter_options)
+            if connection_file:
+                self.connection_file = os.fspath(connection_file)
+            connection_file = None
+        if connection_file:
             self.load_connection_file(connection_file)
         elif connection_info is not None:
             self.load_connection_info(connection_info)
+
+    def _jupyter_connection_info(self, options: dict[str, Any]) -> dict[str, Any] | None:
+        """Connection info from jupyter_client's keywords; ``None`` while a port is 0."""
+        if not all(options.get(name) for name in PORT_FIELDS):
+            return None
+        key = options.get("key", self.session.key)
+        return {
+            "signature_scheme": self.session.signature_scheme,
+            **options,
+            "key": key.decode() if isinstance(key, bytes) else key,
+        }
 
     # -- connection --------------------------------------------------------------
     def load_connection_file(self, connection_file: str | os.PathLike[str] | None = None) -> None:
@@ -136,6 +186,11 @@ class KernelClientBase(Generic[EngineT]):
         """Connect the channels (all by default). Calling it again is a no-op."""
         if self._engine is not None:
             return
+        if self.connection_info is None and self._engine_factory is None:
+            # A manager's client made before its kernel started: take the info now.
+            info = getattr(self.parent, "kernelwire_connection_info", None)
+            if callable(info) and info() is not None:
+                self.load_connection_info(info())
         wanted = {"shell": shell, "iopub": iopub, "stdin": stdin, "control": control, "hb": hb}
         channels: list[ChannelName] = [name for name, on in wanted.items() if on]  # type: ignore[misc]
         heartbeat = Heartbeat(self.heartbeat_interval, self.time_to_dead)
@@ -153,6 +208,9 @@ class KernelClientBase(Generic[EngineT]):
         self._engine = engine
         # A client dropped without stop_channels() still closes its sockets.
         self._finalizer = weakref.finalize(self, engine.close)
+        attach = getattr(self.parent, "kernelwire_attach_client", None)
+        if callable(attach):
+            attach(self)  # the manager's death checks and restarts cover this client
 
     def stop_channels(self) -> None:
         """Close every channel. Queued, unread messages are discarded with the sockets."""
