@@ -18,6 +18,7 @@ from .connect import find_connection_file, write_connection_file
 from .errors import (
     ClientClosed,
     ConnectionFileError,
+    ConnectionFileNotFound,
     ExecutionError,
     InvalidSignature,
     KernelDied,
@@ -116,6 +117,7 @@ __all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
     "CallbackKernelClient",
     "ClientClosed",
     "ConnectionFileError",
+    "ConnectionFileNotFound",
     "ConnectionInfo",
     "ExecutionError",
     "ExecutionResult",

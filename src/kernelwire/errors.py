@@ -32,6 +32,13 @@ class ConnectionFileError(KernelwireError, ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class ConnectionFileNotFound(ConnectionFileError, FileNotFoundError):
+    """No connection file at the path, or none matching the name looked for.
+
+    Also a ``FileNotFoundError`` (an ``OSError``), as jupyter_client raises there.
+    """
+
+
 class ProtocolError(KernelwireError, ValueError):
     """Bytes on the wire that are not a valid Jupyter message."""
 

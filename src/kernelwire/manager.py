@@ -174,6 +174,7 @@ class _KernelwireManager:
         finally:
             self._kernelwire_kernel = None
             self.shutting_down = False
+        self._cleanup_resources(restart)
 
     def _restart(self, now: bool = False, newports: bool = False, **kw: Any) -> None:
         if self._kernelwire_launch is None:
@@ -215,10 +216,13 @@ class _KernelwireManager:
         return kernel is not None and kernel.is_alive()
 
     def _cleanup_resources(self, restart: bool = False) -> None:
-        # The kernel removed its connection file and ipc sockets when it shut down.
-        if getattr(self, "_created_context", False) and not restart:
-            self.context.destroy(linger=100)  # type: ignore[attr-defined]
-            self._created_context = False
+        # The kernel removed its connection file and ipc sockets when it shut down. The
+        # manager's own zmq context (made on first use: kernelwire's clients have theirs)
+        # is closed, as jupyter_client's is; a context given to the manager is not.
+        if not restart:
+            context = self.context  # type: ignore[attr-defined]
+            if getattr(self, "_created_context", False):
+                context.destroy(linger=100)
 
     def _client_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         options: dict[str, Any] = {"parent": self, "log": self.log}

@@ -110,6 +110,7 @@ class KernelClientBase(Generic[EngineT]):
             Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT] | None
         ) = engine_factory
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self.startup_output: list[Message] = []
         jupyter_options.pop("config", None)
         if connection_info is None and jupyter_options:
             connection_info = self._jupyter_connection_info(jupyter_options)
@@ -220,6 +221,32 @@ class KernelClientBase(Generic[EngineT]):
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
+
+    def _set_aside_startup_output(self) -> None:
+        """Move the queued IOPub messages no request of this client caused (what the
+        kernel printed while it started, e.g. debugpy's warnings) from the
+        ``get_iopub_msg`` queue to :attr:`startup_output`.
+
+        ``wait_for_ready`` calls this as it returns: a loop over ``get_iopub_msg`` then
+        starts with the user's own first request, as with jupyter_client, which drops
+        them; here they are kept, in order, in :attr:`startup_output`.
+        """
+        engine = self.engine
+        own_session = self.session.session_id
+
+        def move() -> None:
+            queued = engine.router.unclaimed["iopub"]
+            mine: list[Message] = []
+            others: list[Message] = []
+            for msg in queued:
+                parent = msg.get("parent_header") or {}
+                (mine if parent.get("session") == own_session else others).append(msg)
+            if others:
+                self.startup_output.extend(others)
+                queued.clear()
+                queued.extend(mine)
+
+        engine.run_locked(move)
 
     @property
     def channels_running(self) -> bool:
