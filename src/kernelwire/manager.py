@@ -235,6 +235,12 @@ class _KernelwireManager:
                 options[key] = options[key].decode("ascii")
         return options
 
+    def _configured_client_factory(self) -> Any:
+        """The client class set by the user (``client_factory`` or ``client_class``),
+        or ``None``: by default the managers give kernelwire's clients."""
+        has_value = self.trait_has_value  # type: ignore[attr-defined]
+        return self.client_factory if has_value("client_factory") else None  # type: ignore[attr-defined]
+
     def _made(self, client: KernelClientBase[Any]) -> None:
         if client.connection_file is None and self.connection_file:
             client.connection_file = self.connection_file
@@ -356,7 +362,10 @@ class AsyncKernelManager(_KernelwireManager, _jc.AsyncKernelManager):
         return self._kernelwire_kernel is not None
 
     def client(self, **kwargs: Any) -> AsyncKernelClient:  # type: ignore[override]
-        """A kernelwire :class:`~kernelwire.AsyncKernelClient` for this kernel."""
+        """A kernelwire :class:`~kernelwire.AsyncKernelClient` for this kernel (or the
+        configured ``client_factory``'s)."""
+        if self._configured_client_factory() is not None:
+            return super().client(**kwargs)  # type: ignore[return-value]
         client = AsyncKernelClient(**self._client_options(kwargs))
         self._made(client)
         return client
