@@ -85,6 +85,15 @@ class _KernelwireManager:
         if kernel is not None and client.connection_info == kernel.connection_info:
             kernel._attach(client)
 
+    @default("kernel_spec_manager")
+    def _kernel_spec_manager_default(self) -> kernelspec.KernelSpecManager:
+        return kernelspec.KernelSpecManager(data_dir=self.data_dir)  # type: ignore[attr-defined]
+
+    @property
+    def has_kernel(self) -> bool:
+        """Whether a kernel was started and not shut down."""
+        return self._kernelwire_kernel is not None
+
     @property
     def kernel(self) -> Kernel | None:
         """The :class:`kernelwire.Kernel` underneath (``None`` when none is running)."""
@@ -109,9 +118,10 @@ class _KernelwireManager:
 
     def _start(self, **kw: Any) -> None:
         if self._kernelwire_kernel is not None:
-            raise KernelwireError(
-                f"kernel {self.kernel_id} is already running: shut it down or restart it"
-            )
+            # jupyter_client starts another process and forgets the running one; stopping
+            # it first leaves no orphan behind.
+            log.info("start_kernel: stopping kernel %s to start a new one", self.kernel_id)
+            self._shutdown(now=True)
         self._kernelwire_launch = dict(kw)
         kernel_id = kw.pop("kernel_id", None) or self.kernel_id or str(uuid.uuid4())
         ignored = set(kw) & _POPEN_OPTIONS
@@ -274,19 +284,13 @@ class KernelManager(_KernelwireManager, _jc.KernelManager):
     jupyter_client), so their connection files stay usable by every Jupyter tool.
     """
 
-    @default("kernel_spec_manager")
-    def _kernel_spec_manager_default(self) -> kernelspec.KernelSpecManager:
-        return kernelspec.KernelSpecManager(data_dir=self.data_dir)
-
-    @property
-    def has_kernel(self) -> bool:
-        """Whether a kernel was started and not shut down."""
-        return self._kernelwire_kernel is not None
-
     def client(self, **kwargs: Any) -> BlockingKernelClient:  # type: ignore[override]
         """A kernelwire :class:`~kernelwire.BlockingKernelClient` for this kernel (not
         started: call ``start_channels()``). Made before the kernel starts, it connects
-        to it when its channels start."""
+        to it when its channels start. A ``client_factory``/``client_class`` set on the
+        manager is used instead, as jupyter_client does."""
+        if self._configured_client_factory() is not None:
+            return super().client(**kwargs)  # type: ignore[return-value]
         client = BlockingKernelClient(**self._client_options(kwargs))
         self._made(client)
         return client
@@ -351,15 +355,6 @@ class AsyncKernelManager(_KernelwireManager, _jc.AsyncKernelManager):
     worker thread, so the loop keeps turning); ``client()`` gives a kernelwire
     :class:`~kernelwire.AsyncKernelClient`.
     """
-
-    @default("kernel_spec_manager")
-    def _kernel_spec_manager_default(self) -> kernelspec.KernelSpecManager:
-        return kernelspec.KernelSpecManager(data_dir=self.data_dir)
-
-    @property
-    def has_kernel(self) -> bool:
-        """Whether a kernel was started and not shut down."""
-        return self._kernelwire_kernel is not None
 
     def client(self, **kwargs: Any) -> AsyncKernelClient:  # type: ignore[override]
         """A kernelwire :class:`~kernelwire.AsyncKernelClient` for this kernel (or the

@@ -255,8 +255,16 @@ class KernelClientBase(Generic[EngineT]):
 
     @property
     def engine(self) -> EngineT:
-        """The running engine; :class:`ClientClosed` when the channels are not started."""
+        """The running engine; :class:`ClientClosed` when the channels are not started.
+
+        A client made by a manager (``km.client()``) starts its channels on first use
+        instead, as jupyter_client's clients open theirs lazily.
+        """
         if self._engine is None:
+            if callable(getattr(self.parent, "kernelwire_connection_info", None)):
+                self.start_channels()
+                assert self._engine is not None
+                return self._engine
             raise ClientClosed("channels are not running: call start_channels() first")
         return self._engine
 
