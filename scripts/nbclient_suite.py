@@ -86,6 +86,7 @@ def run(folder: Path, jobs: int) -> dict[str, int]:
     # on sys.path; both are the same version, so the tests run either way.
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no"]
     command += ["-p", "no:benchmark"]  # pytest-benchmark warns under xdist; warnings fail here
+    command += ["--timeout", "300"]  # a hung test fails instead of stalling the run
     if jobs > 1:
         command += ["-n", str(jobs)]
     proc = subprocess.run(
