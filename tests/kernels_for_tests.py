@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelbase import Kernel
 
 
@@ -56,3 +57,19 @@ class BrokenKernel(Kernel):
 
     def __init__(self, **kwargs: Any) -> None:
         raise RuntimeError("broken kernel refuses to start")
+
+
+class StartupNoiseKernel(IPythonKernel):
+    """An IPython kernel that writes to stderr, with no parent, whenever it is asked for
+    kernel info: like output a kernel prints while it starts (debugpy's frozen-modules
+    warning) reaching a client that is waiting for it to be ready."""
+
+    async def kernel_info_request(self, socket: Any, ident: Any, parent: Any) -> None:  # type: ignore[override]
+        self.session.send(
+            self.iopub_socket,
+            "stream",
+            {"name": "stderr", "text": "startup noise\n"},
+            parent={},
+            ident=self._topic("stream"),
+        )
+        await super().kernel_info_request(socket, ident, parent)

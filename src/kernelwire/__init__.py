@@ -14,9 +14,11 @@ from .client import (
     CallbackKernelClient,
     PendingRequest,
 )
+from .connect import find_connection_file, write_connection_file
 from .errors import (
     ClientClosed,
     ConnectionFileError,
+    ConnectionFileNotFound,
     ExecutionError,
     InvalidSignature,
     KernelDied,
@@ -46,13 +48,8 @@ from .lifecycle import (
     start_kernel_async,
 )
 from .oneshot import get_messages
-from .protocol import Message, Request, Session, requests
-from .protocol.connection import (
-    ConnectionInfo,
-    find_connection_file,
-    load_connection_file,
-    write_connection_file,
-)
+from .protocol import Message, Request, requests
+from .protocol.connection import ConnectionInfo, load_connection_file
 from .remote import (
     AuthenticationError,
     JupyterServer,
@@ -61,10 +58,58 @@ from .remote import (
     ServerError,
     connect_server,
 )
+from .session import Session
 
 __version__ = "0.1.0"
 
-__all__ = [
+# jupyter_client's manager-level names. They subclass jupyter_client's classes, so they
+# are imported on first use: ``import kernelwire`` stays cheap and works without it.
+_MANAGER_NAMES = {
+    "KernelManager": "manager",
+    "AsyncKernelManager": "manager",
+    "start_new_kernel": "manager",
+    "start_new_async_kernel": "manager",
+    "run_kernel": "manager",
+    "MultiKernelManager": "multikernelmanager",
+    "AsyncMultiKernelManager": "multikernelmanager",
+    "KernelSpecManager": "kernelspec",
+    "find_kernel_specs": "kernelspec",
+    "tunnel_to_kernel": "connect",
+}
+_SUBMODULES = {
+    "manager",
+    "multikernelmanager",
+    "kernelspec",
+    "connect",
+    "session",
+    "blocking",
+    "asynchronous",
+}
+
+
+def __getattr__(name: str) -> object:
+    """jupyter_client's manager names and module paths, imported when first used."""
+    import importlib
+
+    if name in _MANAGER_NAMES:
+        module = importlib.import_module(f".{_MANAGER_NAMES[name]}", __name__)
+        return getattr(module, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'kernelwire' has no attribute {name!r}")
+
+
+__all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
+    "AsyncKernelManager",
+    "AsyncMultiKernelManager",
+    "KernelManager",
+    "KernelSpecManager",
+    "MultiKernelManager",
+    "find_kernel_specs",
+    "run_kernel",
+    "start_new_async_kernel",
+    "start_new_kernel",
+    "tunnel_to_kernel",
     "AsyncKernel",
     "AsyncKernelClient",
     "AsyncKernelSet",
@@ -74,6 +119,7 @@ __all__ = [
     "CallbackKernelClient",
     "ClientClosed",
     "ConnectionFileError",
+    "ConnectionFileNotFound",
     "ConnectionInfo",
     "ExecutionError",
     "ExecutionResult",

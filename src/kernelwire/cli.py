@@ -194,8 +194,13 @@ def kernels_command(args: argparse.Namespace) -> int:
 
 
 def start_command(args: argparse.Namespace) -> int:
-    """``kernelwire start``: start a kernel and keep it running until Ctrl-C."""
-    kernel = Kernel(get_kernel_spec(args.kernel))
+    """``kernelwire start``: start a kernel and keep it running until Ctrl-C.
+
+    The kernel is meant for other tools (``jupyter console --existing``, qtconsole),
+    which do not pass a connection file's CurveZMQ keys on: it gets Curve only with
+    ``--encrypt``.
+    """
+    kernel = Kernel(get_kernel_spec(args.kernel), encrypt=args.encrypt)
     if args.connection_file:
         kernel.connection_file = os.path.abspath(args.connection_file)
     try:
@@ -273,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-k", "--kernel", default="python3", help="kernel spec name (default: python3)"
     )
     start.add_argument("--connection-file", help="where to write the connection file")
+    start.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt the channels with CurveZMQ (kernelwire's clients can use such a "
+        "kernel; jupyter console and qtconsole cannot)",
+    )
     start.set_defaults(handler=start_command)
     return parser
 

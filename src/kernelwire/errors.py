@@ -52,6 +52,13 @@ class ConnectionFileError(KernelwireError, ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class ConnectionFileNotFound(ConnectionFileError, FileNotFoundError):
+    """No connection file at the path, or none matching the name looked for.
+
+    Also a ``FileNotFoundError`` (an ``OSError``), as jupyter_client raises there.
+    """
+
+
 class ProtocolError(KernelwireError, ValueError):
     """Bytes on the wire that are not a valid Jupyter message."""
 
@@ -148,11 +155,17 @@ class ClientClosed(KernelwireError, RuntimeError):
     """The client's channels are not started, or were stopped."""
 
 
-class NoSuchKernel(KernelwireError, LookupError):
-    """No kernel spec has the requested name; ``available`` lists the names that exist."""
+class NoSuchKernel(KernelwireError, KeyError):
+    """No kernel spec has the requested name; ``available`` lists the names that exist.
+
+    A ``KeyError`` (so a ``LookupError``), as jupyter_client's ``NoSuchKernel`` is.
+    """
 
     def __init__(self, name: str, available: Sequence[str]) -> None:
         self.name = name
         self.available = sorted(available)
         names = ", ".join(self.available) or "none installed"
         super().__init__(f"no kernel named {name!r}; available kernels: {names}")
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0])

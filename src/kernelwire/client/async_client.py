@@ -258,6 +258,7 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
                         continue
                 async for _ in probe.events(left()):
                     pass
+                self._set_aside_startup_output()
                 return reply
         except KernelTimeout:
             raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None

@@ -19,8 +19,8 @@ import zmq
 
 from ..errors import ClientClosed
 from ..protocol import requests
-from ..protocol.codec import Session
 from ..protocol.connection import (
+    PORT_FIELDS,
     ChannelName,
     ConnectionInfo,
     load_connection_file,
@@ -28,6 +28,7 @@ from ..protocol.connection import (
 )
 from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
+from ..session import Session
 from .engine import AsyncEngine, BlockingEngine
 from .heartbeat import Heartbeat
 from .routing import MAX_UNCLAIMED, RequestState, Router, Sink
@@ -36,6 +37,21 @@ EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
 
 log = logging.getLogger("kernelwire.client")
 
+
+# The connection keywords jupyter_client's managers pass their clients
+# (``KernelManager.client()``: ``get_connection_info()`` plus ``connection_file``).
+JUPYTER_CONNECTION_KEYWORDS = frozenset(
+    {
+        *PORT_FIELDS,
+        "transport",
+        "ip",
+        "key",
+        "signature_scheme",
+        "kernel_name",
+        "curve_publickey",
+        "curve_secretkey",
+    }
+)
 
 ALL_CLAIMS: frozenset[Channel] = frozenset({"shell", "iopub", "stdin", "control"})
 REPLY_CLAIMS: frozenset[Channel] = frozenset({"shell", "control"})
@@ -58,6 +74,13 @@ class KernelClientBase(Generic[EngineT]):
     the bound. Messages a request claims (``submit()``, ``reply=True``) are not affected.
     What ZeroMQ buffers while the client reads slower than the kernel sends is not
     bounded by it (IOPub has no high-water mark, so that nothing is lost silently).
+
+    jupyter_client's keywords work too: ``transport``, ``ip``, the five ``*_port``
+    numbers, ``key``, ``signature_scheme``, ``kernel_name`` and the CurveZMQ keys give the
+    connection info (ports still 0, as a manager's client has before its kernel starts:
+    none yet); ``session`` may be a jupyter_client ``Session`` (its id, key and scheme are
+    used); ``parent`` is the manager that made the client, ``log`` a logger, ``config``
+    is ignored.
     """
 
     _engine_class: type[EngineT]
@@ -75,9 +98,19 @@ class KernelClientBase(Generic[EngineT]):
         allow_stdin: bool = True,
         engine_factory: Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT]
         | None = None,
+        parent: Any = None,
+        log: Any = None,
+        **jupyter_options: Any,
     ) -> None:
+        unknown = set(jupyter_options) - JUPYTER_CONNECTION_KEYWORDS - {"config"}
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keywords: {sorted(unknown)}")
         self.connection_file: str | None = None
         self.connection_info: ConnectionInfo | None = None
+        self.parent = parent
+        self.log = log
+        if session is not None and not isinstance(session, Session):
+            session = Session(session.key, session.signature_scheme, session=session.session)
         self.session = session or Session()
         self.context = context
         self.time_to_dead = time_to_dead
@@ -89,10 +122,28 @@ class KernelClientBase(Generic[EngineT]):
             Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT] | None
         ) = engine_factory
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        if connection_file is not None:
+        self.startup_output: list[Message] = []
+        jupyter_options.pop("config", None)
+        if connection_info is None and jupyter_options:
+            connection_info = self._jupyter_connection_info(jupyter_options)
+            if connection_file:
+                self.connection_file = os.fspath(connection_file)
+            connection_file = None
+        if connection_file:
             self.load_connection_file(connection_file)
         elif connection_info is not None:
             self.load_connection_info(connection_info)
+
+    def _jupyter_connection_info(self, options: dict[str, Any]) -> dict[str, Any] | None:
+        """Connection info from jupyter_client's keywords; ``None`` while a port is 0."""
+        if not all(options.get(name) for name in PORT_FIELDS):
+            return None
+        key = options.get("key", self.session.key)
+        return {
+            "signature_scheme": self.session.signature_scheme,
+            **options,
+            "key": key.decode() if isinstance(key, bytes) else key,
+        }
 
     # -- connection --------------------------------------------------------------
     def load_connection_file(self, connection_file: str | os.PathLike[str] | None = None) -> None:
@@ -148,6 +199,11 @@ class KernelClientBase(Generic[EngineT]):
         """Connect the channels (all by default). Calling it again is a no-op."""
         if self._engine is not None:
             return
+        if self.connection_info is None and self._engine_factory is None:
+            # A manager's client made before its kernel started: take the info now.
+            info = getattr(self.parent, "kernelwire_connection_info", None)
+            if callable(info) and info() is not None:
+                self.load_connection_info(info())
         wanted = {"shell": shell, "iopub": iopub, "stdin": stdin, "control": control, "hb": hb}
         channels: list[ChannelName] = [name for name, on in wanted.items() if on]  # type: ignore[misc]
         heartbeat = Heartbeat(self.heartbeat_interval, self.time_to_dead)
@@ -165,6 +221,9 @@ class KernelClientBase(Generic[EngineT]):
         self._engine = engine
         # A client dropped without stop_channels() still closes its sockets.
         self._finalizer = weakref.finalize(self, engine.close)
+        attach = getattr(self.parent, "kernelwire_attach_client", None)
+        if callable(attach):
+            attach(self)  # the manager's death checks and restarts cover this client
 
     def stop_channels(self) -> None:
         """Close every channel. Queued, unread messages are discarded with the sockets."""
@@ -175,6 +234,32 @@ class KernelClientBase(Generic[EngineT]):
             self._finalizer.detach()
             self._finalizer = None
 
+    def _set_aside_startup_output(self) -> None:
+        """Move the queued IOPub messages no request of this client caused (what the
+        kernel printed while it started, e.g. debugpy's warnings) from the
+        ``get_iopub_msg`` queue to :attr:`startup_output`.
+
+        ``wait_for_ready`` calls this as it returns: a loop over ``get_iopub_msg`` then
+        starts with the user's own first request, as with jupyter_client, which drops
+        them; here they are kept, in order, in :attr:`startup_output`.
+        """
+        engine = self.engine
+        own_session = self.session.session_id
+
+        def move() -> None:
+            queued = engine.router.unclaimed["iopub"]
+            mine: list[Message] = []
+            others: list[Message] = []
+            for msg in queued:
+                parent = msg.get("parent_header") or {}
+                (mine if parent.get("session") == own_session else others).append(msg)
+            if others:
+                self.startup_output.extend(others)
+                queued.clear()
+                queued.extend(mine)
+
+        engine.run_locked(move)
+
     @property
     def channels_running(self) -> bool:
         """Whether the channels are started."""
@@ -182,8 +267,16 @@ class KernelClientBase(Generic[EngineT]):
 
     @property
     def engine(self) -> EngineT:
-        """The running engine; :class:`ClientClosed` when the channels are not started."""
+        """The running engine; :class:`ClientClosed` when the channels are not started.
+
+        A client made by a manager (``km.client()``) starts its channels on first use
+        instead, as jupyter_client's clients open theirs lazily.
+        """
         if self._engine is None:
+            if callable(getattr(self.parent, "kernelwire_connection_info", None)):
+                self.start_channels()
+                assert self._engine is not None
+                return self._engine
             raise ClientClosed("channels are not running: call start_channels() first")
         return self._engine
 

@@ -310,6 +310,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
                 # This probe's idle came: every earlier probe's statuses came before it.
                 for _ in probe.events(left()):
                     pass
+                self._set_aside_startup_output()
                 return reply
         except KernelTimeout:
             raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ..errors import ConnectionFileError
+from ..errors import ConnectionFileError, ConnectionFileNotFound
 from .codec import DEFAULT_SCHEME, digest_name
 from .message import Channel
 
@@ -168,7 +168,7 @@ def load_connection_file(path: _PathLike) -> ConnectionInfo:
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConnectionFileError("no such file", path=path) from None
+        raise ConnectionFileNotFound("no such file", path=path) from None
     except OSError as exc:
         raise ConnectionFileError(f"cannot be read: {exc.strerror or exc}", path=path) from None
     try:
@@ -299,7 +299,7 @@ def find_connection_file(
                 found for found in glob.glob(os.path.join(folder, pattern)) if os.path.isfile(found)
             )
     if not matches:
-        raise ConnectionFileError(
+        raise ConnectionFileNotFound(
             f"no connection file matches in {', '.join(folders)}", path=filename
         )
     return os.path.abspath(max(set(matches), key=os.path.getmtime))
