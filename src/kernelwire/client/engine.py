@@ -27,7 +27,7 @@ from ..protocol import requests
 from ..protocol.codec import Session
 from ..protocol.connection import ChannelName, ConnectionInfo
 from ..protocol.message import Channel, Message
-from ..transports.zmq import LOST_AFTER, RECV_BATCH, ZmqTransport
+from ..transports.zmq import LOST_AFTER, ZmqTransport
 from .heartbeat import Heartbeat
 from .routing import MAX_UNCLAIMED, Router, iopub_joined
 
@@ -671,7 +671,7 @@ class AsyncEngine(EngineBase):
                 if batch:
                     self._ingest(name, batch)
                     got = True
-                if len(batch) < RECV_BATCH:
+                if transport.drained:
                     break
         if got:
             if self._held is not None and self.router.iopub_welcomed:
