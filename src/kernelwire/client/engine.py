@@ -83,6 +83,9 @@ class EngineBase:
             info, session.bsession, channels, context, max_frame_bytes=MAX_MESSAGE_BYTES
         )
         self.closed = False
+        self.iopub_drop_expected = False
+        """Set by whoever stops the kernel on purpose (restart, shutdown): the next IOPub
+        drop is that stop, reconnected quietly, not a loss to warn about."""
         self.max_message_bytes: int | None = MAX_MESSAGE_BYTES
         # How long the first request waits for IOPub's welcome (ZeroMQ's slow joiner).
         self.iopub_join_wait = IOPUB_JOIN_WAIT
@@ -132,13 +135,46 @@ class EngineBase:
     def wake(self) -> None:
         """Make a thread blocked in :meth:`pump` (if any) return soon."""
 
+    def run_anywhere(self, func: Callable[[], object]) -> None:
+        """Call ``func`` (which changes router or engine state) from any thread, where
+        this engine's state may be changed, and let waiters look again."""
+        raise NotImplementedError
+
     def fail_pending(self, error: KernelDied) -> None:
         """Fail every request still waiting with ``error`` (their kernel was restarted
-        under them), from any thread: their waits raise it promptly."""
-        raise NotImplementedError
+        under them), from any thread: their waits raise it promptly (see
+        :meth:`Router.fail_pending <kernelwire.client.routing.Router.fail_pending>`)."""
+        self.run_anywhere(lambda: self.router.fail_pending(error))
+
+    def expect_restart(self) -> None:
+        """The kernel is about to be restarted on the same connection info (call from any
+        thread, before the old process stops): its IOPub drop is no loss to warn about,
+        and IOPub is joined again before the next request, on a message of the new
+        process (it drops what it publishes before our subscription reaches it)."""
+        self.run_anywhere(self._expect_restart)
+
+    def _expect_restart(self) -> None:
+        self.iopub_drop_expected = True
+        self.router.rejoin_iopub()
+        self.iopub_join_wait = IOPUB_JOIN_WAIT
+
+    def reset_after_restart(self) -> None:
+        """The kernel was restarted (call from any thread, once the new process is up):
+        forget the old one's death and heartbeat."""
+        self.run_anywhere(self._reset_after_restart)
+
+    def _reset_after_restart(self) -> None:
+        self.router.death = None
+        self.heartbeat.reset()
 
     def _iopub_dropped(self) -> None:
         self.router.iopub_resets += 1
+        if self.iopub_drop_expected:
+            self.iopub_drop_expected = False
+            log.debug(
+                "the IOPub connection to %s dropped as its kernel stopped", self.info.url("iopub")
+            )
+            return
         log.warning(
             "the IOPub connection to %s dropped (the kernel died or restarted, or ZeroMQ "
             "refused a message over %s bytes): reconnected; output sent meanwhile is lost",
@@ -511,11 +547,10 @@ class BlockingEngine(EngineBase):
         with self._cond:
             return func()
 
-    def fail_pending(self, error: KernelDied) -> None:
-        """Fail every request still waiting with ``error``, from any thread (see
-        :meth:`Router.fail_pending <kernelwire.client.routing.Router.fail_pending>`)."""
+    def run_anywhere(self, func: Callable[[], object]) -> None:
+        """Call ``func`` under the routing lock, from any thread."""
         with self._cond:
-            self.router.fail_pending(error)
+            func()
             self._cond.notify_all()
         self.wake()  # the pumping waiter looks again
 
@@ -802,15 +837,14 @@ class AsyncEngine(EngineBase):
         """Call ``func`` (one thread only: no lock needed)."""
         return func()
 
-    def fail_pending(self, error: KernelDied) -> None:
-        """Fail every request still waiting with ``error``; from any thread, the router
-        is changed on the loop's (see :meth:`BlockingEngine.fail_pending`)."""
+    def run_anywhere(self, func: Callable[[], object]) -> None:
+        """Call ``func`` on the loop's thread (at once if this is it)."""
         loop = self._loop
         if loop is not None and not loop.is_closed() and _running_loop() is not loop:
             with contextlib.suppress(RuntimeError):  # closed meanwhile: nobody waits there
-                loop.call_soon_threadsafe(self.fail_pending, error)
+                loop.call_soon_threadsafe(self.run_anywhere, func)
                 return
-        self.router.fail_pending(error)
+        func()
         self._wake_waiters()
 
     def close(self) -> None:

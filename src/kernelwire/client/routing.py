@@ -207,6 +207,9 @@ class Router:
         self.death: KernelDied | None = None
         self.iopub_welcomed = False
         """IOPub is known to be subscribed: its welcome, or any IOPub message, has come."""
+        self.kernel_session: object = None
+        """The session id in the kernel's last IOPub message header (one per process)."""
+        self._stale_session: object = None
         self.swallowed: set[str] = set()
         """Our own probe requests, whose replies and outputs nobody is shown."""
         self.iopub_resets = 0
@@ -260,7 +263,12 @@ class Router:
         for listener in self.listeners:
             listener(channel, msg)
         if channel == "iopub":
-            self.iopub_welcomed = True  # whatever arrived, the subscription is in effect
+            session = msg["header"].get("session")
+            if session != self._stale_session:
+                # Whatever arrived, the subscription is in effect: unless it is the
+                # previous kernel's, read late after a restart.
+                self.iopub_welcomed = True
+                self.kernel_session = session
         if state is not None:
             if channel in REPLY_CHANNELS:
                 self._mark_answered(parent_id)
@@ -368,6 +376,12 @@ class Router:
             "pending": len(self.pending),
             "unclaimed": {ch: len(q) for ch, q in self.unclaimed.items()},
         }
+
+    def rejoin_iopub(self) -> None:
+        """The kernel is being restarted: IOPub is not subscribed to the new process until
+        a message of it comes (the old process's, read late, do not count)."""
+        self.iopub_welcomed = False
+        self._stale_session = self.kernel_session
 
     def fail_pending(self, error: KernelDied) -> int:
         """Fail every tracked request not yet done with ``error`` (its kernel was restarted

@@ -325,13 +325,13 @@ class Kernel(RunsCode):
             paused = [engine.heartbeat.paused for engine in engines]
             for engine in engines:
                 engine.heartbeat.paused = True  # its dropped connection is expected
+                engine.expect_restart()
             try:
                 self._stop_process(now, True, timeout)
                 self._launch(self._same_connection, 1)  # clients stay on these ports
             finally:
                 for engine, was_paused in zip(engines, paused, strict=True):
-                    engine.router.death = None
-                    engine.heartbeat.reset()
+                    engine.reset_after_restart()
                     engine.heartbeat.paused = was_paused
             self._emit("restarted")
 
@@ -341,6 +341,9 @@ class Kernel(RunsCode):
             if self._closed:
                 return
             self._closed = True
+            for client in list(self._clients):
+                if client.channels_running:
+                    client.engine.iopub_drop_expected = True
             self._stop_process(now, False, timeout)
             for client in list(self._clients):
                 client.stop_channels()
