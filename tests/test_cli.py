@@ -251,3 +251,17 @@ def test_ctrl_c_during_parallel_notebooks_leaves_no_kernel(tmp_path: Path) -> No
             proc.wait()
         for leftover in kernels():
             leftover.kill()
+
+
+def test_notebook_run_a_reply_with_status_error_exits_1(tmp_path: Path) -> None:
+    """Issue 13, defect 1: a failed line magic (``status: error``, only a stderr line)
+    fails the run as in ``jupyter execute``; the cell after it does not run."""
+    import nbformat
+
+    out = tmp_path / "out.ipynb"
+    done = kernelwire("notebook", "run", str(NOTEBOOKS / "line_magic_error.ipynb"), "-o", str(out))
+    assert done.returncode == 1, done.stderr
+    assert "cell 0 raised UsageError" in done.stderr
+    written = nbformat.read(out, as_version=4)
+    assert "UsageError" in written.cells[0].outputs[0]["text"]
+    assert written.cells[1].outputs == [] and written.cells[1].execution_count is None

@@ -219,3 +219,18 @@ def test_ipython_history_stays_in_memory_as_with_nbclient() -> None:
     runs = notebook.execute_many([copy.deepcopy(nb)])
     assert runs[0].notebook is not None
     assert runs[0].notebook.cells[0].outputs[0]["data"]["text/plain"] == "':memory:'"
+
+
+def _notebook(stem: str) -> Path:
+    return NOTEBOOKS[[p.stem for p in NOTEBOOKS].index(stem)]
+
+
+def test_a_reply_with_status_error_fails_the_cell() -> None:
+    """Issue 13, defect 1: ``%undefined-line-magic`` replies ``status: error`` and shows
+    only a stderr line; the cell still fails, and the next cell does not run."""
+    with pytest.raises(CellExecutionError) as excinfo:
+        notebook.execute(_notebook("line_magic_error"))
+    assert excinfo.value.cell_index == 0
+    assert excinfo.value.ename == "UsageError"
+    allowed = notebook.execute(_notebook("line_magic_error"), allow_errors=True)
+    assert allowed.cells[1].outputs[0]["text"] == "after the failed magic\n"

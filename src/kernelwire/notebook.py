@@ -28,6 +28,7 @@ from .lifecycle.pool import KernelPool
 from .lifecycle.specs import get_kernel_spec
 from .protocol import requests
 from .protocol.jsonutil import format_date
+from .protocol.message import Message
 from .remote import JupyterServer, RemoteKernel
 
 CellHook = Callable[[int, NotebookNode], None]
@@ -127,13 +128,32 @@ def execute(
             collector = OutputCollector(
                 front_end=front_end, max_output_chars=max_output_chars, displays=displays
             )
-            _run_cell(kernel, client, index, cell, timeout, collector)
+            reply = _run_cell(kernel, client, index, cell, timeout, collector)
             if on_cell_done is not None:
                 on_cell_done(index, cell)
-            error = next((o for o in cell.outputs if o.output_type == "error"), None)
-            if error is not None and not allow_errors and "raises-exception" not in tags:
-                raise CellExecutionError(index, error.ename, error.evalue, error.traceback)
+            # The reply's status decides, as in nbclient: a failed line magic replies
+            # ``error`` with only a stderr line, and an error shown inside an Output
+            # widget is no failure of the cell.
+            if reply["content"].get("status") == "error" and not (
+                allow_errors or "raises-exception" in tags
+            ):
+                raise _cell_error(index, cell, reply["content"])
     return nb
+
+
+def _cell_error(index: int, cell: NotebookNode, content: dict[str, Any]) -> CellExecutionError:
+    """The error of a cell whose reply said ``error``: its error output, else the reply's."""
+    shown = next((o for o in cell.outputs if o.output_type == "error"), None)
+    source: Any = shown if shown is not None else content
+    ename, evalue, traceback = (source.get(k) for k in ("ename", "evalue", "traceback"))
+    return CellExecutionError(
+        index,
+        ename if isinstance(ename, str) else "error",
+        evalue if isinstance(evalue, str) else "",
+        [line for line in traceback if isinstance(line, str)]
+        if isinstance(traceback, list)
+        else [],
+    )
 
 
 def _own_kernel(
@@ -179,7 +199,8 @@ def _run_cell(
     cell: NotebookNode,
     timeout: float | None,
     collector: OutputCollector,
-) -> None:
+) -> Message:
+    """Run one cell: its outputs, count and timings go into ``cell``; return the reply."""
     cell.outputs = []
     cell.execution_count = None
     timing = cell.setdefault("metadata", {}).setdefault("execution", {})
@@ -202,6 +223,7 @@ def _run_cell(
     cell.outputs = collector.outputs
     count = as_execution_count(reply["content"].get("execution_count"))
     cell.execution_count = collector.execution_count if count is None else count
+    return reply
 
 
 def timestamp(msg: Any) -> str:
