@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,15 +14,33 @@ import pytest
 
 from kernelwire import notebook
 from kernelwire.notebook import CellExecutionError, NotebookError
+from kernelwire.widgets import WIDGET_STATE
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 NOTEBOOKS = sorted((Path(__file__).parent / "notebooks").glob("*.ipynb"))
 
 
-def normalised(nb: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
+def canonical_ids(value: Any) -> Any:
+    """``value`` with widget model ids (random per run) renamed in order of appearance."""
+    text = json.dumps(value)
+    names: dict[str, str] = {}
+    return json.loads(
+        MODEL_ID.sub(lambda m: names.setdefault(m.group(0), f"model-{len(names)}"), text)
+    )
+
+
+MODEL_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def widget_state(nb: Any) -> dict[str, Any]:
+    return dict(nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}))
+
+
+def normalised(nb: Any) -> Any:
     """Cells' counts and outputs, with streams merged: how ipykernel splits a stream into
-    messages depends on timing, not on the client."""
+    messages depends on timing, not on the client. Widget model ids are renamed in order
+    of appearance, the widget state included."""
     cells = []
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -39,7 +59,7 @@ def normalised(nb: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
                 continue
             outputs.append(output)
         cells.append((cell.get("execution_count"), outputs))
-    return cells
+    return canonical_ids([cells, widget_state(nb)])
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -234,3 +254,43 @@ def test_a_reply_with_status_error_fails_the_cell() -> None:
     assert excinfo.value.ename == "UsageError"
     allowed = notebook.execute(_notebook("line_magic_error"), allow_errors=True)
     assert allowed.cells[1].outputs[0]["text"] == "after the failed magic\n"
+
+
+def test_widget_state_is_saved_and_output_widgets_capture_as_in_nbclient() -> None:
+    """Issue 13, defect 2: the widgets' state is written as nbclient writes it (every
+    view resolves to a saved model; stale state from the input is replaced), and what
+    ``with out:`` shows goes to the Output widget, an error raised there included,
+    which does not fail the run."""
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipywidgets")
+    source = nbformat.read(_notebook("widgets"), as_version=4)
+    source.metadata["widgets"] = {
+        WIDGET_STATE: {"state": {"0" * 32: {"model_name": "Stale"}}, "version_major": 2}
+    }
+    theirs = copy.deepcopy(source)
+    nbclient.NotebookClient(theirs, kernel_name="python3", timeout=120).execute()
+    ours = notebook.execute(source, timeout=120)  # no allow_errors: nothing failed
+    assert normalised(ours) == normalised(theirs)
+    state = widget_state(ours)
+    assert state["version_major"] == 2 and "0" * 32 not in state["state"]
+    views = [
+        output["data"][WIDGET_VIEW]["model_id"]
+        for cell in ours.cells
+        for output in cell.outputs
+        if WIDGET_VIEW in output.get("data", {})
+    ]
+    assert len(views) == 5 and all(view in state["state"] for view in views)
+    capture = ours.cells[2]
+    assert [o["output_type"] for o in capture.outputs] == ["display_data", "stream"]
+    assert capture.outputs[1]["text"] == "outside the widget\n"
+    out = state["state"][capture.outputs[0]["data"][WIDGET_VIEW]["model_id"]]["state"]
+    assert [o["output_type"] for o in out["outputs"]] == ["stream", "display_data", "error"]
+    assert out["outputs"][2]["evalue"] == "raised inside the widget"
+    assert ours.cells[3].outputs == []
+    # the kernel was sent the captured outputs, as a front end sends them
+    assert ours.cells[6].outputs[0]["text"].startswith("3 ")
+    image = next(m for m in state["state"].values() if m["model_name"] == "ImageModel")
+    assert image["buffers"][0]["path"] == ["value"]
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

@@ -30,6 +30,7 @@ from .protocol import requests
 from .protocol.jsonutil import format_date
 from .protocol.message import Message
 from .remote import JupyterServer, RemoteKernel
+from .widgets import WidgetFrontEnd
 
 CellHook = Callable[[int, NotebookNode], None]
 IPYTHON_HISTORY_FILE = ":memory:"
@@ -117,6 +118,8 @@ def execute(
         if info and isinstance(info, dict):
             nb.metadata["language_info"] = info
         displays: dict[str, list[NotebookNode]] = {}
+        widgets = WidgetFrontEnd(lambda comm_id, data: client.comm_msg(comm_id, data))
+        stack.callback(widgets.save, nb)  # a partial run's widgets render too
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
@@ -128,7 +131,7 @@ def execute(
             collector = OutputCollector(
                 front_end=front_end, max_output_chars=max_output_chars, displays=displays
             )
-            reply = _run_cell(kernel, client, index, cell, timeout, collector)
+            reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets)
             if on_cell_done is not None:
                 on_cell_done(index, cell)
             # The reply's status decides, as in nbclient: a failed line magic replies
@@ -199,6 +202,7 @@ def _run_cell(
     cell: NotebookNode,
     timeout: float | None,
     collector: OutputCollector,
+    widgets: WidgetFrontEnd,
 ) -> Message:
     """Run one cell: its outputs, count and timings go into ``cell``; return the reply."""
     cell.outputs = []
@@ -208,11 +212,11 @@ def _run_cell(
     try:
         try:
             for channel, msg in pending.events(timeout):
-                _consume(collector, timing, channel, msg)
+                _consume(collector, widgets, timing, channel, msg)
         except KernelTimeout:
             kernel.interrupt()
             for channel, msg in pending.events(INTERRUPT_GRACE):
-                _consume(collector, timing, channel, msg)
+                _consume(collector, widgets, timing, channel, msg)
             cell.outputs = collector.outputs
             raise KernelTimeout(
                 f"cell {index} did not finish within {timeout:g} s: interrupted"
@@ -232,7 +236,13 @@ def timestamp(msg: Any) -> str:
     return format_date(date) if isinstance(date, datetime) else str(date)
 
 
-def _consume(collector: OutputCollector, timing: dict[str, str], channel: str, msg: Any) -> None:
+def _consume(
+    collector: OutputCollector,
+    widgets: WidgetFrontEnd,
+    timing: dict[str, str],
+    channel: str,
+    msg: Any,
+) -> None:
     msg_type = msg["msg_type"]
     if channel == "iopub":
         if msg_type == "status":
@@ -241,7 +251,8 @@ def _consume(collector: OutputCollector, timing: dict[str, str], channel: str, m
                 timing[f"iopub.status.{state}"] = timestamp(msg)
         elif msg_type == "execute_input":
             timing["iopub.execute_input"] = timestamp(msg)
-        collector.feed(msg)
+        if not widgets.feed(msg):  # an Output widget's capture is not the cell's
+            collector.feed(msg)
     elif channel == "shell":
         started = msg["metadata"].get("started")
         if started and isinstance(started, str):
