@@ -265,3 +265,23 @@ def test_notebook_run_a_reply_with_status_error_exits_1(tmp_path: Path) -> None:
     written = nbformat.read(out, as_version=4)
     assert "UsageError" in written.cells[0].outputs[0]["text"]
     assert written.cells[1].outputs == [] and written.cells[1].execution_count is None
+
+
+def test_notebook_run_converts_v2_and_v3_notebooks(tmp_path: Path) -> None:
+    """Issue 13, defect 3: notebooks of format 2 and 3 run (converted to 4, as nbclient
+    converts them) instead of an error that printed the whole notebook."""
+    import nbformat
+    from nbformat import v2
+
+    old = v2.new_notebook(
+        worksheets=[v2.new_worksheet(cells=[v2.new_code_cell(input="print('a v2 cell')")])]
+    )
+    (tmp_path / "v2.ipynb").write_text(v2.nbjson.writes(old))
+    for name, source in (("v2", tmp_path / "v2.ipynb"), ("v3", NOTEBOOKS / "v3.ipynb")):
+        out = tmp_path / f"{name}.out.ipynb"
+        done = kernelwire("notebook", "run", str(source), "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        written = nbformat.read(out, as_version=4)
+        assert written.nbformat == 4
+        code = [cell for cell in written.cells if cell.cell_type == "code"]
+        assert code[0].outputs[0]["text"] == f"a {name} cell\n"

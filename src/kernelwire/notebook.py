@@ -60,11 +60,21 @@ def read(path: str | os.PathLike[str]) -> NotebookNode:
         raise NotebookError(f"{path}: no such file") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NotebookError(f"{path}: not a readable notebook: {exc}") from None
+    # A v2 or v3 file comes back converted, but in nbformat's older node class, which
+    # the rest of nbformat (and a later isinstance check) does not take for a notebook.
+    nb = _node(nb)
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
         raise NotebookError(f"{path}: not a valid notebook: {exc.message}") from None
     return nb
+
+
+def _node(nb: dict[str, Any]) -> NotebookNode:
+    """``nb`` as nbformat's :class:`NotebookNode` (the same object when it is one)."""
+    if type(nb) is NotebookNode:
+        return nb
+    return nbformat.from_dict(nb)  # type: ignore[no-untyped-call,no-any-return]
 
 
 def kernel_name_of(nb: NotebookNode, default: str = "python3") -> str:
@@ -107,7 +117,7 @@ def execute(
     kernel started here keeps its history in ``history_file``, as nbclient's do (see
     :func:`start_notebook_kernel`).
     """
-    nb = nb_or_path if isinstance(nb_or_path, NotebookNode) else read(nb_or_path)
+    nb = _node(nb_or_path) if isinstance(nb_or_path, dict) else read(nb_or_path)
     name = kernel_name or kernel_name_of(nb)
     with ExitStack() as stack:
         if kernel is None:
@@ -480,8 +490,8 @@ def prepare(item: NotebookRun | NotebookNode | str | os.PathLike[str]) -> Notebo
     """
     if isinstance(item, NotebookRun):
         return item
-    if isinstance(item, NotebookNode):
-        return NotebookRun(None, item)
+    if isinstance(item, dict):
+        return NotebookRun(None, _node(item))
     try:
         return NotebookRun(os.fspath(item), read(item))
     except NotebookError as exc:
