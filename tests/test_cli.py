@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -285,3 +286,24 @@ def test_notebook_run_converts_v2_and_v3_notebooks(tmp_path: Path) -> None:
         assert written.nbformat == 4
         code = [cell for cell in written.cells if cell.cell_type == "code"]
         assert code[0].outputs[0]["text"] == f"a {name} cell\n"
+
+
+def test_notebook_run_accepts_kernelspecs_nbclient_accepts(tmp_path: Path) -> None:
+    """Issue 13, defect 4: a kernelspec named ``python`` runs on ``python3`` (as
+    jupyter_client maps it); one without ``name`` runs on ``python3`` with a warning
+    instead of being refused."""
+    import nbformat
+
+    python = kernelwire(
+        "notebook", "run", str(NOTEBOOKS / "kernelspec_python.ipynb"), "-o", str(tmp_path / "a")
+    )
+    assert python.returncode == 0, python.stderr
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('no name')")])
+    nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python"}
+    source = tmp_path / "noname.ipynb"
+    source.write_text(json.dumps(nb))
+    noname = kernelwire("notebook", "run", str(source), "-o", str(tmp_path / "b.ipynb"))
+    assert noname.returncode == 0, noname.stderr
+    assert "warning: " in noname.stderr and "'name' is a required property" in noname.stderr
+    out = nbformat.read(tmp_path / "b.ipynb", as_version=4)
+    assert out.cells[0].outputs[0]["text"] == "no name\n"

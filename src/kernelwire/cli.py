@@ -9,6 +9,7 @@ raised. ``kernelwire notebook run IN.ipynb`` executes a notebook with a progress
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -288,9 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warnings() -> None:
+    """Print kernelwire's warnings (a notebook run despite being invalid, a kernel that
+    had to be killed) as one line each, once per process."""
+    logger = logging.getLogger("kernelwire")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("kernelwire: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kernelwire`` command."""
     args = build_parser().parse_args(argv)
+    _show_warnings()
     try:
         return int(args.handler(args))
     except KernelwireError as exc:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 from collections import deque
@@ -31,6 +32,8 @@ from .protocol.jsonutil import format_date
 from .protocol.message import Message
 from .remote import JupyterServer, RemoteKernel
 from .widgets import WidgetFrontEnd
+
+log = logging.getLogger("kernelwire.notebook")
 
 CellHook = Callable[[int, NotebookNode], None]
 IPYTHON_HISTORY_FILE = ":memory:"
@@ -66,8 +69,28 @@ def read(path: str | os.PathLike[str]) -> NotebookNode:
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
-        raise NotebookError(f"{path}: not a valid notebook: {exc.message}") from None
+        # nbclient runs what nbformat can read and only warns (a kernelspec without
+        # ``name`` is common); refuse only what cannot be run at all.
+        problem = _unrunnable(nb)
+        if problem:
+            raise NotebookError(f"{path}: not a valid notebook: {problem}") from None
+        log.warning("%s: not a valid notebook (%s); running it anyway", path, exc.message)
     return nb
+
+
+def _unrunnable(nb: NotebookNode) -> str | None:
+    """Why ``nb`` cannot be run (cells that are not cells), or ``None``."""
+    cells = nb.get("cells")
+    if not isinstance(cells, list):
+        return "'cells' is not a list"
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            return f"cell {index} is not a cell"
+        if cell["cell_type"] == "code" and not isinstance(cell.get("source"), str):
+            return f"cell {index} has no source"
+    if not isinstance(nb.get("metadata"), dict):
+        return "'metadata' is not an object"
+    return None
 
 
 def _node(nb: dict[str, Any]) -> NotebookNode:
@@ -78,10 +101,15 @@ def _node(nb: dict[str, Any]) -> NotebookNode:
 
 
 def kernel_name_of(nb: NotebookNode, default: str = "python3") -> str:
-    """The kernel named in the notebook's metadata (``default`` when it names none)."""
+    """The kernel named in the notebook's metadata (``default`` when it names none).
+
+    ``python`` means ``python3``, as jupyter_client's kernel manager reads it.
+    """
     spec = nb.get("metadata", {}).get("kernelspec", {})
     name = spec.get("name") if isinstance(spec, dict) else None
-    return name if isinstance(name, str) and name else default
+    if not isinstance(name, str) or not name:
+        return default
+    return "python3" if name == "python" else name
 
 
 def execute(
