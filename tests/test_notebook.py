@@ -84,15 +84,14 @@ def test_outputs_equal_nbclients(path: Path) -> None:
     run_nbclient(nbclient, theirs, allow_errors=True)
     ours = notebook.execute(path, allow_errors=True, timeout=120)
     assert normalised(ours) == normalised(theirs)
-    for cell in ours.cells:
-        if cell.cell_type == "code" and "skip-execution" not in cell.metadata.get("tags", []):
-            timing = cell.metadata["execution"]
-            assert set(timing) >= {
-                "iopub.status.busy",
-                "iopub.execute_input",
-                "shell.execute_reply",
-                "iopub.status.idle",
-            }
+    for index in notebook.cells_to_run(ours):
+        timing = ours.cells[index].metadata["execution"]
+        assert set(timing) >= {
+            "iopub.status.busy",
+            "iopub.execute_input",
+            "shell.execute_reply",
+            "iopub.status.idle",
+        }
 
 
 def test_error_names_the_cell_and_stops(tmp_path: Path) -> None:
@@ -309,3 +308,12 @@ def test_widget_state_is_saved_and_output_widgets_capture_as_in_nbclient() -> No
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def test_empty_cells_are_not_executed() -> None:
+    """Issue 13, defect 5: a cell of only whitespace is skipped, as nbclient skips it:
+    it keeps its count and outputs, and takes no execution count from the cells after."""
+    done = notebook.execute(_notebook("empty_cells"))
+    assert [cell.execution_count for cell in done.cells] == [None, 1, 9, 2]
+    assert done.cells[2].outputs[0]["text"] == "an old output\n"
+    assert "execution" not in done.cells[0].metadata

@@ -124,7 +124,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         current = threading.local()
 
         def notebook_started(index: int, run: notebook.NotebookRun) -> None:
-            cells = [c for c in run.notebook.cells if c.cell_type == "code"] if run.notebook else []
+            cells = notebook.cells_to_run(run.notebook) if run.notebook else []
             current.task = progress.add_task(sources[index].name, total=len(cells))
 
         def cell_started(index: int, cell: Any) -> None:
@@ -173,7 +173,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             )
             status = max(status, 1)
             continue
-        cells = len([c for c in run.notebook.cells if c.cell_type == "code"])
+        cells = len(notebook.cells_to_run(run.notebook))
         print(f"Executed {cells} code cells of {source}; wrote {target}")
     return status
 

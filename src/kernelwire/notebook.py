@@ -158,12 +158,9 @@ def execute(
         displays: dict[str, list[NotebookNode]] = {}
         widgets = WidgetFrontEnd(lambda comm_id, data: client.comm_msg(comm_id, data))
         stack.callback(widgets.save, nb)  # a partial run's widgets render too
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
+        for index in cells_to_run(nb):
+            cell = nb.cells[index]
             tags = cell.get("metadata", {}).get("tags", [])
-            if "skip-execution" in tags:
-                continue
             if on_cell_start is not None:
                 on_cell_start(index, cell)
             collector = OutputCollector(
@@ -180,6 +177,18 @@ def execute(
             ):
                 raise _cell_error(index, cell, reply["content"])
     return nb
+
+
+def cells_to_run(nb: NotebookNode) -> list[int]:
+    """The indices of the cells a run executes: code cells with some code, not tagged
+    ``skip-execution``. Empty cells keep their outputs and count, as with nbclient."""
+    return [
+        index
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        and cell.source.strip()
+        and "skip-execution" not in cell.get("metadata", {}).get("tags", [])
+    ]
 
 
 def _cell_error(index: int, cell: NotebookNode, content: dict[str, Any]) -> CellExecutionError:
