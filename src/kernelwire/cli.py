@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ import nbformat
 import orjson
 
 from . import __version__
+from ._stopping import stop_early
 from .client.hooks import print_output, strip_ansi
 from .errors import ExecutionError, KernelTimeout, KernelwireError
 from .lifecycle.kernel import Kernel, start_kernel
@@ -52,12 +54,19 @@ def run_command(args: argparse.Namespace) -> int:
     with _kernel_for(args) as kernel:
         client = kernel.client()
         pending = client.submit(requests.execute(code, allow_stdin=False))
+
+        def drain(grace: float) -> None:
+            pending.wait(grace, output_hook=show)
+
         try:
             reply = pending.wait(args.timeout, output_hook=show)
         except KernelTimeout:
-            kernel.interrupt()
+            stop_early(kernel, drain, owned=True)
             print(f"kernelwire: the code did not finish within {args.timeout:g} s", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
+            stop_early(kernel, drain, owned=True)
+            raise
     return 0 if reply["content"].get("status") == "ok" else 1
 
 
@@ -300,15 +309,40 @@ def _show_warnings() -> None:
         logger.addHandler(handler)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stop as Ctrl-C stops (kernels shut down, files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_termination(signum: int, frame: object) -> None:
+    # One clean-up: a second signal while the kernels shut down must not cut it short
+    # (each step of it is bounded; see notebook.STOP_GRACE).
+    for other in TERMINATION_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""What ``timeout``, CI cancellation and a closed terminal send."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kernelwire`` command."""
     args = build_parser().parse_args(argv)
     _show_warnings()
+    if threading.current_thread() is threading.main_thread():
+        for signum in TERMINATION_SIGNALS:
+            signal.signal(signum, _on_termination)
     try:
         return int(args.handler(args))
     except KernelwireError as exc:
         print(f"kernelwire: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
 

@@ -22,8 +22,9 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
+from ._stopping import stop_early
 from .errors import ExecutionError, KernelTimeout, KernelwireError
-from .execution import INTERRUPT_GRACE, OutputCollector, as_execution_count
+from .execution import OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.pool import KernelPool
 from .lifecycle.specs import get_kernel_spec
@@ -127,6 +128,7 @@ def execute(
     history_file: str | None = IPYTHON_HISTORY_FILE,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
+    own_kernel: bool = False,
 ) -> NotebookNode:
     """Run every code cell of a notebook in order and return it with its outputs.
 
@@ -141,12 +143,16 @@ def execute(
     ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does;
     ``max_output_chars`` caps the text a cell keeps, with a marker saying how much was
     dropped (see :class:`~kernelwire.execution.OutputCollector`).
+    A cell that does not end within 3 s (``STOP_GRACE``) of being interrupted (its
+    timeout, Ctrl-C) gets its kernel stopped at once when the kernel is the run's own
+    (started here, or ``kernel`` with ``own_kernel=True``).
     Each executed cell gets nbclient's ``metadata.execution`` timestamps. An IPython
     kernel started here keeps its history in ``history_file``, as nbclient's do (see
     :func:`start_notebook_kernel`).
     """
     nb = _node(nb_or_path) if isinstance(nb_or_path, dict) else read(nb_or_path)
     name = kernel_name or kernel_name_of(nb)
+    owned = own_kernel or (kernel is None and pool is None)
     with ExitStack() as stack:
         if kernel is None:
             kernel = _own_kernel(stack, name, server, pool, cwd, history_file)
@@ -166,7 +172,7 @@ def execute(
             collector = OutputCollector(
                 front_end=front_end, max_output_chars=max_output_chars, displays=displays
             )
-            reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets)
+            reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets, owned)
             if on_cell_done is not None:
                 on_cell_done(index, cell)
             # The reply's status decides, as in nbclient: a failed line magic replies
@@ -250,27 +256,42 @@ def _run_cell(
     timeout: float | None,
     collector: OutputCollector,
     widgets: WidgetFrontEnd,
+    owned: bool,
 ) -> Message:
-    """Run one cell: its outputs, count and timings go into ``cell``; return the reply."""
+    """Run one cell: its outputs, count and timings go into ``cell``; return the reply.
+
+    On a timeout, Ctrl-C or SIGTERM the kernel is interrupted and the cell gets
+    ``STOP_GRACE`` seconds to end; a kernel of our own whose cell does not end is
+    stopped at once, since a busy kernel would only make its shutdown wait.
+    """
     cell.outputs = []
     cell.execution_count = None
     timing = cell.setdefault("metadata", {}).setdefault("execution", {})
     pending = client.submit(requests.execute(cell.source, allow_stdin=False))
+
+    def consume(events: Iterable[tuple[str, Any]]) -> None:
+        for channel, msg in events:
+            _consume(collector, widgets, timing, channel, msg)
+
+    def settle() -> None:
+        stop_early(kernel, lambda grace: consume(pending.events(grace)), owned)
+
     try:
         try:
-            for channel, msg in pending.events(timeout):
-                _consume(collector, widgets, timing, channel, msg)
+            consume(pending.events(timeout))
         except KernelTimeout:
-            kernel.interrupt()
-            for channel, msg in pending.events(INTERRUPT_GRACE):
-                _consume(collector, widgets, timing, channel, msg)
+            settle()
             cell.outputs = collector.outputs
             raise KernelTimeout(
                 f"cell {index} did not finish within {timeout:g} s: interrupted"
             ) from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP in the CLI
+            settle()
+            cell.outputs = collector.outputs
+            raise
     finally:
         pending.close()
-    reply = pending.reply(0)
+    reply: Message = pending.reply(0)
     cell.outputs = collector.outputs
     count = as_execution_count(reply["content"].get("execution_count"))
     cell.execution_count = collector.execution_count if count is None else count
@@ -378,6 +399,7 @@ def execute_many(
             timeout=timeout,
             allow_errors=allow_errors,
             kernel=kernel,
+            own_kernel=True,
             front_end=front_end,
             max_output_chars=max_output_chars,
             on_cell_start=on_cell_start,
