@@ -307,3 +307,19 @@ def test_notebook_run_accepts_kernelspecs_nbclient_accepts(tmp_path: Path) -> No
     assert "warning: " in noname.stderr and "'name' is a required property" in noname.stderr
     out = nbformat.read(tmp_path / "b.ipynb", as_version=4)
     assert out.cells[0].outputs[0]["text"] == "no name\n"
+
+
+def test_timeout_zero_or_negative_means_no_limit(tmp_path: Path) -> None:
+    """Issue 13, defect 8: ``--timeout -1`` and ``0`` mean no time limit, as in
+    ``jupyter execute``; they used to interrupt every cell at once."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(0.2)")])
+    source = tmp_path / "sleeps.ipynb"
+    nbformat.write(nb, str(source))
+    done = kernelwire("notebook", "run", "--timeout", "-1", str(source))
+    assert done.returncode == 0, done.stderr
+    ran = kernelwire("run", "--timeout", "0", "-c", "import time\ntime.sleep(0.2)\nprint('ok')")
+    assert ran.returncode == 0 and ran.stdout == "ok\n", ran.stderr
+    bad = kernelwire("notebook", "run", "--timeout", "soon", str(source))
+    assert bad.returncode == 2 and "expected a number of seconds" in bad.stderr

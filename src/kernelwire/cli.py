@@ -85,6 +85,15 @@ def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
             yield local
 
 
+def _timeout(text: str) -> float | None:
+    """A time limit in seconds; 0 or less means none, as ``jupyter execute`` reads it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    return value if value > 0 else None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -245,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group()
     source.add_argument("-c", "--code", help="the code to run")
     source.add_argument("file", nargs="?", help="a file of code to run, or - for stdin")
-    run.add_argument("--timeout", type=float, default=None, help="seconds to allow (default: none)")
+    run.add_argument(
+        "--timeout", type=_timeout, default=None, help="seconds to allow (default, 0 or -1: none)"
+    )
     _server_options(run)
     run.set_defaults(handler=run_command)
     notebook = commands.add_parser("notebook", help="work with notebooks")
@@ -262,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="where to write it, for one notebook (default: NAME.executed.ipynb)"
     )
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
-    nb_run.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
+    nb_run.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=None,
+        help="seconds allowed per cell (default, 0 or -1: no limit)",
+    )
     nb_run.add_argument("--allow-errors", action="store_true", help="keep going when a cell raises")
     nb_run.add_argument(
         "--max-output",

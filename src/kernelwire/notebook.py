@@ -138,8 +138,8 @@ def execute(
     runs it on a kernel you started (left running, namespace and all). Cells tagged
     ``skip-execution`` are skipped; an error in a cell stops the run with
     :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the cell is
-    tagged ``raises-exception``. ``timeout`` applies per cell: the kernel is interrupted
-    and :class:`KernelTimeout` raised. Outputs are kept as nbclient keeps them;
+    tagged ``raises-exception``. ``timeout`` applies per cell (``None``, 0 or less: no
+    limit, as in nbclient): the kernel is interrupted and :class:`KernelTimeout` raised. Outputs are kept as nbclient keeps them;
     ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does;
     ``max_output_chars`` caps the text a cell keeps, with a marker saying how much was
     dropped (see :class:`~kernelwire.execution.OutputCollector`).
@@ -151,6 +151,8 @@ def execute(
     :func:`start_notebook_kernel`).
     """
     nb = _node(nb_or_path) if isinstance(nb_or_path, dict) else read(nb_or_path)
+    if timeout is not None and timeout <= 0:
+        timeout = None  # nbclient's reading: 0 and -1 mean no limit
     name = kernel_name or kernel_name_of(nb)
     owned = own_kernel or (kernel is None and pool is None)
     with ExitStack() as stack:
