@@ -323,3 +323,29 @@ def test_timeout_zero_or_negative_means_no_limit(tmp_path: Path) -> None:
     assert ran.returncode == 0 and ran.stdout == "ok\n", ran.stderr
     bad = kernelwire("notebook", "run", "--timeout", "soon", str(source))
     assert bad.returncode == 2 and "expected a number of seconds" in bad.stderr
+
+
+def test_bad_output_folder_and_server_url_are_one_line_errors_before_running(
+    tmp_path: Path,
+) -> None:
+    """Issue 13, defect 9: ``-o`` into a folder that does not exist is refused before
+    the notebook runs (it used to run, then crash and lose the results); a server URL
+    without a scheme is a usage error, not a traceback."""
+    code = "open('ran', 'w').write('yes')"
+    import nbformat
+
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), str(tmp_path / "n.ipynb")
+    )
+    missing = tmp_path / "out" / "x.ipynb"
+    done = kernelwire("notebook", "run", str(tmp_path / "n.ipynb"), "-o", str(missing))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"kernelwire: cannot write {missing}: no folder {missing.parent}"
+    ]
+    assert not (tmp_path / "ran").exists()
+    for args in (["run", "-c", "1"], ["notebook", "run", str(tmp_path / "n.ipynb")]):
+        server = kernelwire(*args, "--server", "localhost:18888")
+        assert server.returncode == 2, server.stderr
+        assert "expected a URL such as http://localhost:8888" in server.stderr
+        assert "Traceback" not in server.stderr

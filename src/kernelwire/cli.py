@@ -125,6 +125,11 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     for run in prepared:
         if run.error is not None:
             raise run.error  # a missing or broken file is an error before anything runs
+    targets = [Path(args.output) if args.output else _default_target(s) for s in sources]
+    for target in targets:  # before anything runs: a run's results must have a place
+        if not target.parent.is_dir():
+            print(f"kernelwire: cannot write {target}: no folder {target.parent}", file=sys.stderr)
+            return 2
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -170,8 +175,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             on_cell_done=cell_done,
         )
     status = 0
-    for source, run in zip(sources, runs, strict=True):
-        target = Path(args.output) if args.output else source.with_suffix(".executed.ipynb")
+    for source, run, target in zip(sources, runs, targets, strict=True):
         failure = run.error
         if failure is not None and not isinstance(
             failure, (notebook.CellExecutionError, KernelTimeout)
@@ -194,6 +198,11 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         cells = len(notebook.cells_to_run(run.notebook))
         print(f"Executed {cells} code cells of {source}; wrote {target}")
     return status
+
+
+def _default_target(source: Path) -> Path:
+    """Where an executed notebook goes without ``--output``: beside its source."""
+    return source.with_suffix(".executed.ipynb")
 
 
 def kernels_command(args: argparse.Namespace) -> int:
@@ -239,8 +248,22 @@ def start_command(args: argparse.Namespace) -> int:
         kernel.shutdown()
 
 
+def _server_url(text: str) -> str:
+    """A server's URL: http or https, with a host."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"expected a URL such as http://localhost:8888, got {text!r}"
+        )
+    return text
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help="run on this Jupyter Server or Gateway URL instead")
+    parser.add_argument(
+        "--server", type=_server_url, help="run on this Jupyter Server or Gateway URL instead"
+    )
     parser.add_argument("--token", help="the server's token (default: $JUPYTER_TOKEN)")
 
 
