@@ -139,7 +139,8 @@ def execute(
     ``skip-execution`` are skipped; an error in a cell stops the run with
     :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the cell is
     tagged ``raises-exception``. ``timeout`` applies per cell (``None``, 0 or less: no
-    limit, as in nbclient): the kernel is interrupted and :class:`KernelTimeout` raised. Outputs are kept as nbclient keeps them;
+    limit, as in nbclient): the kernel is interrupted and :class:`KernelTimeout` raised.
+    Outputs are kept as nbclient keeps them;
     ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does;
     ``max_output_chars`` caps the text a cell keeps, with a marker saying how much was
     dropped (see :class:`~kernelwire.execution.OutputCollector`).
