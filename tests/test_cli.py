@@ -349,3 +349,30 @@ def test_bad_output_folder_and_server_url_are_one_line_errors_before_running(
         assert server.returncode == 2, server.stderr
         assert "expected a URL such as http://localhost:8888" in server.stderr
         assert "Traceback" not in server.stderr
+
+
+def test_max_output_keeps_a_rich_results_plain_text(tmp_path: Path) -> None:
+    """Issue 13, defect 11: a result whose HTML is over ``--max-output`` keeps its
+    ``text/plain`` (and says which representation it dropped) instead of becoming a
+    truncation marker; streams are still capped."""
+    import nbformat
+
+    code = (
+        "class T:\n"
+        "    def _repr_html_(self):\n"
+        "        return '<table>' + '<tr><td>1</td></tr>' * 200 + '</table>'\n"
+        "    def __repr__(self):\n"
+        "        return 'T(200 rows)'\n"
+        "T()"
+    )
+    cells = [nbformat.v4.new_code_cell(code), nbformat.v4.new_code_cell("print('y' * 5000)")]
+    source = tmp_path / "rich.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(source))
+    done = kernelwire("notebook", "run", "--max-output", "1000", str(source))
+    assert done.returncode == 0, done.stderr
+    rich, printed = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4).cells
+    assert [o["output_type"] for o in rich.outputs] == ["execute_result"]
+    assert rich.outputs[0]["data"] == {"text/plain": "T(200 rows)"}
+    assert rich.outputs[0]["metadata"]["kernelwire"]["dropped"] == {"text/html": 3815}
+    assert printed.outputs[0]["text"] == "y" * 1000
+    assert "output truncated" in printed.outputs[-1]["text"]
