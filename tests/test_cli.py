@@ -376,3 +376,26 @@ def test_max_output_keeps_a_rich_results_plain_text(tmp_path: Path) -> None:
     assert rich.outputs[0]["metadata"]["kernelwire"]["dropped"] == {"text/html": 3815}
     assert printed.outputs[0]["text"] == "y" * 1000
     assert "output truncated" in printed.outputs[-1]["text"]
+
+
+def test_kernel_death_names_the_cell_writes_the_partial_notebook_and_exits_3(
+    tmp_path: Path,
+) -> None:
+    """Issue 13, defect 12: a kernel that dies in a cell gives exit code 3 (not 2, a
+    usage error's), a message naming the cell, and the notebook as far as it ran."""
+    import nbformat
+
+    cells = [
+        nbformat.v4.new_code_cell("print('before')"),
+        nbformat.v4.new_code_cell("import os\nos._exit(7)"),
+        nbformat.v4.new_code_cell("print('after')"),
+    ]
+    source = tmp_path / "dies.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(source))
+    done = kernelwire("notebook", "run", str(source))
+    assert done.returncode == 3, done.stderr
+    assert "cell 1: the kernel died while it ran" in done.stderr
+    assert "exit code 7" in done.stderr
+    written = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4)
+    assert written.cells[0].outputs[0]["text"] == "before\n"
+    assert written.cells[2].outputs == []

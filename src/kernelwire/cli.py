@@ -33,6 +33,16 @@ from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
 from .remote import RemoteKernel, connect_server
 
+EXIT_OK = 0
+"""Every notebook ran (errors allowed by ``--allow-errors`` or tags included)."""
+EXIT_FAILED = 1
+"""A cell raised, or did not finish within ``--timeout``."""
+EXIT_USAGE = 2
+"""A usage error, an unreadable notebook, a kernel that could not be started."""
+EXIT_KERNEL_DIED = 3
+"""The kernel died while a cell ran (the partial notebook is written)."""
+# Stopped by a signal: 128 + its number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+
 
 def _read_code(args: argparse.Namespace) -> str:
     if args.code is not None:
@@ -110,7 +120,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     Several notebooks run one after another (``--jobs`` at once), each on its own
     kernel; the next one's kernel starts while the current one runs. Exit status: 0 if
     every notebook ran, 1 if a cell failed or timed out, 2 if a notebook could not be
-    read or its kernel could not be started.
+    read or its kernel could not be started, 3 if a kernel died while a cell ran; with
+    several notebooks, the highest of these.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -178,11 +189,11 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     for source, run, target in zip(sources, runs, targets, strict=True):
         failure = run.error
         if failure is not None and not isinstance(
-            failure, (notebook.CellExecutionError, KernelTimeout)
+            failure, (notebook.CellExecutionError, KernelTimeout, notebook.CellKernelDied)
         ):
             prefix = f"{source}: " if len(sources) > 1 else ""
             print(f"kernelwire: {prefix}{failure}", file=sys.stderr)
-            status = 2
+            status = max(status, EXIT_USAGE)
             continue
         assert run.notebook is not None  # read above
         nbformat.write(run.notebook, str(target))  # type: ignore[no-untyped-call]
@@ -193,7 +204,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
                 f"kernelwire: {source}: {failure} (partial notebook written to {target})",
                 file=sys.stderr,
             )
-            status = max(status, 1)
+            died = isinstance(failure, notebook.CellKernelDied)
+            status = max(status, EXIT_KERNEL_DIED if died else EXIT_FAILED)
             continue
         cells = len(notebook.cells_to_run(run.notebook))
         print(f"Executed {cells} code cells of {source}; wrote {target}")
@@ -379,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except KernelwireError as exc:
         print(f"kernelwire: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except Terminated as exc:
         return 128 + exc.signum
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from ._stopping import stop_early
-from .errors import ExecutionError, KernelTimeout, KernelwireError
+from .errors import ExecutionError, KernelDied, KernelTimeout, KernelwireError
 from .execution import OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.pool import KernelPool
@@ -54,6 +54,17 @@ class CellExecutionError(ExecutionError):
         super().__init__(ename, evalue, traceback)
         self.cell_index = cell_index
         self.args = (f"cell {cell_index} raised {ename}: {evalue}",)
+
+
+class CellKernelDied(KernelDied):
+    """The kernel died while a cell ran: names the cell; the notebook keeps what ran."""
+
+    def __init__(self, cell_index: int, died: KernelDied) -> None:
+        # ``died``'s text already holds its exit code and stderr: not added twice.
+        super().__init__(f"cell {cell_index}: the kernel died while it ran: {died}")
+        self.cell_index = cell_index
+        self.exit_code = died.exit_code
+        self.stderr = died.stderr
 
 
 def read(path: str | os.PathLike[str]) -> NotebookNode:
@@ -292,6 +303,9 @@ def _run_cell(
             settle()
             cell.outputs = collector.outputs
             raise
+        except KernelDied as died:
+            cell.outputs = collector.outputs
+            raise CellKernelDied(index, died) from died
     finally:
         pending.close()
     reply: Message = pending.reply(0)
