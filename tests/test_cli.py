@@ -399,3 +399,5 @@ def test_kernel_death_names_the_cell_writes_the_partial_notebook_and_exits_3(
     written = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4)
     assert written.cells[0].outputs[0]["text"] == "before\n"
     assert written.cells[2].outputs == []
+    ran = kernelwire("run", "-c", "import os\nos._exit(7)")
+    assert ran.returncode == 3 and "the kernel died while the code ran" in ran.stderr

@@ -27,7 +27,7 @@ import orjson
 from . import __version__
 from ._stopping import stop_early
 from .client.hooks import print_output, strip_ansi
-from .errors import ExecutionError, KernelTimeout, KernelwireError
+from .errors import ExecutionError, KernelDied, KernelTimeout, KernelwireError
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
@@ -77,6 +77,9 @@ def run_command(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
             stop_early(kernel, drain, owned=True)
             raise
+        except KernelDied as exc:
+            print(f"kernelwire: the kernel died while the code ran: {exc}", file=sys.stderr)
+            return EXIT_KERNEL_DIED
     return 0 if reply["content"].get("status") == "ok" else 1
 
 
