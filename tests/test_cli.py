@@ -401,3 +401,87 @@ def test_kernel_death_names_the_cell_writes_the_partial_notebook_and_exits_3(
     assert written.cells[2].outputs == []
     ran = kernelwire("run", "-c", "import os\nos._exit(7)")
     assert ran.returncode == 3 and "the kernel died while the code ran" in ran.stderr
+
+
+def test_small_usage_mistakes_get_the_right_one_line_answer(tmp_path: Path) -> None:
+    """Issue 13, defect 14: an unknown flag on a subcommand prints that subcommand's
+    usage; ``run x.ipynb`` points to ``notebook run``; ``run`` with nothing to run on a
+    terminal says what it needs instead of waiting silently on stdin."""
+    import os
+    import pty
+
+    unknown = kernelwire("notebook", "run", "x.ipynb", "--bogus")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("usage: kernelwire notebook run")
+    assert "unrecognized arguments: --bogus" in unknown.stderr
+    notebook = kernelwire("run", str(NOTEBOOKS / "unicode.ipynb"))
+    assert notebook.returncode == 2
+    assert "is a notebook: kernelwire notebook run" in notebook.stderr
+    leader, follower = pty.openpty()
+    try:
+        waiting = subprocess.run(
+            [sys.executable, "-m", "kernelwire.cli", "run"],
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert waiting.returncode == 2
+    assert "give the code with -c CODE, a FILE, or - to read stdin" in waiting.stderr
+
+
+def test_notebook_run_reads_stdin_writes_stdout_and_says_what_raised(tmp_path: Path) -> None:
+    """Issue 13, defect 14: ``notebook run -`` reads the notebook from stdin and writes
+    it to stdout (the summary goes to stderr), the summary counts in good English and
+    says when cells raised under ``--allow-errors``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0")])
+    done = kernelwire("notebook", "run", "--allow-errors", "-", stdin=nbformat.writes(nb))
+    assert done.returncode == 0, done.stderr
+    written = nbformat.reads(done.stdout, as_version=4)
+    assert written.cells[0].outputs[0]["ename"] == "ZeroDivisionError"
+    assert "Executed 1 code cell of - (1 cell raised, allowed); wrote stdout" in done.stderr
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+def test_no_color_is_honoured_on_a_terminal() -> None:
+    """Issue 13, defect 14: ``NO_COLOR`` turns the traceback's colours off on a terminal."""
+    import os
+    import pty
+
+    def stderr_of(env: dict[str, str]) -> bytes:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "kernelwire.cli", "run", "-c", "1/0"],
+                stdout=subprocess.DEVNULL,
+                stderr=follower,
+                env=env,
+                timeout=120,
+            )
+            assert proc.returncode == 1
+            os.close(follower)
+            follower = -1
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the other end is closed: all read
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(leader)
+            if follower != -1:
+                os.close(follower)
+
+    plain = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    assert b"\x1b[" in stderr_of(plain)
+    without = stderr_of({**plain, "NO_COLOR": "1"})
+    assert b"ZeroDivisionError" in without and b"\x1b[" not in without

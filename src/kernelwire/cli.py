@@ -44,22 +44,32 @@ EXIT_KERNEL_DIED = 3
 # Stopped by a signal: 128 + its number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
 
+def _usage_error(message: str) -> SystemExit:
+    """Print ``message`` as one line; the exit a usage error gets."""
+    print(f"kernelwire: {message}", file=sys.stderr)
+    return SystemExit(EXIT_USAGE)
+
+
 def _read_code(args: argparse.Namespace) -> str:
     if args.code is not None:
         return str(args.code)
+    if args.file is None and sys.stdin.isatty():  # it would wait, silent, for typing
+        raise _usage_error("run: give the code with -c CODE, a FILE, or - to read stdin")
     if args.file in (None, "-"):
         return sys.stdin.read()
+    if args.file.endswith(".ipynb"):
+        raise _usage_error(f"{args.file} is a notebook: kernelwire notebook run {args.file}")
     try:
         with open(args.file, encoding="utf-8") as handle:
             return handle.read()
     except OSError as exc:
-        raise SystemExit(f"kernelwire: cannot read {args.file}: {exc.strerror or exc}") from None
+        raise _usage_error(f"cannot read {args.file}: {exc.strerror or exc}") from None
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``kernelwire run``: run code on a fresh kernel; 0 if it succeeded, 1 if it raised."""
     code = _read_code(args)
-    show = partial(print_output, color=sys.stderr.isatty())
+    show = partial(print_output, color=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
     kernel: Kernel | RemoteKernel
     with _kernel_for(args) as kernel:
         client = kernel.client()
@@ -132,16 +142,20 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     from . import notebook
 
     sources = [Path(p) for p in args.notebooks]
+    if args.notebooks.count("-") > 1 or ("-" in args.notebooks and len(sources) > 1):
+        raise _usage_error("notebook run: - (stdin) is the only notebook when given")
     if args.output and len(sources) > 1:
         print("kernelwire: -o/--output takes one notebook; give one, or omit -o", file=sys.stderr)
         return 2
-    prepared = [notebook.prepare(source) for source in sources]  # read once, here
+    prepared = [  # read once, here
+        notebook.prepare(notebook.read(sys.stdin) if str(s) == "-" else s) for s in sources
+    ]
     for run in prepared:
         if run.error is not None:
             raise run.error  # a missing or broken file is an error before anything runs
     targets = [Path(args.output) if args.output else _default_target(s) for s in sources]
     for target in targets:  # before anything runs: a run's results must have a place
-        if not target.parent.is_dir():
+        if str(target) != "-" and not target.parent.is_dir():
             print(f"kernelwire: cannot write {target}: no folder {target.parent}", file=sys.stderr)
             return 2
     console = Console(stderr=True)
@@ -162,11 +176,12 @@ def notebook_run_command(args: argparse.Namespace) -> int:
 
         def notebook_started(index: int, run: notebook.NotebookRun) -> None:
             cells = notebook.cells_to_run(run.notebook) if run.notebook else []
-            current.task = progress.add_task(sources[index].name, total=len(cells))
+            current.name = sources[index].name
+            current.task = progress.add_task(current.name, total=len(cells))
 
         def cell_started(index: int, cell: Any) -> None:
             first_line = (cell.source.strip().splitlines() or [""])[0][:40]
-            progress.update(current.task, description=f"cell {index}: {first_line}")
+            progress.update(current.task, description=f"{current.name} cell {index}: {first_line}")
 
         def cell_done(index: int, cell: Any) -> None:
             progress.advance(current.task)
@@ -189,6 +204,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             on_cell_done=cell_done,
         )
     status = 0
+    # The summary goes to stderr when the notebook itself goes to stdout.
+    out = sys.stderr if "-" in map(str, targets) else sys.stdout
     for source, run, target in zip(sources, runs, targets, strict=True):
         failure = run.error
         if failure is not None and not isinstance(
@@ -199,7 +216,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             status = max(status, EXIT_USAGE)
             continue
         assert run.notebook is not None  # read above
-        nbformat.write(run.notebook, str(target))  # type: ignore[no-untyped-call]
+        _write(run.notebook, target)
         if failure is not None:
             if isinstance(failure, ExecutionError):
                 print("\n".join(strip_ansi(line) for line in failure.traceback), file=sys.stderr)
@@ -210,14 +227,38 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             died = isinstance(failure, notebook.CellKernelDied)
             status = max(status, EXIT_KERNEL_DIED if died else EXIT_FAILED)
             continue
-        cells = len(notebook.cells_to_run(run.notebook))
-        print(f"Executed {cells} code cells of {source}; wrote {target}")
+        print(_summary(run.notebook, source, target, notebook.cells_to_run(run.notebook)), file=out)
     return status
 
 
+def _write(nb: Any, target: Path) -> None:
+    """Write an executed notebook to ``target`` (``-``: stdout)."""
+    if str(target) == "-":
+        nbformat.write(nb, sys.stdout)  # type: ignore[no-untyped-call]
+        sys.stdout.flush()
+    else:
+        nbformat.write(nb, str(target))  # type: ignore[no-untyped-call]
+
+
+def _summary(nb: Any, source: Path, target: Path, ran: list[int]) -> str:
+    """One line on a notebook that ran to its end, with the cells that raised (allowed)."""
+    raised = sum(
+        1 for i in ran if any(o.get("output_type") == "error" for o in nb.cells[i].outputs)
+    )
+    line = f"Executed {_count(len(ran), 'code cell')} of {source}"
+    if raised:
+        line += f" ({_count(raised, 'cell')} raised, allowed)"
+    return line + f"; wrote {'stdout' if str(target) == '-' else target}"
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def _default_target(source: Path) -> Path:
-    """Where an executed notebook goes without ``--output``: beside its source."""
-    return source.with_suffix(".executed.ipynb")
+    """Where an executed notebook goes without ``--output``: beside its source (to
+    stdout for a notebook read from stdin)."""
+    return source if str(source) == "-" else source.with_suffix(".executed.ipynb")
 
 
 def kernels_command(args: argparse.Namespace) -> int:
@@ -296,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_timeout, default=None, help="seconds to allow (default, 0 or -1: none)"
     )
     _server_options(run)
-    run.set_defaults(handler=run_command)
+    run.set_defaults(parser=run, handler=run_command)
     notebook = commands.add_parser("notebook", help="work with notebooks")
     notebook_commands = notebook.add_subparsers(dest="notebook_command", required=True)
     nb_run = notebook_commands.add_parser(
@@ -333,10 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many notebooks run at once (default: 1)",
     )
     _server_options(nb_run)
-    nb_run.set_defaults(handler=notebook_run_command)
+    nb_run.set_defaults(parser=nb_run, handler=notebook_run_command)
     kernels = commands.add_parser("kernels", help="list installed kernel specs")
     kernels.add_argument("--json", action="store_true", help="print the specs as JSON")
-    kernels.set_defaults(handler=kernels_command)
+    kernels.set_defaults(parser=kernels, handler=kernels_command)
     start = commands.add_parser("start", help="start a kernel and print how to connect to it")
     start.add_argument(
         "-k", "--kernel", default="python3", help="kernel spec name (default: python3)"
@@ -348,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt the channels with CurveZMQ (kernelwire's clients can use such a "
         "kernel; jupyter console and qtconsole cannot)",
     )
-    start.set_defaults(handler=start_command)
+    start.set_defaults(parser=start, handler=start_command)
     return parser
 
 
@@ -385,7 +426,10 @@ TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kernelwire`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand, with its usage, not the top level's
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     _show_warnings()
     if threading.current_thread() is threading.main_thread():
         for signum in TERMINATION_SIGNALS:

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import nbformat
 from nbformat import NotebookNode
@@ -67,10 +67,16 @@ class CellKernelDied(KernelDied):
         self.stderr = died.stderr
 
 
-def read(path: str | os.PathLike[str]) -> NotebookNode:
-    """Read and validate a notebook; :class:`NotebookError` says what is wrong with it."""
+def read(path: str | os.PathLike[str] | TextIO) -> NotebookNode:
+    """Read and validate a notebook (a path, or an open text file such as ``sys.stdin``);
+    :class:`NotebookError` says what is wrong with it."""
+    if not isinstance(path, (str, os.PathLike)):
+        source: Any = path
+        path = getattr(path, "name", "<stream>")
+    else:
+        source = os.fspath(path)
     try:
-        nb: NotebookNode = nbformat.read(os.fspath(path), as_version=4)  # type: ignore[no-untyped-call]
+        nb: NotebookNode = nbformat.read(source, as_version=4)  # type: ignore[no-untyped-call]
     except FileNotFoundError:
         raise NotebookError(f"{path}: no such file") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
