@@ -97,9 +97,8 @@ def run_command(args: argparse.Namespace) -> int:
 def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
     """A kernel of spec ``args.kernel``: local, or on ``args.server`` when given."""
     if args.server:
-        token = args.token or os.environ.get("JUPYTER_TOKEN")
         with (
-            connect_server(args.server, token) as server,
+            connect_server(*_server_and_token(args)) as server,
             server.start_kernel(args.kernel) as remote,
         ):
             yield remote
@@ -165,11 +164,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    server = (
-        connect_server(args.server, args.token or os.environ.get("JUPYTER_TOKEN"))
-        if args.server
-        else None
-    )
+    server = connect_server(*_server_and_token(args)) if args.server else None
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         # A notebook's hooks all come on one thread; with --jobs, notebooks run on several.
         current = threading.local()
@@ -302,6 +297,19 @@ def start_command(args: argparse.Namespace) -> int:
         return 0
     finally:
         kernel.shutdown()
+
+
+def _server_and_token(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The server's URL and token: ``--token``, else the ``?token=`` of the URL a
+    Jupyter Server prints (taken off the URL), else ``$JUPYTER_TOKEN``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(args.server)
+    query = parse_qsl(parts.query)
+    in_url = next((value for key, value in query if key == "token"), None)
+    rest = urlencode([(key, value) for key, value in query if key != "token"])
+    url = urlunsplit(parts._replace(query=rest))
+    return url, args.token or in_url or os.environ.get("JUPYTER_TOKEN")
 
 
 def _server_url(text: str) -> str:
