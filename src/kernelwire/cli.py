@@ -216,7 +216,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             if isinstance(failure, ExecutionError):
                 print("\n".join(strip_ansi(line) for line in failure.traceback), file=sys.stderr)
             print(
-                f"kernelwire: {source}: {failure} (partial notebook written to {target})",
+                f"kernelwire: {source}: {failure} (partial notebook written to "
+                f"{'stdout' if str(target) == '-' else target})",
                 file=sys.stderr,
             )
             died = isinstance(failure, notebook.CellKernelDied)
