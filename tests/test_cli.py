@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,236 @@ def test_ctrl_c_during_parallel_notebooks_leaves_no_kernel(tmp_path: Path) -> No
             proc.wait()
         for leftover in kernels():
             leftover.kill()
+
+
+def test_notebook_run_a_reply_with_status_error_exits_1(tmp_path: Path) -> None:
+    """Issue 13, defect 1: a failed line magic (``status: error``, only a stderr line)
+    fails the run as in ``jupyter execute``; the cell after it does not run."""
+    import nbformat
+
+    out = tmp_path / "out.ipynb"
+    done = kernelwire("notebook", "run", str(NOTEBOOKS / "line_magic_error.ipynb"), "-o", str(out))
+    assert done.returncode == 1, done.stderr
+    assert "cell 0 raised UsageError" in done.stderr
+    written = nbformat.read(out, as_version=4)
+    assert "UsageError" in written.cells[0].outputs[0]["text"]
+    assert written.cells[1].outputs == [] and written.cells[1].execution_count is None
+
+
+def test_notebook_run_converts_v2_and_v3_notebooks(tmp_path: Path) -> None:
+    """Issue 13, defect 3: notebooks of format 2 and 3 run (converted to 4, as nbclient
+    converts them) instead of an error that printed the whole notebook."""
+    import nbformat
+    from nbformat import v2
+
+    old = v2.new_notebook(
+        worksheets=[v2.new_worksheet(cells=[v2.new_code_cell(input="print('a v2 cell')")])]
+    )
+    (tmp_path / "v2.ipynb").write_text(v2.nbjson.writes(old))
+    for name, source in (("v2", tmp_path / "v2.ipynb"), ("v3", NOTEBOOKS / "v3.ipynb")):
+        out = tmp_path / f"{name}.out.ipynb"
+        done = kernelwire("notebook", "run", str(source), "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        written = nbformat.read(out, as_version=4)
+        assert written.nbformat == 4
+        code = [cell for cell in written.cells if cell.cell_type == "code"]
+        assert code[0].outputs[0]["text"] == f"a {name} cell\n"
+
+
+def test_notebook_run_accepts_kernelspecs_nbclient_accepts(tmp_path: Path) -> None:
+    """Issue 13, defect 4: a kernelspec named ``python`` runs on ``python3`` (as
+    jupyter_client maps it); one without ``name`` runs on ``python3`` with a warning
+    instead of being refused."""
+    import nbformat
+
+    python = kernelwire(
+        "notebook", "run", str(NOTEBOOKS / "kernelspec_python.ipynb"), "-o", str(tmp_path / "a")
+    )
+    assert python.returncode == 0, python.stderr
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('no name')")])
+    nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python"}
+    source = tmp_path / "noname.ipynb"
+    source.write_text(json.dumps(nb))
+    noname = kernelwire("notebook", "run", str(source), "-o", str(tmp_path / "b.ipynb"))
+    assert noname.returncode == 0, noname.stderr
+    assert "warning: " in noname.stderr and "'name' is a required property" in noname.stderr
+    out = nbformat.read(tmp_path / "b.ipynb", as_version=4)
+    assert out.cells[0].outputs[0]["text"] == "no name\n"
+
+
+def test_timeout_zero_or_negative_means_no_limit(tmp_path: Path) -> None:
+    """Issue 13, defect 8: ``--timeout -1`` and ``0`` mean no time limit, as in
+    ``jupyter execute``; they used to interrupt every cell at once."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(0.2)")])
+    source = tmp_path / "sleeps.ipynb"
+    nbformat.write(nb, str(source))
+    done = kernelwire("notebook", "run", "--timeout", "-1", str(source))
+    assert done.returncode == 0, done.stderr
+    ran = kernelwire("run", "--timeout", "0", "-c", "import time\ntime.sleep(0.2)\nprint('ok')")
+    assert ran.returncode == 0 and ran.stdout == "ok\n", ran.stderr
+    bad = kernelwire("notebook", "run", "--timeout", "soon", str(source))
+    assert bad.returncode == 2 and "expected a number of seconds" in bad.stderr
+
+
+def test_bad_output_folder_and_server_url_are_one_line_errors_before_running(
+    tmp_path: Path,
+) -> None:
+    """Issue 13, defect 9: ``-o`` into a folder that does not exist is refused before
+    the notebook runs (it used to run, then crash and lose the results); a server URL
+    without a scheme is a usage error, not a traceback."""
+    code = "open('ran', 'w').write('yes')"
+    import nbformat
+
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), str(tmp_path / "n.ipynb")
+    )
+    missing = tmp_path / "out" / "x.ipynb"
+    done = kernelwire("notebook", "run", str(tmp_path / "n.ipynb"), "-o", str(missing))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"kernelwire: cannot write {missing}: no folder {missing.parent}"
+    ]
+    assert not (tmp_path / "ran").exists()
+    for args in (["run", "-c", "1"], ["notebook", "run", str(tmp_path / "n.ipynb")]):
+        server = kernelwire(*args, "--server", "localhost:18888")
+        assert server.returncode == 2, server.stderr
+        assert "expected a URL such as http://localhost:8888" in server.stderr
+        assert "Traceback" not in server.stderr
+
+
+def test_max_output_keeps_a_rich_results_plain_text(tmp_path: Path) -> None:
+    """Issue 13, defect 11: a result whose HTML is over ``--max-output`` keeps its
+    ``text/plain`` (and says which representation it dropped) instead of becoming a
+    truncation marker; streams are still capped."""
+    import nbformat
+
+    code = (
+        "class T:\n"
+        "    def _repr_html_(self):\n"
+        "        return '<table>' + '<tr><td>1</td></tr>' * 200 + '</table>'\n"
+        "    def __repr__(self):\n"
+        "        return 'T(200 rows)'\n"
+        "T()"
+    )
+    cells = [nbformat.v4.new_code_cell(code), nbformat.v4.new_code_cell("print('y' * 5000)")]
+    source = tmp_path / "rich.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(source))
+    done = kernelwire("notebook", "run", "--max-output", "1000", str(source))
+    assert done.returncode == 0, done.stderr
+    rich, printed = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4).cells
+    assert [o["output_type"] for o in rich.outputs] == ["execute_result"]
+    assert rich.outputs[0]["data"] == {"text/plain": "T(200 rows)"}
+    assert rich.outputs[0]["metadata"]["kernelwire"]["dropped"] == {"text/html": 3815}
+    assert printed.outputs[0]["text"] == "y" * 1000
+    assert "output truncated" in printed.outputs[-1]["text"]
+
+
+def test_kernel_death_names_the_cell_writes_the_partial_notebook_and_exits_3(
+    tmp_path: Path,
+) -> None:
+    """Issue 13, defect 12: a kernel that dies in a cell gives exit code 3 (not 2, a
+    usage error's), a message naming the cell, and the notebook as far as it ran."""
+    import nbformat
+
+    cells = [
+        nbformat.v4.new_code_cell("print('before')"),
+        nbformat.v4.new_code_cell("import os\nos._exit(7)"),
+        nbformat.v4.new_code_cell("print('after')"),
+    ]
+    source = tmp_path / "dies.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(source))
+    done = kernelwire("notebook", "run", str(source))
+    assert done.returncode == 3, done.stderr
+    assert "cell 1: the kernel died while it ran" in done.stderr
+    assert "exit code 7" in done.stderr
+    written = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4)
+    assert written.cells[0].outputs[0]["text"] == "before\n"
+    assert written.cells[2].outputs == []
+    ran = kernelwire("run", "-c", "import os\nos._exit(7)")
+    assert ran.returncode == 3 and "the kernel died while the code ran" in ran.stderr
+
+
+def test_small_usage_mistakes_get_the_right_one_line_answer(tmp_path: Path) -> None:
+    """Issue 13, defect 14: an unknown flag on a subcommand prints that subcommand's
+    usage; ``run x.ipynb`` points to ``notebook run``; ``run`` with nothing to run on a
+    terminal says what it needs instead of waiting silently on stdin."""
+    import os
+    import pty
+
+    unknown = kernelwire("notebook", "run", "x.ipynb", "--bogus")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("usage: kernelwire notebook run")
+    assert "unrecognized arguments: --bogus" in unknown.stderr
+    notebook = kernelwire("run", str(NOTEBOOKS / "unicode.ipynb"))
+    assert notebook.returncode == 2
+    assert "is a notebook: kernelwire notebook run" in notebook.stderr
+    leader, follower = pty.openpty()
+    try:
+        waiting = subprocess.run(
+            [sys.executable, "-m", "kernelwire.cli", "run"],
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert waiting.returncode == 2
+    assert "give the code with -c CODE, a FILE, or - to read stdin" in waiting.stderr
+
+
+def test_notebook_run_reads_stdin_writes_stdout_and_says_what_raised(tmp_path: Path) -> None:
+    """Issue 13, defect 14: ``notebook run -`` reads the notebook from stdin and writes
+    it to stdout (the summary goes to stderr), the summary counts in good English and
+    says when cells raised under ``--allow-errors``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0")])
+    done = kernelwire("notebook", "run", "--allow-errors", "-", stdin=nbformat.writes(nb))
+    assert done.returncode == 0, done.stderr
+    written = nbformat.reads(done.stdout, as_version=4)
+    assert written.cells[0].outputs[0]["ename"] == "ZeroDivisionError"
+    assert "Executed 1 code cell of - (1 cell raised, allowed); wrote stdout" in done.stderr
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+def test_no_color_is_honoured_on_a_terminal() -> None:
+    """Issue 13, defect 14: ``NO_COLOR`` turns the traceback's colours off on a terminal."""
+    import os
+    import pty
+
+    def stderr_of(env: dict[str, str]) -> bytes:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "kernelwire.cli", "run", "-c", "1/0"],
+                stdout=subprocess.DEVNULL,
+                stderr=follower,
+                env=env,
+                timeout=120,
+            )
+            assert proc.returncode == 1
+            os.close(follower)
+            follower = -1
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the other end is closed: all read
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(leader)
+            if follower != -1:
+                os.close(follower)
+
+    plain = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    assert b"\x1b[" in stderr_of(plain)
+    without = stderr_of({**plain, "NO_COLOR": "1"})
+    assert b"ZeroDivisionError" in without and b"\x1b[" not in without

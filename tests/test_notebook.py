@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,15 +14,33 @@ import pytest
 
 from kernelwire import notebook
 from kernelwire.notebook import CellExecutionError, NotebookError
+from kernelwire.widgets import WIDGET_STATE
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 NOTEBOOKS = sorted((Path(__file__).parent / "notebooks").glob("*.ipynb"))
 
 
-def normalised(nb: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
+def canonical_ids(value: Any) -> Any:
+    """``value`` with widget model ids (random per run) renamed in order of appearance."""
+    text = json.dumps(value)
+    names: dict[str, str] = {}
+    return json.loads(
+        MODEL_ID.sub(lambda m: names.setdefault(m.group(0), f"model-{len(names)}"), text)
+    )
+
+
+MODEL_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def widget_state(nb: Any) -> dict[str, Any]:
+    return dict(nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}))
+
+
+def normalised(nb: Any) -> Any:
     """Cells' counts and outputs, with streams merged: how ipykernel splits a stream into
-    messages depends on timing, not on the client."""
+    messages depends on timing, not on the client. Widget model ids are renamed in order
+    of appearance, the widget state included."""
     cells = []
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -39,25 +59,39 @@ def normalised(nb: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
                 continue
             outputs.append(output)
         cells.append((cell.get("execution_count"), outputs))
-    return cells
+    return canonical_ids([cells, widget_state(nb)])
+
+
+def run_nbclient(nbclient: Any, nb: Any, **options: Any) -> None:
+    """Execute ``nb`` with nbclient.
+
+    A notebook with widgets runs on kernelwire's kernel manager (nbclient's own code
+    still handles every message): nbclient's Output widget sends its ``comm_msg`` on
+    jupyter_client's shell socket while it waits on that socket for the reply, and 3 runs
+    in 8 of such a notebook never saw the ``execute_reply`` here.
+    """
+    if any("ipywidgets" in cell.source for cell in nb.cells):
+        from kernelwire.manager import AsyncKernelManager
+
+        options["kernel_manager_class"] = AsyncKernelManager
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=120, **options).execute()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_outputs_equal_nbclients(path: Path) -> None:
     nbclient = pytest.importorskip("nbclient")
     theirs = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(theirs, kernel_name="python3", allow_errors=True, timeout=120).execute()
+    run_nbclient(nbclient, theirs, allow_errors=True)
     ours = notebook.execute(path, allow_errors=True, timeout=120)
     assert normalised(ours) == normalised(theirs)
-    for cell in ours.cells:
-        if cell.cell_type == "code" and "skip-execution" not in cell.metadata.get("tags", []):
-            timing = cell.metadata["execution"]
-            assert set(timing) >= {
-                "iopub.status.busy",
-                "iopub.execute_input",
-                "shell.execute_reply",
-                "iopub.status.idle",
-            }
+    for index in notebook.cells_to_run(ours):
+        timing = ours.cells[index].metadata["execution"]
+        assert set(timing) >= {
+            "iopub.status.busy",
+            "iopub.execute_input",
+            "shell.execute_reply",
+            "iopub.status.idle",
+        }
 
 
 def test_error_names_the_cell_and_stops(tmp_path: Path) -> None:
@@ -219,3 +253,67 @@ def test_ipython_history_stays_in_memory_as_with_nbclient() -> None:
     runs = notebook.execute_many([copy.deepcopy(nb)])
     assert runs[0].notebook is not None
     assert runs[0].notebook.cells[0].outputs[0]["data"]["text/plain"] == "':memory:'"
+
+
+def _notebook(stem: str) -> Path:
+    return NOTEBOOKS[[p.stem for p in NOTEBOOKS].index(stem)]
+
+
+def test_a_reply_with_status_error_fails_the_cell() -> None:
+    """Issue 13, defect 1: ``%undefined-line-magic`` replies ``status: error`` and shows
+    only a stderr line; the cell still fails, and the next cell does not run."""
+    with pytest.raises(CellExecutionError) as excinfo:
+        notebook.execute(_notebook("line_magic_error"))
+    assert excinfo.value.cell_index == 0
+    assert excinfo.value.ename == "UsageError"
+    allowed = notebook.execute(_notebook("line_magic_error"), allow_errors=True)
+    assert allowed.cells[1].outputs[0]["text"] == "after the failed magic\n"
+
+
+def test_widget_state_is_saved_and_output_widgets_capture_as_in_nbclient() -> None:
+    """Issue 13, defect 2: the widgets' state is written as nbclient writes it (every
+    view resolves to a saved model; stale state from the input is replaced), and what
+    ``with out:`` shows goes to the Output widget, an error raised there included,
+    which does not fail the run."""
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipywidgets")
+    source = nbformat.read(_notebook("widgets"), as_version=4)
+    source.metadata["widgets"] = {
+        WIDGET_STATE: {"state": {"0" * 32: {"model_name": "Stale"}}, "version_major": 2}
+    }
+    theirs = copy.deepcopy(source)
+    run_nbclient(nbclient, theirs)
+    ours = notebook.execute(source, timeout=120)  # no allow_errors: nothing failed
+    assert normalised(ours) == normalised(theirs)
+    state = widget_state(ours)
+    assert state["version_major"] == 2 and "0" * 32 not in state["state"]
+    views = [
+        output["data"][WIDGET_VIEW]["model_id"]
+        for cell in ours.cells
+        for output in cell.outputs
+        if WIDGET_VIEW in output.get("data", {})
+    ]
+    assert len(views) == 5 and all(view in state["state"] for view in views)
+    capture = ours.cells[2]
+    assert [o["output_type"] for o in capture.outputs] == ["display_data", "stream"]
+    assert capture.outputs[1]["text"] == "outside the widget\n"
+    out = state["state"][capture.outputs[0]["data"][WIDGET_VIEW]["model_id"]]["state"]
+    assert [o["output_type"] for o in out["outputs"]] == ["stream", "display_data", "error"]
+    assert out["outputs"][2]["evalue"] == "raised inside the widget"
+    assert ours.cells[3].outputs == []
+    # the kernel was sent the captured outputs, as a front end sends them
+    assert ours.cells[6].outputs[0]["text"].startswith("3 ")
+    image = next(m for m in state["state"].values() if m["model_name"] == "ImageModel")
+    assert image["buffers"][0]["path"] == ["value"]
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def test_empty_cells_are_not_executed() -> None:
+    """Issue 13, defect 5: a cell of only whitespace is skipped, as nbclient skips it:
+    it keeps its count and outputs, and takes no execution count from the cells after."""
+    done = notebook.execute(_notebook("empty_cells"))
+    assert [cell.execution_count for cell in done.cells] == [None, 1, 9, 2]
+    assert done.cells[2].outputs[0]["text"] == "an old output\n"
+    assert "execution" not in done.cells[0].metadata

@@ -331,3 +331,25 @@ def test_https_and_wss(tmp_path: Path) -> None:
             assert kernel.run("6 * 7").text == "42"
         with pytest.raises(ServerConnectionError):
             connect_server(url, TOKEN)  # the system trust store does not know this CA
+
+
+def test_cli_takes_the_token_in_the_url_a_server_prints(jupyter_server_url: str) -> None:
+    """Issue 13, defect 10 (in part): ``--server URL?token=T``, the URL a Jupyter Server
+    prints, is that server with that token (it was sent on and refused with 403)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kernelwire.cli",
+            "run",
+            "--server",
+            f"{jupyter_server_url}?token={TOKEN}",
+            "-c",
+            "print('remote')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "JUPYTER_TOKEN"},
+    )
+    assert done.returncode == 0 and done.stdout == "remote\n", done.stderr

@@ -9,7 +9,9 @@ raised. ``kernelwire notebook run IN.ipynb`` executes a notebook with a progress
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -23,40 +25,71 @@ import nbformat
 import orjson
 
 from . import __version__
+from ._stopping import stop_early
 from .client.hooks import print_output, strip_ansi
-from .errors import ExecutionError, KernelTimeout, KernelwireError
+from .errors import ExecutionError, KernelDied, KernelTimeout, KernelwireError
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
 from .remote import RemoteKernel, connect_server
 
+EXIT_OK = 0
+"""Every notebook ran (errors allowed by ``--allow-errors`` or tags included)."""
+EXIT_FAILED = 1
+"""A cell raised, or did not finish within ``--timeout``."""
+EXIT_USAGE = 2
+"""A usage error, an unreadable notebook, a kernel that could not be started."""
+EXIT_KERNEL_DIED = 3
+"""The kernel died while a cell ran (the partial notebook is written)."""
+# Stopped by a signal: 128 + its number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+
+
+def _usage_error(message: str) -> SystemExit:
+    """Print ``message`` as one line; the exit a usage error gets."""
+    print(f"kernelwire: {message}", file=sys.stderr)
+    return SystemExit(EXIT_USAGE)
+
 
 def _read_code(args: argparse.Namespace) -> str:
     if args.code is not None:
         return str(args.code)
+    if args.file is None and sys.stdin.isatty():  # it would wait, silent, for typing
+        raise _usage_error("run: give the code with -c CODE, a FILE, or - to read stdin")
     if args.file in (None, "-"):
         return sys.stdin.read()
+    if args.file.endswith(".ipynb"):
+        raise _usage_error(f"{args.file} is a notebook: kernelwire notebook run {args.file}")
     try:
         with open(args.file, encoding="utf-8") as handle:
             return handle.read()
     except OSError as exc:
-        raise SystemExit(f"kernelwire: cannot read {args.file}: {exc.strerror or exc}") from None
+        raise _usage_error(f"cannot read {args.file}: {exc.strerror or exc}") from None
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``kernelwire run``: run code on a fresh kernel; 0 if it succeeded, 1 if it raised."""
     code = _read_code(args)
-    show = partial(print_output, color=sys.stderr.isatty())
+    show = partial(print_output, color=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
     kernel: Kernel | RemoteKernel
     with _kernel_for(args) as kernel:
         client = kernel.client()
         pending = client.submit(requests.execute(code, allow_stdin=False))
+
+        def drain(grace: float) -> None:
+            pending.wait(grace, output_hook=show)
+
         try:
             reply = pending.wait(args.timeout, output_hook=show)
         except KernelTimeout:
-            kernel.interrupt()
+            stop_early(kernel, drain, owned=True)
             print(f"kernelwire: the code did not finish within {args.timeout:g} s", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
+            stop_early(kernel, drain, owned=True)
+            raise
+        except KernelDied as exc:
+            print(f"kernelwire: the kernel died while the code ran: {exc}", file=sys.stderr)
+            return EXIT_KERNEL_DIED
     return 0 if reply["content"].get("status") == "ok" else 1
 
 
@@ -64,15 +97,23 @@ def run_command(args: argparse.Namespace) -> int:
 def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
     """A kernel of spec ``args.kernel``: local, or on ``args.server`` when given."""
     if args.server:
-        token = args.token or os.environ.get("JUPYTER_TOKEN")
         with (
-            connect_server(args.server, token) as server,
+            connect_server(*_server_and_token(args)) as server,
             server.start_kernel(args.kernel) as remote,
         ):
             yield remote
     else:
         with start_kernel(args.kernel) as local:
             yield local
+
+
+def _timeout(text: str) -> float | None:
+    """A time limit in seconds; 0 or less means none, as ``jupyter execute`` reads it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    return value if value > 0 else None
 
 
 def _positive_int(text: str) -> int:
@@ -91,7 +132,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     Several notebooks run one after another (``--jobs`` at once), each on its own
     kernel; the next one's kernel starts while the current one runs. Exit status: 0 if
     every notebook ran, 1 if a cell failed or timed out, 2 if a notebook could not be
-    read or its kernel could not be started.
+    read or its kernel could not be started, 3 if a kernel died while a cell ran; with
+    several notebooks, the highest of these.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -99,13 +141,22 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     from . import notebook
 
     sources = [Path(p) for p in args.notebooks]
+    if args.notebooks.count("-") > 1 or ("-" in args.notebooks and len(sources) > 1):
+        raise _usage_error("notebook run: - (stdin) is the only notebook when given")
     if args.output and len(sources) > 1:
         print("kernelwire: -o/--output takes one notebook; give one, or omit -o", file=sys.stderr)
         return 2
-    prepared = [notebook.prepare(source) for source in sources]  # read once, here
+    prepared = [  # read once, here
+        notebook.prepare(notebook.read(sys.stdin) if str(s) == "-" else s) for s in sources
+    ]
     for run in prepared:
         if run.error is not None:
             raise run.error  # a missing or broken file is an error before anything runs
+    targets = [Path(args.output) if args.output else _default_target(s) for s in sources]
+    for target in targets:  # before anything runs: a run's results must have a place
+        if str(target) != "-" and not target.parent.is_dir():
+            print(f"kernelwire: cannot write {target}: no folder {target.parent}", file=sys.stderr)
+            return 2
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -113,22 +164,19 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    server = (
-        connect_server(args.server, args.token or os.environ.get("JUPYTER_TOKEN"))
-        if args.server
-        else None
-    )
+    server = connect_server(*_server_and_token(args)) if args.server else None
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         # A notebook's hooks all come on one thread; with --jobs, notebooks run on several.
         current = threading.local()
 
         def notebook_started(index: int, run: notebook.NotebookRun) -> None:
-            cells = [c for c in run.notebook.cells if c.cell_type == "code"] if run.notebook else []
-            current.task = progress.add_task(sources[index].name, total=len(cells))
+            cells = notebook.cells_to_run(run.notebook) if run.notebook else []
+            current.name = sources[index].name
+            current.task = progress.add_task(current.name, total=len(cells))
 
         def cell_started(index: int, cell: Any) -> None:
             first_line = (cell.source.strip().splitlines() or [""])[0][:40]
-            progress.update(current.task, description=f"cell {index}: {first_line}")
+            progress.update(current.task, description=f"{current.name} cell {index}: {first_line}")
 
         def cell_done(index: int, cell: Any) -> None:
             progress.advance(current.task)
@@ -151,30 +199,62 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             on_cell_done=cell_done,
         )
     status = 0
-    for source, run in zip(sources, runs, strict=True):
-        target = Path(args.output) if args.output else source.with_suffix(".executed.ipynb")
+    # The summary goes to stderr when the notebook itself goes to stdout.
+    out = sys.stderr if "-" in map(str, targets) else sys.stdout
+    for source, run, target in zip(sources, runs, targets, strict=True):
         failure = run.error
         if failure is not None and not isinstance(
-            failure, (notebook.CellExecutionError, KernelTimeout)
+            failure, (notebook.CellExecutionError, KernelTimeout, notebook.CellKernelDied)
         ):
             prefix = f"{source}: " if len(sources) > 1 else ""
             print(f"kernelwire: {prefix}{failure}", file=sys.stderr)
-            status = 2
+            status = max(status, EXIT_USAGE)
             continue
         assert run.notebook is not None  # read above
-        nbformat.write(run.notebook, str(target))  # type: ignore[no-untyped-call]
+        _write(run.notebook, target)
         if failure is not None:
             if isinstance(failure, ExecutionError):
                 print("\n".join(strip_ansi(line) for line in failure.traceback), file=sys.stderr)
             print(
-                f"kernelwire: {source}: {failure} (partial notebook written to {target})",
+                f"kernelwire: {source}: {failure} (partial notebook written to "
+                f"{'stdout' if str(target) == '-' else target})",
                 file=sys.stderr,
             )
-            status = max(status, 1)
+            died = isinstance(failure, notebook.CellKernelDied)
+            status = max(status, EXIT_KERNEL_DIED if died else EXIT_FAILED)
             continue
-        cells = len([c for c in run.notebook.cells if c.cell_type == "code"])
-        print(f"Executed {cells} code cells of {source}; wrote {target}")
+        print(_summary(run.notebook, source, target, notebook.cells_to_run(run.notebook)), file=out)
     return status
+
+
+def _write(nb: Any, target: Path) -> None:
+    """Write an executed notebook to ``target`` (``-``: stdout)."""
+    if str(target) == "-":
+        nbformat.write(nb, sys.stdout)  # type: ignore[no-untyped-call]
+        sys.stdout.flush()
+    else:
+        nbformat.write(nb, str(target))  # type: ignore[no-untyped-call]
+
+
+def _summary(nb: Any, source: Path, target: Path, ran: list[int]) -> str:
+    """One line on a notebook that ran to its end, with the cells that raised (allowed)."""
+    raised = sum(
+        1 for i in ran if any(o.get("output_type") == "error" for o in nb.cells[i].outputs)
+    )
+    line = f"Executed {_count(len(ran), 'code cell')} of {source}"
+    if raised:
+        line += f" ({_count(raised, 'cell')} raised, allowed)"
+    return line + f"; wrote {'stdout' if str(target) == '-' else target}"
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _default_target(source: Path) -> Path:
+    """Where an executed notebook goes without ``--output``: beside its source (to
+    stdout for a notebook read from stdin)."""
+    return source if str(source) == "-" else source.with_suffix(".executed.ipynb")
 
 
 def kernels_command(args: argparse.Namespace) -> int:
@@ -220,8 +300,35 @@ def start_command(args: argparse.Namespace) -> int:
         kernel.shutdown()
 
 
+def _server_and_token(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The server's URL and token: ``--token``, else the ``?token=`` of the URL a
+    Jupyter Server prints (taken off the URL), else ``$JUPYTER_TOKEN``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(args.server)
+    query = parse_qsl(parts.query)
+    in_url = next((value for key, value in query if key == "token"), None)
+    rest = urlencode([(key, value) for key, value in query if key != "token"])
+    url = urlunsplit(parts._replace(query=rest))
+    return url, args.token or in_url or os.environ.get("JUPYTER_TOKEN")
+
+
+def _server_url(text: str) -> str:
+    """A server's URL: http or https, with a host."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"expected a URL such as http://localhost:8888, got {text!r}"
+        )
+    return text
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help="run on this Jupyter Server or Gateway URL instead")
+    parser.add_argument(
+        "--server", type=_server_url, help="run on this Jupyter Server or Gateway URL instead"
+    )
     parser.add_argument("--token", help="the server's token (default: $JUPYTER_TOKEN)")
 
 
@@ -235,9 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group()
     source.add_argument("-c", "--code", help="the code to run")
     source.add_argument("file", nargs="?", help="a file of code to run, or - for stdin")
-    run.add_argument("--timeout", type=float, default=None, help="seconds to allow (default: none)")
+    run.add_argument(
+        "--timeout", type=_timeout, default=None, help="seconds to allow (default, 0 or -1: none)"
+    )
     _server_options(run)
-    run.set_defaults(handler=run_command)
+    run.set_defaults(parser=run, handler=run_command)
     notebook = commands.add_parser("notebook", help="work with notebooks")
     notebook_commands = notebook.add_subparsers(dest="notebook_command", required=True)
     nb_run = notebook_commands.add_parser(
@@ -252,7 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="where to write it, for one notebook (default: NAME.executed.ipynb)"
     )
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
-    nb_run.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
+    nb_run.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=None,
+        help="seconds allowed per cell (default, 0 or -1: no limit)",
+    )
     nb_run.add_argument("--allow-errors", action="store_true", help="keep going when a cell raises")
     nb_run.add_argument(
         "--max-output",
@@ -269,10 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many notebooks run at once (default: 1)",
     )
     _server_options(nb_run)
-    nb_run.set_defaults(handler=notebook_run_command)
+    nb_run.set_defaults(parser=nb_run, handler=notebook_run_command)
     kernels = commands.add_parser("kernels", help="list installed kernel specs")
     kernels.add_argument("--json", action="store_true", help="print the specs as JSON")
-    kernels.set_defaults(handler=kernels_command)
+    kernels.set_defaults(parser=kernels, handler=kernels_command)
     start = commands.add_parser("start", help="start a kernel and print how to connect to it")
     start.add_argument(
         "-k", "--kernel", default="python3", help="kernel spec name (default: python3)"
@@ -284,18 +398,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt the channels with CurveZMQ (kernelwire's clients can use such a "
         "kernel; jupyter console and qtconsole cannot)",
     )
-    start.set_defaults(handler=start_command)
+    start.set_defaults(parser=start, handler=start_command)
     return parser
+
+
+def _show_warnings() -> None:
+    """Print kernelwire's warnings (a notebook run despite being invalid, a kernel that
+    had to be killed) as one line each, once per process."""
+    logger = logging.getLogger("kernelwire")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("kernelwire: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stop as Ctrl-C stops (kernels shut down, files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_termination(signum: int, frame: object) -> None:
+    # One clean-up: a second signal while the kernels shut down must not cut it short
+    # (each step of it is bounded; see notebook.STOP_GRACE).
+    for other in TERMINATION_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""What ``timeout``, CI cancellation and a closed terminal send."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kernelwire`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand, with its usage, not the top level's
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    _show_warnings()
+    if threading.current_thread() is threading.main_thread():
+        for signum in TERMINATION_SIGNALS:
+            signal.signal(signum, _on_termination)
     try:
         return int(args.handler(args))
     except KernelwireError as exc:
         print(f"kernelwire: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except Terminated as exc:
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
 

@@ -178,8 +178,9 @@ class OutputCollector:
     ``\\r`` / ``\\b`` (what JupyterLab shows and saves); without it, every stream message
     stays its own output, as nbclient keeps them by default. ``displays`` shares display
     ids between collectors (the cells of one notebook). ``max_output_chars`` caps
-    the text kept (stream text and text/plain); past it, a visible marker says how much
-    was dropped.
+    the text kept; past it, a visible marker says how much was dropped. A rich result
+    too big for the room left keeps the representations that fit, its ``text/plain``
+    first, and names the others in ``metadata.kernelwire.dropped``.
     """
 
     def __init__(
@@ -246,12 +247,40 @@ class OutputCollector:
         return self._add(output, display_id)
 
     def _add(self, output: NotebookNode, display_id: str | None = None) -> NotebookNode | None:
+        if "data" in output and self.max_output_chars is not None and not self.dropped_chars:
+            output = self._shrink(output)
         if not self._admit(_text_size(output)):
             return None
         self.outputs.append(output)
         if display_id:
             self._displays.setdefault(display_id, []).append(output)
         return output
+
+    def _shrink(self, output: NotebookNode) -> NotebookNode:
+        """A rich result too big for the room left, cut down to the representations that
+        fit (its ``text/plain`` first): a table whose HTML is too long still shows as
+        its plain text. The representations left out are named in the output's
+        ``metadata.kernelwire.dropped`` (mime type -> characters)."""
+        assert self.max_output_chars is not None
+        room = self.max_output_chars - self._kept_chars
+        sizes = {
+            mime: len(value) for mime, value in output["data"].items() if isinstance(value, str)
+        }
+        if sum(sizes.values()) <= room:
+            return output
+        order = sorted(sizes, key=lambda mime: (mime != "text/plain", sizes[mime]))
+        kept: dict[str, Any] = {m: v for m, v in output["data"].items() if m not in sizes}
+        dropped: dict[str, int] = {}
+        for mime in order:
+            if sizes[mime] <= room:
+                kept[mime] = output["data"][mime]
+                room -= sizes[mime]
+            else:
+                dropped[mime] = sizes[mime]
+        if len(dropped) == len(sizes):
+            return output  # nothing small to keep: it goes as a whole, behind the marker
+        metadata = from_dict({**output.get("metadata", {}), "kernelwire": {"dropped": dropped}})  # type: ignore[no-untyped-call]
+        return _node(**{**output, "data": from_dict(kept), "metadata": metadata})  # type: ignore[no-untyped-call]
 
     def _invalid(self, msg: Message, error: ProtocolError) -> NotebookNode | None:
         self.invalid += 1

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 from collections import deque
@@ -16,19 +17,24 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import nbformat
 from nbformat import NotebookNode
 
-from .errors import ExecutionError, KernelTimeout, KernelwireError
-from .execution import INTERRUPT_GRACE, OutputCollector, as_execution_count
+from ._stopping import stop_early
+from .errors import ExecutionError, KernelDied, KernelTimeout, KernelwireError
+from .execution import OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.pool import KernelPool
 from .lifecycle.specs import get_kernel_spec
 from .protocol import requests
 from .protocol.jsonutil import format_date
+from .protocol.message import Message
 from .remote import JupyterServer, RemoteKernel
+from .widgets import WidgetFrontEnd
+
+log = logging.getLogger("kernelwire.notebook")
 
 CellHook = Callable[[int, NotebookNode], None]
 IPYTHON_HISTORY_FILE = ":memory:"
@@ -50,26 +56,78 @@ class CellExecutionError(ExecutionError):
         self.args = (f"cell {cell_index} raised {ename}: {evalue}",)
 
 
-def read(path: str | os.PathLike[str]) -> NotebookNode:
-    """Read and validate a notebook; :class:`NotebookError` says what is wrong with it."""
+class CellKernelDied(KernelDied):
+    """The kernel died while a cell ran: names the cell; the notebook keeps what ran."""
+
+    def __init__(self, cell_index: int, died: KernelDied) -> None:
+        # ``died``'s text already holds its exit code and stderr: not added twice.
+        super().__init__(f"cell {cell_index}: the kernel died while it ran: {died}")
+        self.cell_index = cell_index
+        self.exit_code = died.exit_code
+        self.stderr = died.stderr
+
+
+def read(path: str | os.PathLike[str] | TextIO) -> NotebookNode:
+    """Read and validate a notebook (a path, or an open text file such as ``sys.stdin``);
+    :class:`NotebookError` says what is wrong with it."""
+    if not isinstance(path, (str, os.PathLike)):
+        source: Any = path
+        path = getattr(path, "name", "<stream>")
+    else:
+        source = os.fspath(path)
     try:
-        nb: NotebookNode = nbformat.read(os.fspath(path), as_version=4)  # type: ignore[no-untyped-call]
+        nb: NotebookNode = nbformat.read(source, as_version=4)  # type: ignore[no-untyped-call]
     except FileNotFoundError:
         raise NotebookError(f"{path}: no such file") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NotebookError(f"{path}: not a readable notebook: {exc}") from None
+    # A v2 or v3 file comes back converted, but in nbformat's older node class, which
+    # the rest of nbformat (and a later isinstance check) does not take for a notebook.
+    nb = _node(nb)
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
-        raise NotebookError(f"{path}: not a valid notebook: {exc.message}") from None
+        # nbclient runs what nbformat can read and only warns (a kernelspec without
+        # ``name`` is common); refuse only what cannot be run at all.
+        problem = _unrunnable(nb)
+        if problem:
+            raise NotebookError(f"{path}: not a valid notebook: {problem}") from None
+        log.warning("%s: not a valid notebook (%s); running it anyway", path, exc.message)
     return nb
 
 
+def _unrunnable(nb: NotebookNode) -> str | None:
+    """Why ``nb`` cannot be run (cells that are not cells), or ``None``."""
+    cells = nb.get("cells")
+    if not isinstance(cells, list):
+        return "'cells' is not a list"
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            return f"cell {index} is not a cell"
+        if cell["cell_type"] == "code" and not isinstance(cell.get("source"), str):
+            return f"cell {index} has no source"
+    if not isinstance(nb.get("metadata"), dict):
+        return "'metadata' is not an object"
+    return None
+
+
+def _node(nb: dict[str, Any]) -> NotebookNode:
+    """``nb`` as nbformat's :class:`NotebookNode` (the same object when it is one)."""
+    if type(nb) is NotebookNode:
+        return nb
+    return nbformat.from_dict(nb)  # type: ignore[no-untyped-call,no-any-return]
+
+
 def kernel_name_of(nb: NotebookNode, default: str = "python3") -> str:
-    """The kernel named in the notebook's metadata (``default`` when it names none)."""
+    """The kernel named in the notebook's metadata (``default`` when it names none).
+
+    ``python`` means ``python3``, as jupyter_client's kernel manager reads it.
+    """
     spec = nb.get("metadata", {}).get("kernelspec", {})
     name = spec.get("name") if isinstance(spec, dict) else None
-    return name if isinstance(name, str) and name else default
+    if not isinstance(name, str) or not name:
+        return default
+    return "python3" if name == "python" else name
 
 
 def execute(
@@ -87,6 +145,7 @@ def execute(
     history_file: str | None = IPYTHON_HISTORY_FILE,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
+    own_kernel: bool = False,
 ) -> NotebookNode:
     """Run every code cell of a notebook in order and return it with its outputs.
 
@@ -96,17 +155,24 @@ def execute(
     runs it on a kernel you started (left running, namespace and all). Cells tagged
     ``skip-execution`` are skipped; an error in a cell stops the run with
     :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the cell is
-    tagged ``raises-exception``. ``timeout`` applies per cell: the kernel is interrupted
-    and :class:`KernelTimeout` raised. Outputs are kept as nbclient keeps them;
+    tagged ``raises-exception``. ``timeout`` applies per cell (``None``, 0 or less: no
+    limit, as in nbclient): the kernel is interrupted and :class:`KernelTimeout` raised.
+    Outputs are kept as nbclient keeps them;
     ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does;
     ``max_output_chars`` caps the text a cell keeps, with a marker saying how much was
     dropped (see :class:`~kernelwire.execution.OutputCollector`).
+    A cell that does not end within 3 s (``STOP_GRACE``) of being interrupted (its
+    timeout, Ctrl-C) gets its kernel stopped at once when the kernel is the run's own
+    (started here, or ``kernel`` with ``own_kernel=True``).
     Each executed cell gets nbclient's ``metadata.execution`` timestamps. An IPython
     kernel started here keeps its history in ``history_file``, as nbclient's do (see
     :func:`start_notebook_kernel`).
     """
-    nb = nb_or_path if isinstance(nb_or_path, NotebookNode) else read(nb_or_path)
+    nb = _node(nb_or_path) if isinstance(nb_or_path, dict) else read(nb_or_path)
+    if timeout is not None and timeout <= 0:
+        timeout = None  # nbclient's reading: 0 and -1 mean no limit
     name = kernel_name or kernel_name_of(nb)
+    owned = own_kernel or (kernel is None and pool is None)
     with ExitStack() as stack:
         if kernel is None:
             kernel = _own_kernel(stack, name, server, pool, cwd, history_file)
@@ -116,24 +182,54 @@ def execute(
         if info and isinstance(info, dict):
             nb.metadata["language_info"] = info
         displays: dict[str, list[NotebookNode]] = {}
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
+        widgets = WidgetFrontEnd(lambda comm_id, data: client.comm_msg(comm_id, data))
+        stack.callback(widgets.save, nb)  # a partial run's widgets render too
+        for index in cells_to_run(nb):
+            cell = nb.cells[index]
             tags = cell.get("metadata", {}).get("tags", [])
-            if "skip-execution" in tags:
-                continue
             if on_cell_start is not None:
                 on_cell_start(index, cell)
             collector = OutputCollector(
                 front_end=front_end, max_output_chars=max_output_chars, displays=displays
             )
-            _run_cell(kernel, client, index, cell, timeout, collector)
+            reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets, owned)
             if on_cell_done is not None:
                 on_cell_done(index, cell)
-            error = next((o for o in cell.outputs if o.output_type == "error"), None)
-            if error is not None and not allow_errors and "raises-exception" not in tags:
-                raise CellExecutionError(index, error.ename, error.evalue, error.traceback)
+            # The reply's status decides, as in nbclient: a failed line magic replies
+            # ``error`` with only a stderr line, and an error shown inside an Output
+            # widget is no failure of the cell.
+            if reply["content"].get("status") == "error" and not (
+                allow_errors or "raises-exception" in tags
+            ):
+                raise _cell_error(index, cell, reply["content"])
     return nb
+
+
+def cells_to_run(nb: NotebookNode) -> list[int]:
+    """The indices of the cells a run executes: code cells with some code, not tagged
+    ``skip-execution``. Empty cells keep their outputs and count, as with nbclient."""
+    return [
+        index
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        and cell.source.strip()
+        and "skip-execution" not in cell.get("metadata", {}).get("tags", [])
+    ]
+
+
+def _cell_error(index: int, cell: NotebookNode, content: dict[str, Any]) -> CellExecutionError:
+    """The error of a cell whose reply said ``error``: its error output, else the reply's."""
+    shown = next((o for o in cell.outputs if o.output_type == "error"), None)
+    source: Any = shown if shown is not None else content
+    ename, evalue, traceback = (source.get(k) for k in ("ename", "evalue", "traceback"))
+    return CellExecutionError(
+        index,
+        ename if isinstance(ename, str) else "error",
+        evalue if isinstance(evalue, str) else "",
+        [line for line in traceback if isinstance(line, str)]
+        if isinstance(traceback, list)
+        else [],
+    )
 
 
 def _own_kernel(
@@ -179,29 +275,50 @@ def _run_cell(
     cell: NotebookNode,
     timeout: float | None,
     collector: OutputCollector,
-) -> None:
+    widgets: WidgetFrontEnd,
+    owned: bool,
+) -> Message:
+    """Run one cell: its outputs, count and timings go into ``cell``; return the reply.
+
+    On a timeout, Ctrl-C or SIGTERM the kernel is interrupted and the cell gets
+    ``STOP_GRACE`` seconds to end; a kernel of our own whose cell does not end is
+    stopped at once, since a busy kernel would only make its shutdown wait.
+    """
     cell.outputs = []
     cell.execution_count = None
     timing = cell.setdefault("metadata", {}).setdefault("execution", {})
     pending = client.submit(requests.execute(cell.source, allow_stdin=False))
+
+    def consume(events: Iterable[tuple[str, Any]]) -> None:
+        for channel, msg in events:
+            _consume(collector, widgets, timing, channel, msg)
+
+    def settle() -> None:
+        stop_early(kernel, lambda grace: consume(pending.events(grace)), owned)
+
     try:
         try:
-            for channel, msg in pending.events(timeout):
-                _consume(collector, timing, channel, msg)
+            consume(pending.events(timeout))
         except KernelTimeout:
-            kernel.interrupt()
-            for channel, msg in pending.events(INTERRUPT_GRACE):
-                _consume(collector, timing, channel, msg)
+            settle()
             cell.outputs = collector.outputs
             raise KernelTimeout(
                 f"cell {index} did not finish within {timeout:g} s: interrupted"
             ) from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP in the CLI
+            settle()
+            cell.outputs = collector.outputs
+            raise
+        except KernelDied as died:
+            cell.outputs = collector.outputs
+            raise CellKernelDied(index, died) from died
     finally:
         pending.close()
-    reply = pending.reply(0)
+    reply: Message = pending.reply(0)
     cell.outputs = collector.outputs
     count = as_execution_count(reply["content"].get("execution_count"))
     cell.execution_count = collector.execution_count if count is None else count
+    return reply
 
 
 def timestamp(msg: Any) -> str:
@@ -210,7 +327,13 @@ def timestamp(msg: Any) -> str:
     return format_date(date) if isinstance(date, datetime) else str(date)
 
 
-def _consume(collector: OutputCollector, timing: dict[str, str], channel: str, msg: Any) -> None:
+def _consume(
+    collector: OutputCollector,
+    widgets: WidgetFrontEnd,
+    timing: dict[str, str],
+    channel: str,
+    msg: Any,
+) -> None:
     msg_type = msg["msg_type"]
     if channel == "iopub":
         if msg_type == "status":
@@ -219,7 +342,8 @@ def _consume(collector: OutputCollector, timing: dict[str, str], channel: str, m
                 timing[f"iopub.status.{state}"] = timestamp(msg)
         elif msg_type == "execute_input":
             timing["iopub.execute_input"] = timestamp(msg)
-        collector.feed(msg)
+        if not widgets.feed(msg):  # an Output widget's capture is not the cell's
+            collector.feed(msg)
     elif channel == "shell":
         started = msg["metadata"].get("started")
         if started and isinstance(started, str):
@@ -298,6 +422,7 @@ def execute_many(
             timeout=timeout,
             allow_errors=allow_errors,
             kernel=kernel,
+            own_kernel=True,
             front_end=front_end,
             max_output_chars=max_output_chars,
             on_cell_start=on_cell_start,
@@ -447,8 +572,8 @@ def prepare(item: NotebookRun | NotebookNode | str | os.PathLike[str]) -> Notebo
     """
     if isinstance(item, NotebookRun):
         return item
-    if isinstance(item, NotebookNode):
-        return NotebookRun(None, item)
+    if isinstance(item, dict):
+        return NotebookRun(None, _node(item))
     try:
         return NotebookRun(os.fspath(item), read(item))
     except NotebookError as exc:
