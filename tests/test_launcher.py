@@ -129,6 +129,23 @@ def test_kernel_start_starts_again_on_new_ports(
     assert f"field {field!r}: port {thief.taken[0]} is already in use" in caplog.text
 
 
+def test_a_clash_whose_holder_is_gone_by_the_probe_starts_again(
+    steal_port: Callable[..., PortThief],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A port's holder can be gone when the launcher looks after the kernel exited (an
+    outgoing connection's ephemeral port; seen in nbclient's suite run with two workers):
+    the kernel's own "Address already in use" is evidence of the clash."""
+    thief = steal_port("shell_port")
+    monkeypatch.setattr(launcher, "ports_in_use", lambda path, info: None)
+    logs = caplog.at_level(logging.INFO, logger="kernelwire.launcher")
+    with logs, start_kernel("python3") as kernel:
+        assert kernel.connection_info is not None and kernel.connection_file is not None
+        assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
+    assert f"port {thief.taken[0]} is already in use (the kernel could not bind it)" in caplog.text
+
+
 def test_a_port_lost_on_every_try_is_reported_and_nothing_is_left(
     steal_port: Callable[..., PortThief], tmp_path: Path, no_leaks: None
 ) -> None:

@@ -273,6 +273,25 @@ def ports_in_use(path: str, info: ConnectionInfo) -> PortInUse | None:
     return None
 
 
+def clash_reported(error: BaseException, path: str, info: ConnectionInfo) -> PortInUse | None:
+    """:class:`PortInUse` if a kernel that exited said one of ``info``'s ports was taken.
+
+    A probe after the exit (:func:`ports_in_use`) finds nothing when the holder was
+    short-lived: a client's connection whose ephemeral source port happened to be ours,
+    or another kernel starting at the same moment (seen in nbclient's suite run with
+    two workers). The kernel's own words are evidence then: ipykernel and xeus print
+    ZeroMQ's ``Address already in use`` with the address they tried.
+    """
+    stderr = getattr(error, "stderr", None) or ""
+    if "Address already in use" not in stderr or info.transport != "tcp":
+        return None
+    for field in PORT_FIELDS:
+        port = getattr(info, field)
+        if f":{port}" in stderr:
+            return PortInUse(path, field, port, hint="the kernel could not bind it")
+    return None
+
+
 def port_taken_from(kernel: KernelProcess) -> PortInUse | None:
     """:class:`PortInUse` if another process holds a port the (running) kernel has not bound.
 
@@ -507,7 +526,11 @@ def launch(
             return kernel
         except (KernelDied, KernelTimeout, PortInUse) as exc:
             kernel.stop(0.5)
-            clash = exc if isinstance(exc, PortInUse) else ports_in_use(path, info)
+            clash = (
+                exc
+                if isinstance(exc, PortInUse)
+                else ports_in_use(path, info) or clash_reported(exc, path, info)
+            )
             if clash is None:
                 raise
             if attempt >= retries:
