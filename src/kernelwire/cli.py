@@ -23,8 +23,8 @@ import nbformat
 import orjson
 
 from . import __version__
-from .client.hooks import print_output, strip_ansi
-from .errors import ExecutionError, KernelTimeout, KernelwireError
+from .client._hooks import print_output, strip_ansi
+from .errors import CellExecutionError, ExecutionError, KernelTimeout, KernelwireError
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
@@ -154,9 +154,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     for source, run in zip(sources, runs, strict=True):
         target = Path(args.output) if args.output else source.with_suffix(".executed.ipynb")
         failure = run.error
-        if failure is not None and not isinstance(
-            failure, (notebook.CellExecutionError, KernelTimeout)
-        ):
+        if failure is not None and not isinstance(failure, (CellExecutionError, KernelTimeout)):
             prefix = f"{source}: " if len(sources) > 1 else ""
             print(f"kernelwire: {prefix}{failure}", file=sys.stderr)
             status = 2

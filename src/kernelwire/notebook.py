@@ -10,7 +10,7 @@ import itertools
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,7 +21,12 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
-from .errors import ExecutionError, KernelTimeout, KernelwireError
+from .errors import (
+    CellExecutionError,
+    KernelTimeout,
+    KernelwireError,
+    NotebookError,
+)
 from .execution import INTERRUPT_GRACE, OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.pool import KernelPool
@@ -33,21 +38,6 @@ from .remote import JupyterServer, RemoteKernel
 CellHook = Callable[[int, NotebookNode], None]
 IPYTHON_HISTORY_FILE = ":memory:"
 """Where IPython kernels started for a notebook keep their history (nbclient's default)."""
-
-
-class NotebookError(KernelwireError, ValueError):
-    """A notebook that cannot be read or is not a valid notebook; names the file."""
-
-
-class CellExecutionError(ExecutionError):
-    """A cell raised: carries the cell's index and the kernel's ename, evalue, traceback."""
-
-    def __init__(
-        self, cell_index: int, ename: str, evalue: str, traceback: Sequence[str] = ()
-    ) -> None:
-        super().__init__(ename, evalue, traceback)
-        self.cell_index = cell_index
-        self.args = (f"cell {cell_index} raised {ename}: {evalue}",)
 
 
 def read(path: str | os.PathLike[str]) -> NotebookNode:
