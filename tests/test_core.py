@@ -171,6 +171,28 @@ def test_the_join_gives_up_at_the_probe_limit_and_sends_anyway() -> None:
     assert wire.messages()[-1]["msg_id"] == msg["msg_id"]
 
 
+def test_a_replaced_iopub_connection_is_joined_again_before_the_next_request() -> None:
+    core, wire, kernel = make_core(), Wire(), FakeKernel()
+    welcomed(core, kernel)
+    core.connections_dropped(["iopub"], ["iopub"], 1.0)  # a restarted kernel's, say
+    sent = request(core, requests.execute("print(1)"), 1.0)
+    core.flush(wire)
+    assert wire.messages() == []  # its output would go to a subscription not in effect yet
+    welcomed(core, kernel, 1.01)
+    core.flush(wire)
+    assert [msg["msg_id"] for msg in wire.messages()] == [sent["msg_id"]]
+
+
+def test_a_second_join_never_drops_what_the_first_holds() -> None:
+    core, wire, kernel = make_core(), Wire(), FakeKernel()
+    first = request(core, requests.kernel_info(), 0.0)  # held: the join began
+    core.connections_dropped(["iopub"], ["iopub"], 0.1)
+    second = request(core, requests.kernel_info(), 0.1)
+    welcomed(core, kernel, 0.2)
+    core.flush(wire)
+    assert [msg["msg_id"] for msg in wire.messages()] == [first["msg_id"], second["msg_id"]]
+
+
 def test_stdin_is_never_held_and_no_iopub_means_no_join() -> None:
     core, wire = make_core(), Wire()
     core.send("stdin", core.session.request_message(requests.input_reply("x")), 0.0)

@@ -76,6 +76,7 @@ class ClientCore:
         self.router = Router(max_unclaimed)
         self.heartbeat = heartbeat or Heartbeat()
         self.iopub_join_wait = iopub_join_wait if "iopub" in self.channels else 0.0
+        self._rejoin_wait = self.iopub_join_wait  # for a replaced IOPub connection
         # Extra death checks (e.g. "has the kernel process exited?"), run every
         # LIVENESS_INTERVAL while someone waits.
         self.liveness_checks: list[Callable[[], KernelDied | None]] = []
@@ -120,8 +121,9 @@ class ClientCore:
 
     # -- the IOPub join ---------------------------------------------------------------
     def start_join(self, now: float) -> bool:
-        """Begin the IOPub join if this connection needs it; True if it began (once)."""
-        if self.iopub_join_wait <= 0 or self.router.iopub_welcomed:
+        """Begin the IOPub join if this connection needs it; True if it began (once per
+        IOPub connection)."""
+        if self.held is not None or self.iopub_join_wait <= 0 or self.router.iopub_welcomed:
             return False
         self.held = []
         self._join_probe_at = now + self.iopub_join_wait
@@ -262,6 +264,9 @@ class ClientCore:
             self.heartbeat.disconnected(now)
         bound = getattr(self.codec, "max_bytes", None)
         if "iopub" in channels:
+            # The new subscription joins as the first did: the next request waits for it.
+            self.router.iopub_welcomed = False
+            self.iopub_join_wait = self._rejoin_wait
             self.router.iopub_resets += 1
             log.warning(
                 "the IOPub connection to %s dropped (the kernel died or restarted, or it "

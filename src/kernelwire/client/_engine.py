@@ -290,6 +290,17 @@ class BlockingEngine(Engine):
         if channel in ON_DEMAND_CHANNELS:
             self.watch(channel)  # its answer comes there
         core = self.core
+        # Not looked at for a while (nobody waited): a connection replaced now, before the
+        # request goes out, is joined first (a restarted kernel's IOPub).
+        if (
+            self._monitored
+            and time.monotonic() >= self._monitor_due
+            and self._pump_lock.acquire(blocking=False)
+        ):
+            try:
+                self._look_at_connections(time.monotonic())
+            finally:
+                self._release_pump()
         with self._cond:
             core.send(channel, msg, time.monotonic())
         if core.held is not None and channel != "stdin":
@@ -343,8 +354,7 @@ class BlockingEngine(Engine):
         core.flush(send)
         now = time.monotonic()
         if self._monitored and now >= self._monitor_due:
-            self._monitor_due = now + MONITOR_INTERVAL
-            self._check_connections(now)
+            self._look_at_connections(now)
         core.tick(now, send)
         self._poll_heartbeat()
         wait = core.next_deadline(now)
@@ -383,6 +393,13 @@ class BlockingEngine(Engine):
             core.tick(time.monotonic(), send)
             if core.router.death is not None:
                 self._cond.notify_all()
+
+    def _look_at_connections(self, now: float) -> None:
+        """Read the connection monitors (every :data:`MONITOR_INTERVAL`); the caller
+        holds the pump lock."""
+        self._monitor_due = now + MONITOR_INTERVAL
+        if not self.closed:
+            self._check_connections(now)
 
     def _reconnect(self, channel: ChannelName) -> list[ChannelName]:
         transport = self.transport
