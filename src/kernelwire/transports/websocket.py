@@ -158,6 +158,8 @@ class WebSocketTransport:
         thread is reconnecting: the engine tries again)."""
         if self.closed:
             raise ClientClosed("the client's channels are stopped")
+        if self.lost is not None:  # never coming back: no retrying for ever
+            raise ClientClosed(f"cannot send to kernel {self.kernel_id}: {self.lost}")
         with self._lock:
             if self._down_since is not None:
                 return False
