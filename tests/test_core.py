@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections import deque
 from collections.abc import Collection, Iterator, Mapping
@@ -191,6 +192,26 @@ def test_a_second_join_never_drops_what_the_first_holds() -> None:
     welcomed(core, kernel, 0.2)
     core.flush(wire)
     assert [msg["msg_id"] for msg in wire.messages()] == [first["msg_id"], second["msg_id"]]
+
+
+def test_after_expect_restart_only_the_new_process_joins_and_the_drop_is_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    core, wire, old = make_core(), Wire(), FakeKernel()
+    welcomed(core, old)
+    core.expect_restart()  # before the old process stops
+    core.receive("iopub", [old.status("idle")], 1.0)  # the old process's, read late
+    sent = request(core, requests.execute("print(1)"), 1.0)
+    core.flush(wire)
+    assert wire.messages() == []  # the new process is not known to be subscribed to
+    welcomed(core, FakeKernel(), 1.01)  # a session of its own
+    core.flush(wire)
+    assert [msg["msg_id"] for msg in wire.messages()] == [sent["msg_id"]]
+    with caplog.at_level(logging.DEBUG, logger="kernelwire"):
+        core.connections_dropped(["iopub"], ["iopub"], 1.1)
+        core.connections_dropped(["iopub"], ["iopub"], 1.2)  # not expected: a loss
+    levels = [r.levelno for r in caplog.records if "IOPub connection" in r.getMessage()]
+    assert levels == [logging.DEBUG, logging.WARNING]
 
 
 def test_stdin_is_never_held_and_no_iopub_means_no_join() -> None:
@@ -408,6 +429,7 @@ class PipeTransport:
 
     needs_iopub_join = False
     lost: str | None = None
+    drained = True  # a drain takes the whole queue
 
     def __init__(self, channels: Collection[ChannelName], session: Session) -> None:
         self.channels = frozenset(channels)

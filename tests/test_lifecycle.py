@@ -463,3 +463,33 @@ def test_a_command_that_cannot_run_is_a_clear_error(tmp_path: Path) -> None:
     assert kernel.connection_file is None or not Path(kernel.connection_file).exists()
     with pytest.raises(kernelwire.KernelLaunchError, match="missing-dir"):
         start_kernel("python3", cwd=str(tmp_path / "missing-dir"))
+
+
+def _start_and_stop_on(loop: asyncio.AbstractEventLoop) -> None:
+    async def start_and_stop() -> None:
+        kernel = await start_kernel_async("python3")
+        await kernel.shutdown(now=True)
+
+    loop.run_until_complete(start_and_stop())
+
+
+def test_asyncio_kernels_work_in_a_process_forked_with_a_live_loop() -> None:
+    """A loop that lived through a fork (jupyter_core's ``run_sync`` keeps one; a
+    ``ProcessPoolExecutor`` forks) still starts and stops kernels in the child: the
+    loop's default executor comes across without its threads, and work queued on it
+    would wait for ever (nbclient's test_many_parallel_notebooks hung so)."""
+    import multiprocessing
+
+    loop = asyncio.new_event_loop()
+    try:
+        _start_and_stop_on(loop)  # the parent's loop has used worker threads
+        child = multiprocessing.get_context("fork").Process(target=_start_and_stop_on, args=(loop,))
+        child.start()
+        child.join(90)  # under the suite's 120 s per test
+        if child.is_alive():
+            child.kill()
+            child.join(10)
+            pytest.fail("the forked process hung starting a kernel")
+        assert child.exitcode == 0
+    finally:
+        loop.close()

@@ -4,6 +4,7 @@ KernelRestarted: blocking and asyncio waiters, on a real ipykernel."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -118,3 +119,52 @@ def test_an_asyncio_restart_fails_the_waiting_requests_at_once() -> None:
             assert again["content"]["status"] == "ok"
 
     asyncio.run(main())
+
+
+def test_a_restart_and_a_shutdown_warn_of_no_lost_output(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stopping the kernel on purpose drops its IOPub connection: that is no loss of
+    output, and nothing may warn of one (nbclient's tests fail on any stderr line)."""
+    caplog.set_level(logging.WARNING, logger="kernelwire")
+    with start_kernel("python3") as kernel:
+        client = kernel.client()
+        assert kernel.run("print('before')").stdout == "before\n"
+        kernel.restart()
+        assert kernel.run("print('after')").stdout == "after\n"
+        assert client.execute("1", reply=True, timeout=30)["content"]["status"] == "ok"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [w for w in warnings if "dropped" in w], warnings
+
+
+def test_the_first_request_after_a_restart_waits_for_the_new_iopub() -> None:
+    """The new process drops what it publishes before the client's subscription reaches
+    it (ZeroMQ's slow joiner, as at a first start): the first request after a restart is
+    sent only once IOPub carries a message of the new process, so none of its output is
+    lost (jupyter_client-style code lost a cell's output after restart_kernel)."""
+    with start_kernel("python3") as kernel:
+        client = kernel.client()
+        old_session = client.execute("1", reply=True, timeout=30)["header"]["session"]
+        kernel.restart()
+        events: list[str] = []
+        client.engine.router.listeners.append(
+            lambda channel, msg: (
+                events.append("new iopub")
+                if channel == "iopub" and msg["header"].get("session") != old_session
+                else None
+            )
+        )
+        transport = client.engine.transport
+        send = transport.send
+
+        def recording_send(channel: Any, frames: Any) -> bool:
+            if any(b'"msg_type":"execute_request"' in bytes(f).replace(b" ", b"") for f in frames):
+                events.append("execute sent")
+            return send(channel, frames)
+
+        transport.send = recording_send  # type: ignore[method-assign]
+        pending = client.submit(requests.execute("print('after')"))
+        texts = [m["content"]["text"] for m in pending.iopub(30) if m["msg_type"] == "stream"]
+        assert texts == ["after\n"]
+        assert "new iopub" in events, events
+        assert events.index("new iopub") < events.index("execute sent"), events

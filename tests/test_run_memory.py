@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,10 +19,12 @@ import pytest
 import zmq
 
 from kernelwire import AsyncKernelClient, BlockingKernelClient
+from kernelwire.client import _pending as pending
 from kernelwire.execution import run, run_async
 from kernelwire.protocol.codec import Session
 from kernelwire.protocol.connection import ConnectionInfo, new_connection_info
 from kernelwire.protocol.message import Channel, Message
+from kernelwire.transports.zmq import RECV_BATCH_BYTES
 
 COUNT = 300
 SIZE = 64 * 1024
@@ -29,11 +32,18 @@ CAP = 10_000
 
 
 class FloodKernel(threading.Thread):
-    """Answers ``kernel_info_request`` and, for an ``execute_request``, publishes COUNT
-    stream messages of SIZE characters, then the reply and ``idle``."""
+    """Answers ``kernel_info_request`` and, for an ``execute_request``, publishes ``count``
+    stream messages of ``size`` characters, then the reply and ``idle``.
 
-    def __init__(self, info: ConnectionInfo) -> None:
+    With ``trickle``, the reply goes first and the stream messages follow one every
+    ``trickle`` seconds (a large output still being read when the reply is in).
+    """
+
+    def __init__(
+        self, info: ConnectionInfo, count: int = COUNT, size: int = SIZE, trickle: float = 0.0
+    ) -> None:
         super().__init__(daemon=True)
+        self.count, self.size, self.trickle = count, size, trickle
         self.session = Session(info.key_bytes, check_replay=False)
         context = zmq.Context.instance()
         self.shell = context.socket(zmq.ROUTER)
@@ -58,23 +68,35 @@ class FloodKernel(threading.Thread):
             identity, *frames = self.shell.recv_multipart()
             request = self.session.decode(frames)[1]
             self._publish("status", {"execution_state": "busy"}, request)
+            if request["msg_type"] == "execute_request" and self.trickle:
+                self._reply(identity, request, "execute_reply", {"status": "ok"})
+                for _ in range(self.count):
+                    time.sleep(self.trickle)
+                    self._publish("stream", {"name": "stdout", "text": "x" * self.size}, request)
+                self._publish("status", {"execution_state": "idle"}, request)
+                continue
             if request["msg_type"] == "execute_request":
                 burst = [
                     self.session.encode(
                         self.session.message(
-                            "stream", {"name": "stdout", "text": "x" * SIZE}, parent=request
+                            "stream", {"name": "stdout", "text": "x" * self.size}, parent=request
                         )
                     )
-                    for _ in range(COUNT)
+                    for _ in range(self.count)
                 ]
                 for frames_ in burst:
                     self.iopub.send_multipart(frames_)
                 reply_type, content = "execute_reply", {"status": "ok", "execution_count": 1}
             else:
                 reply_type, content = "kernel_info_reply", {"status": "ok"}
-            reply = self.session.message(reply_type, content, parent=request)
-            self.shell.send_multipart(self.session.encode(reply, [identity]))
+            self._reply(identity, request, reply_type, content)
             self._publish("status", {"execution_state": "idle"}, request)
+
+    def _reply(
+        self, identity: bytes, request: Message, reply_type: str, content: dict[str, Any]
+    ) -> None:
+        reply = self.session.message(reply_type, content, parent=request)
+        self.shell.send_multipart(self.session.encode(reply, [identity]))
 
     def stop(self) -> None:
         self._finished.set()
@@ -128,3 +150,48 @@ def test_asyncio_run_with_a_cap_drops_output_as_it_arrives(flood_kernel: Connect
             check(await run_async(client, "flood", max_output_chars=CAP, timeout=60), held)
 
     asyncio.run(main())
+
+
+BIG = 1024 * 1024
+
+
+def test_a_read_holds_a_bounded_number_of_bytes() -> None:
+    """The reader takes waiting messages in batches of about RECV_BATCH_BYTES, not of 256
+    messages: a batch is held whole until routed (256 MiB at once on 1 MiB chunks)."""
+    info = new_connection_info()
+    kernel = FloodKernel(info, count=40, size=BIG)
+    kernel.start()
+    try:
+        with BlockingKernelClient(connection_info=info) as client:
+            transport = client.engine.transport
+            drain, largest = transport.drain, [0]
+
+            def measured(channel: Any, *args: Any) -> list[list[bytes]]:
+                batch = drain(channel, *args)
+                largest[0] = max(largest[0], sum(len(f) for m in batch for f in m))
+                return batch
+
+            transport.drain = measured  # type: ignore[method-assign]
+            result = run(client, "flood", max_output_chars=CAP, timeout=60)
+    finally:
+        kernel.stop()
+    assert result.status == "ok" and len(result.stdout) == CAP
+    assert largest[0] <= RECV_BATCH_BYTES + BIG + 4096, f"one read held {largest[0]} bytes"
+
+
+def test_output_still_arriving_after_the_reply_is_not_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wait for ``idle`` after the reply counts from the request's last IOPub message:
+    a stream that is still coming in is not cut off as "incomplete"."""
+    monkeypatch.setattr(pending, "IDLE_GRACE", 0.3)
+    info = new_connection_info()
+    kernel = FloodKernel(info, count=12, size=10, trickle=0.1)
+    kernel.start()
+    try:
+        with BlockingKernelClient(connection_info=info) as client:
+            result = run(client, "trickle", timeout=60)
+    finally:
+        kernel.stop()
+    assert not result.incomplete
+    assert result.stdout == "x" * 120

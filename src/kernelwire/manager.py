@@ -22,7 +22,6 @@ Needs jupyter_client (``pip install 'kernelwire[jupyter]'``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -37,6 +36,7 @@ from jupyter_client import manager as _jc  # noqa: E402
 from traitlets import default  # noqa: E402
 
 from . import kernelspec  # noqa: E402
+from ._threads import in_thread  # noqa: E402
 from .client.async_client import AsyncKernelClient  # noqa: E402
 from .client.base import JUPYTER_CONNECTION_KEYWORDS, KernelClientBase  # noqa: E402
 from .client.blocking import BlockingKernelClient  # noqa: E402
@@ -370,7 +370,7 @@ class AsyncKernelManager(_KernelwireManager, _jc.AsyncKernelManager):
         future = _ready_future(self)
         self._attempted_start = True
         try:
-            await asyncio.to_thread(self._start, **kw)
+            await in_thread(self._start, **kw)
         except BaseException as exc:
             _settle(future, exc)
             raise
@@ -378,13 +378,13 @@ class AsyncKernelManager(_KernelwireManager, _jc.AsyncKernelManager):
 
     async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:  # type: ignore[override]
         """Ask the kernel to shut down (``now``: terminate it), escalating to SIGKILL."""
-        await asyncio.to_thread(self._shutdown, now, restart)
+        await in_thread(self._shutdown, now, restart)
 
     async def restart_kernel(self, now: bool = False, newports: bool = False, **kw: Any) -> None:  # type: ignore[override]
         """Restart on the same connection info (clients keep working)."""
         future = _ready_future(self)
         try:
-            await asyncio.to_thread(self._restart, now, newports, **kw)
+            await in_thread(self._restart, now, newports, **kw)
         except BaseException as exc:
             _settle(future, exc)
             raise
@@ -392,7 +392,7 @@ class AsyncKernelManager(_KernelwireManager, _jc.AsyncKernelManager):
 
     async def interrupt_kernel(self) -> None:  # type: ignore[override]
         """Interrupt the running code."""
-        await asyncio.to_thread(self._interrupt)
+        await in_thread(self._interrupt)
 
     async def signal_kernel(self, signum: int) -> None:  # type: ignore[override]
         """Send ``signum`` to the kernel's process group."""
@@ -400,13 +400,13 @@ class AsyncKernelManager(_KernelwireManager, _jc.AsyncKernelManager):
 
     async def request_shutdown(self, restart: bool = False) -> None:  # type: ignore[override]
         """Send ``shutdown_request``."""
-        await asyncio.to_thread(self._request_shutdown, restart)
+        await in_thread(self._request_shutdown, restart)
 
     async def finish_shutdown(  # type: ignore[override]
         self, waittime: float | None = None, pollinterval: float = 0.1, restart: bool = False
     ) -> None:
         """Wait up to ``waittime`` for the kernel to exit, then stop it."""
-        await asyncio.to_thread(self._finish_shutdown, waittime, restart)
+        await in_thread(self._finish_shutdown, waittime, restart)
 
     async def is_alive(self) -> bool:  # type: ignore[override]
         """Whether the kernel process is running."""

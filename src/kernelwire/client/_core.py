@@ -91,6 +91,9 @@ class ClientCore:
         """Whether IOPub carries a server's statuses of its kernel (a WebSocket does)."""
         self.events: list[str] = []
         """Kernel states a server reported (``restarting``, ``dead``...)."""
+        self.iopub_drop_expected = False
+        """Set when the kernel is stopped on purpose (restart, shutdown): the next IOPub
+        drop is that stop, reconnected quietly, not a loss to warn about."""
 
     # -- sending -------------------------------------------------------------------
     def send(self, channel: ChannelName, msg: Message, now: float, *, hold: bool = True) -> None:
@@ -268,12 +271,18 @@ class ClientCore:
             self.router.iopub_welcomed = False
             self.iopub_join_wait = self._rejoin_wait
             self.router.iopub_resets += 1
-            log.warning(
-                "the IOPub connection to %s dropped (the kernel died or restarted, or it "
-                "sent a message over %s bytes): reconnected; output sent meanwhile is lost",
-                self.where("iopub"),
-                bound,
-            )
+            if self.iopub_drop_expected:
+                self.iopub_drop_expected = False
+                log.debug(
+                    "the IOPub connection to %s dropped as its kernel stopped", self.where("iopub")
+                )
+            else:
+                log.warning(
+                    "the IOPub connection to %s dropped (the kernel died or restarted, or it "
+                    "sent a message over %s bytes): reconnected; output sent meanwhile is lost",
+                    self.where("iopub"),
+                    bound,
+                )
         lost = [channel for channel in channels if channel not in ("hb", "iopub")]
         renewed = [channel for channel in replaced if channel not in ("hb", "iopub")]
         if lost and renewed:
@@ -336,6 +345,19 @@ class ClientCore:
     def resume_liveness(self, paused: bool = False) -> None:
         """Resume the heartbeat (or leave it ``paused``, as it was before)."""
         self.heartbeat.paused = paused
+
+    def expect_stop(self) -> None:
+        """The kernel is about to be stopped on purpose: its IOPub drop is no loss."""
+        self.iopub_drop_expected = True
+
+    def expect_restart(self) -> None:
+        """The kernel is about to be restarted on the same connection (before the old
+        process stops): its IOPub drop is no loss, and IOPub is joined again before the
+        next request, on a message of the new process (which drops what it publishes
+        before our subscription reaches it; the old one's, read late, do not count)."""
+        self.expect_stop()
+        self.router.rejoin_iopub()
+        self.iopub_join_wait = self._rejoin_wait
 
     def reset_after_restart(self) -> None:
         """The kernel restarted on the same connection: forget its death and pings."""

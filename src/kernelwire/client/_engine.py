@@ -28,7 +28,7 @@ from ..errors import ClientClosed, KernelDied, KernelTimeout
 from ..protocol.codec import Session
 from ..protocol.connection import ChannelName
 from ..protocol.message import Channel, Message
-from ..transports.base import BATCH, Transport, Waitable, fileno
+from ..transports.base import Transport, Waitable, fileno
 from ._core import (
     IOPUB_JOIN_WAIT,
     IOPUB_PROBE_LIMIT,
@@ -132,15 +132,29 @@ class Engine:
         """Resume heartbeat pings and verdicts."""
         self.run_locked(self.core.resume_liveness)
 
+    def expect_stop(self) -> None:
+        """The kernel is about to be stopped on purpose (from any thread): its IOPub drop
+        is no loss to warn about."""
+        self.run_anywhere(self.core.expect_stop)
+
+    def expect_restart(self) -> None:
+        """The kernel is about to be restarted on the same connection info (from any
+        thread, before the old process stops): its IOPub drop is no loss to warn about,
+        and IOPub is joined again before the next request, on a message of the new
+        process. Done after the stop, the new process's messages may have been read
+        already, and the join would wait for one more."""
+        self.run_anywhere(self.core.expect_restart)
+
     def reset_after_restart(self, paused: bool = False) -> None:
-        """The kernel restarted on the same connection: forget its death and pings, and
-        resume the heartbeat (unless it was ``paused`` before the restart)."""
+        """The kernel restarted on the same connection (from any thread, once the new
+        process is up): forget its death and pings, and resume the heartbeat (unless it
+        was ``paused`` before the restart)."""
 
         def reset() -> None:
             self.core.reset_after_restart()
             self.core.resume_liveness(paused)
 
-        self.run_locked(reset)
+        self.run_anywhere(reset)
 
     def mark_dead(self, error: KernelDied) -> None:
         """Record that the kernel died: waits raise ``error`` once queued messages are read."""
@@ -150,7 +164,12 @@ class Engine:
     def fail_pending(self, error: KernelDied) -> None:
         """Fail every request still waiting with ``error`` (their kernel was restarted
         under them), from any thread: their waits raise it promptly."""
-        self.run_locked(lambda: self.core.fail_pending(error))
+        self.run_anywhere(lambda: self.core.fail_pending(error))
+
+    def run_anywhere(self, func: Callable[[], object]) -> None:
+        """Call ``func`` (which changes the core's state) from any thread, where the core
+        may be changed, and let every waiter look again."""
+        self.run_locked(func)
         self._wake_all()
 
     def peer_disconnected(self) -> bool:
@@ -605,13 +624,14 @@ class AsyncEngine(Engine):
         now = time.monotonic()
         for name in transport.channels if channel is None else (channel,):
             # Edge-triggered FDs: read until ZeroMQ says nothing is left, which re-arms
-            # the FD. drain() stops on exactly that, unless it stopped at its limit.
+            # the FD. drain() stops on exactly that, unless it stopped at its limit (of
+            # messages or of bytes): then ``drained`` is off.
             while True:
                 batch = transport.drain(name)
                 if batch:
                     core.receive(name, batch, now)
                     got = True
-                if len(batch) < BATCH:
+                if transport.drained:
                     break
         self._lost()
         if got or core.router.death is not None:
@@ -689,15 +709,15 @@ class AsyncEngine(Engine):
     def _wake_all(self) -> None:
         self._wake_waiters()
 
-    def fail_pending(self, error: KernelDied) -> None:
-        """Fail every request still waiting with ``error``; from any thread, the router
-        is changed on the loop's."""
+    def run_anywhere(self, func: Callable[[], object]) -> None:
+        """Call ``func`` on the loop's thread (at once if this is it, or if there is no
+        loop yet), then wake the waiters."""
         loop = self._loop
         if loop is not None and not loop.is_closed() and _running_loop() is not loop:
             with contextlib.suppress(RuntimeError):  # closed meanwhile: nobody waits there
-                loop.call_soon_threadsafe(self.fail_pending, error)
+                loop.call_soon_threadsafe(self.run_anywhere, func)
                 return
-        super().fail_pending(error)
+        super().run_anywhere(func)
 
     def close(self) -> None:
         """Detach from the loop and close the transport; waiters get ClientClosed."""

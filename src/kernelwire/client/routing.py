@@ -87,6 +87,7 @@ class RequestState:
         "idle",
         "idle_at",
         "incomplete",
+        "iopub_at",
         "msg_id",
         "msg_type",
         "reply",
@@ -108,6 +109,8 @@ class RequestState:
         self.idle_at = 0.0
         """When the IOPub ``idle`` came (claimed or not); 0 before."""
         self.incomplete = False
+        self.iopub_at = 0.0
+        """When this request's last IOPub message came; 0 before."""
         self.error: KernelwireError | None = None
         """Why this request ended without its reply (its waiters raise it), if it did."""
         self.events: deque[tuple[Channel, Message]] = deque()
@@ -120,16 +123,22 @@ class RequestState:
         return (self.idle or self.incomplete) and (self.reply is not None or not self.expects_reply)
 
     def give_up_on_idle(self, grace: float) -> bool:
-        """Mark the request ``incomplete`` if its reply came ``grace`` seconds ago and its
-        IOPub ``idle`` never did (lost across a reset connection): waiting longer would hang.
+        """Mark the request ``incomplete`` if its reply came ``grace`` seconds ago, no IOPub
+        message of it came since, and its ``idle`` never did (lost across a reset
+        connection): waiting longer would hang.
+
+        The time counts from the later of the two: the reply overtakes IOPub when a large
+        output is still being read (1 GiB of stream read through ``run()`` came in 4 s
+        after its reply on a loaded machine), and output still arriving is no loss.
         """
         if self.idle or self.reply is None or self.incomplete:
             return self.incomplete
-        if time.monotonic() - self.reply_at < grace:
+        if time.monotonic() - max(self.reply_at, self.iopub_at) < grace:
             return False
         self.incomplete = True
         log.warning(
-            "no IOPub idle for %s %s within %g s of its reply: its output may be incomplete",
+            "no IOPub idle for %s %s within %g s of its reply and its last output: "
+            "its output may be incomplete",
             self.msg_type,
             self.msg_id,
             grace,
@@ -166,9 +175,10 @@ class RequestState:
     def add(self, channel: Channel, msg: Message) -> None:
         """Record ``msg`` received on ``channel``."""
         if channel == "iopub":
+            self.iopub_at = time.monotonic()
             if is_idle(msg):
                 self.idle = True
-                self.idle_at = time.monotonic()
+                self.idle_at = self.iopub_at
         elif channel in ("shell", "control") and self.reply is None:
             self.reply = msg
             self.reply_at = time.monotonic()
@@ -197,6 +207,9 @@ class Router:
         self.death: KernelDied | None = None
         self.iopub_welcomed = False
         """IOPub is known to be subscribed: its welcome, or any IOPub message, has come."""
+        self.kernel_session: object = None
+        """The session id in the kernel's last IOPub message header (one per process)."""
+        self._stale_session: object = None
         self.swallowed: set[str] = set()
         """Our own probe requests, whose replies and outputs nobody is shown."""
         self.iopub_resets = 0
@@ -250,7 +263,12 @@ class Router:
         for listener in self.listeners:
             listener(channel, msg)
         if channel == "iopub":
-            self.iopub_welcomed = True  # whatever arrived, the subscription is in effect
+            session = msg["header"].get("session")
+            if session != self._stale_session:
+                # Whatever arrived, the subscription is in effect: unless it is the
+                # previous kernel's, read late after a restart.
+                self.iopub_welcomed = True
+                self.kernel_session = session
         if state is not None:
             if channel in REPLY_CHANNELS:
                 self._mark_answered(parent_id)
@@ -358,6 +376,12 @@ class Router:
             "pending": len(self.pending),
             "unclaimed": {ch: len(q) for ch, q in self.unclaimed.items()},
         }
+
+    def rejoin_iopub(self) -> None:
+        """The kernel is being restarted: IOPub is not subscribed to the new process until
+        a message of it comes (the old process's, read late, do not count)."""
+        self.iopub_welcomed = False
+        self._stale_session = self.kernel_session
 
     def fail_pending(self, error: KernelDied) -> int:
         """Fail every tracked request not yet done with ``error`` (its kernel was restarted

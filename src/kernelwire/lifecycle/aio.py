@@ -7,13 +7,13 @@ kernel goes through :class:`~kernelwire.AsyncKernelClient`, on the loop itself.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from nbformat import NotebookNode
 
 from .. import execution
+from .._threads import in_thread
 from ..client.async_client import AsyncKernelClient
 from ..execution import ExecutionResult, StdinHandler
 from .kernel import SHUTDOWN_TIMEOUT, Kernel, start_kernel
@@ -90,15 +90,15 @@ class AsyncKernel:
 
     async def interrupt(self) -> None:
         """Interrupt the running code (signal or message, as the spec says)."""
-        await asyncio.to_thread(self.kernel.interrupt)
+        await in_thread(self.kernel.interrupt)
 
     async def restart(self, now: bool = False, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Restart on the same connection info."""
-        await asyncio.to_thread(self.kernel.restart, now, timeout)
+        await in_thread(self.kernel.restart, now, timeout)
 
     async def shutdown(self, now: bool = False, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Shut down (request, SIGTERM, SIGKILL) and remove the connection file."""
-        await asyncio.to_thread(self.kernel.shutdown, now, timeout)
+        await in_thread(self.kernel.shutdown, now, timeout)
 
     async def __aenter__(self) -> AsyncKernel:
         return self
@@ -112,4 +112,4 @@ class AsyncKernel:
 
 async def start_kernel_async(name: str = "python3", **options: Any) -> AsyncKernel:
     """Start the kernel called ``name`` without blocking the loop; see :func:`start_kernel`."""
-    return AsyncKernel(await asyncio.to_thread(start_kernel, name, **options))
+    return AsyncKernel(await in_thread(start_kernel, name, **options))

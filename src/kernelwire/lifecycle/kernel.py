@@ -320,6 +320,8 @@ class Kernel(RunsCode):
                 engine.fail_pending(lost)
             # Its dropped connection is expected: no heartbeat verdicts meanwhile.
             paused = [engine.pause_liveness() for engine in engines]
+            for engine in engines:
+                engine.expect_restart()  # before the old process stops (see its doc)
             try:
                 self._stop_process(now, True, timeout)
                 self._launch(self._same_connection, 1)  # clients stay on these ports
@@ -334,6 +336,9 @@ class Kernel(RunsCode):
             if self._closed:
                 return
             self._closed = True
+            for client in list(self._clients):
+                if client.channels_running:
+                    client.engine.expect_stop()
             self._stop_process(now, False, timeout)
             for client in list(self._clients):
                 client.stop_channels()

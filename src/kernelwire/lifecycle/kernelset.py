@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+from .._threads import in_thread
 from ..errors import KernelwireError
 from .kernel import Kernel, start_kernel
 
@@ -89,7 +89,7 @@ class AsyncKernelSet:
 
     async def start(self, name: str = "python3", **options: Any) -> str:
         """Start a kernel; returns its id."""
-        return await asyncio.to_thread(self.kernels.start, name, **options)
+        return await in_thread(self.kernels.start, name, **options)
 
     def __getitem__(self, kernel_id: str) -> Kernel:
         return self.kernels[kernel_id]
@@ -100,19 +100,19 @@ class AsyncKernelSet:
 
     async def interrupt(self, kernel_id: str) -> None:
         """Interrupt one kernel."""
-        await asyncio.to_thread(self.kernels.interrupt, kernel_id)
+        await in_thread(self.kernels.interrupt, kernel_id)
 
     async def restart(self, kernel_id: str, now: bool = False) -> None:
         """Restart one kernel."""
-        await asyncio.to_thread(self.kernels.restart, kernel_id, now)
+        await in_thread(self.kernels.restart, kernel_id, now)
 
     async def shutdown(self, kernel_id: str, now: bool = False) -> None:
         """Shut one kernel down."""
-        await asyncio.to_thread(self.kernels.shutdown, kernel_id, now)
+        await in_thread(self.kernels.shutdown, kernel_id, now)
 
     async def shutdown_all(self, now: bool = False) -> None:
         """Shut every kernel down."""
-        await asyncio.to_thread(self.kernels.shutdown_all, now)
+        await in_thread(self.kernels.shutdown_all, now)
 
     async def __aenter__(self) -> AsyncKernelSet:
         return self

@@ -74,6 +74,11 @@ class Transport(Protocol):
     def lost(self) -> str | None:
         """Why the transport cannot go on (``None``: it can)."""
 
+    @property
+    def drained(self) -> bool:
+        """Whether the last :meth:`drain` left nothing behind: an edge-triggered reader
+        drains again while it is off (a drain stops at a batch's count or bytes)."""
+
     def where(self, channel: ChannelName) -> str:
         """Where ``channel`` goes, for messages (a URL)."""
 
@@ -81,7 +86,8 @@ class Transport(Protocol):
         """Send one unit on ``channel``; False if it cannot be taken now."""
 
     def drain(self, channel: ChannelName) -> list[Any]:
-        """Units ready on ``channel``'s waitable (at most a batch; call again while full)."""
+        """Units ready on ``channel``'s waitable (at most a batch; call again while not
+        :attr:`drained`)."""
 
     def waitable(self, channel: ChannelName) -> Waitable:
         """What becomes readable when ``channel`` has units."""

@@ -119,6 +119,8 @@ class WebSocketTransport:
         self.reconnects = 0
         self.closed = False
         self.lost: str | None = None
+        self.drained = True
+        """Whether the last :meth:`drain` took every frame received so far."""
         # Guards which socket is current and whether it is down; never held across I/O.
         self._lock = threading.Lock()
         self._down_since: float | None = None
@@ -255,6 +257,7 @@ class WebSocketTransport:
         out: list[Any] = []
         while frames and len(out) < BATCH:
             out.append(frames.popleft())
+        self.drained = not frames
         if frames:
             self._wake()  # more to read: keep the pipe readable
         return out

@@ -52,6 +52,10 @@ RECONNECT_INTERVAL_MS = 10
 """Milliseconds between ZeroMQ's tries to connect a socket (its default is 100)."""
 RECV_BATCH = BATCH
 """How many messages one drain of a socket reads at most before yielding."""
+RECV_BATCH_BYTES = 4 * 1024 * 1024
+"""How many bytes one drain reads at most (it stops after the message that passes it).
+A batch is held whole until it is routed: 256 messages of 1 MiB each were 256 MiB at once,
+most of the client's peak on a large stream read through ``run(max_output_chars=...)``."""
 
 
 def _new_context() -> zmq.Context[zmq.Socket[bytes]]:
@@ -119,6 +123,8 @@ class ZmqTransport:
         self.max_frame_bytes = max_frame_bytes
         self.context = context or _new_context()
         self.sockets: dict[ChannelName, zmq.Socket[bytes]] = {}
+        self.drained = True
+        """Whether the last :meth:`drain` left its socket empty."""
         self.closed = False
         self._client_keys = zmq.curve_keypair() if info.curve_publickey else (b"", b"")
         self._identity = identity
@@ -357,13 +363,17 @@ class ZmqTransport:
         return True
 
     def drain(self, channel: ChannelName, limit: int = RECV_BATCH) -> list[list[bytes]]:
-        """Read up to ``limit`` waiting multipart messages from ``channel`` without blocking.
+        """Read up to ``limit`` waiting multipart messages (and about
+        :data:`RECV_BATCH_BYTES`) from ``channel`` without blocking.
 
         Call it when a poll or the socket's FD said it has a message: the first is read
-        without asking again (if there is none, nothing is read).
+        without asking again (if there is none, nothing is read). :attr:`drained` says
+        afterwards whether the socket was left empty (an edge-triggered reader must read
+        again if not).
         """
         sock = self.sockets.get(channel)
         out: list[list[bytes]] = []
+        self.drained = True
         if sock is None:
             return out
         # The hot path, shaped by measurement. Asking ZeroMQ whether more is waiting
@@ -376,13 +386,21 @@ class ZmqTransport:
             frame = recv(sock, _NOBLOCK, False)
         except zmq.Again:
             return out
+        size = 0
         while True:
-            parts = [frame.bytes]
+            data = frame.bytes
+            parts = [data]
+            size += len(data)
             while frame.more:
                 frame = recv(sock, _NOBLOCK, False)
-                parts.append(frame.bytes)
+                data = frame.bytes
+                parts.append(data)
+                size += len(data)
             out.append(parts)
-            if len(out) >= limit or not get(sock, _EVENTS) & _POLLIN:
+            if not get(sock, _EVENTS) & _POLLIN:
+                return out
+            if len(out) >= limit or size >= RECV_BATCH_BYTES:
+                self.drained = False
                 return out
             frame = recv(sock, _NOBLOCK, False)
 
