@@ -88,14 +88,16 @@ def floor_phases(nb: nbformat.NotebookNode) -> tuple[float, float, float]:
         process = subprocess.Popen(command, stdin=quiet, stdout=quiet, stderr=quiet, env=env)
         client = RawClient(info)
         try:
-            client.request("kernel_info_request", {}, wait_idle=False)
-            while not client.request("kernel_info_request", {}, timeout=0.01):
-                pass  # IOPub not joined yet: ask again
+            if not client.request("kernel_info_request", {}, wait_idle=False, timeout=60):
+                raise TimeoutError("the kernel did not answer kernel_info within 60 s")
+            client.join(retry=0.01)  # until IOPub is joined: ask again
             t1 = time.perf_counter()
             for cell in nb.cells:
-                client.execute(cell.source, store_history=True)
+                client.execute(cell.source, store_history=True, timeout=120)
             t2 = time.perf_counter()
-            client.request("shutdown_request", {"restart": False}, control=True, wait_idle=False)
+            client.request(
+                "shutdown_request", {"restart": False}, control=True, wait_idle=False, timeout=5
+            )
             exited = os.pidfd_open(process.pid)  # Popen.wait(timeout) polls: up to 50 ms late
             try:
                 select.select([exited], [], [], 5.0)  # then killed, as both tools do

@@ -60,8 +60,18 @@ class RawClient:
             poller.register(replying, zmq.POLLIN)
             poller.register(self.iopub, zmq.POLLIN)
 
-    def execute(self, code: str, store_history: bool = False) -> None:
-        """Execute ``code``; return once its reply and its ``status: idle`` are in."""
+    def join(self, timeout: float = 30.0, retry: float = 0.5) -> None:
+        """Wait out ZeroMQ's slow joiner: ``kernel_info`` requests, one every ``retry``
+        seconds, until one's reply and IOPub ``idle`` are in (a request sent before IOPub
+        is subscribed loses its idle). :class:`TimeoutError` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.request("kernel_info_request", {}, timeout=retry):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the kernel answered no kernel_info within {timeout:g} s")
+
+    def execute(self, code: str, store_history: bool = False, timeout: float = 30.0) -> None:
+        """Execute ``code``; return once its reply and its ``status: idle`` are in
+        (:class:`TimeoutError` after ``timeout`` seconds: a bench never hangs)."""
         content = {
             "code": code,
             "silent": False,
@@ -70,7 +80,8 @@ class RawClient:
             "allow_stdin": False,
             "stop_on_error": True,
         }
-        self.request("execute_request", content)
+        if not self.request("execute_request", content, timeout=timeout):
+            raise TimeoutError(f"execute_request: no reply and idle within {timeout:g} s")
 
     def request(
         self,
@@ -206,7 +217,7 @@ def main() -> None:
         def floor_batch(n: int, out: list[float]) -> None:
             client = RawClient(info)
             try:
-                timed(lambda: client.execute("pass"), 5, [])  # also waits out the slow joiner
+                client.join()
                 timed(lambda: client.execute("pass"), n, out)
             finally:
                 client.close()

@@ -458,7 +458,7 @@ def test_liveness_checks_run_on_an_interval_not_per_message(
 ) -> None:
     """A liveness check (a Kernel's process poll: a system call) runs every
     LIVENESS_INTERVAL while someone waits, not on every message that arrives."""
-    from kernelwire.client.engine import LIVENESS_INTERVAL
+    from kernelwire.client._engine import LIVENESS_INTERVAL
 
     calls: list[float] = []
 

@@ -26,7 +26,7 @@ from kernelwire import (
     ReplyLost,
     requests,
 )
-from kernelwire.client import engine
+from kernelwire.client import _engine as engine
 from kernelwire.protocol.connection import new_connection_info
 from kernelwire.protocol.message import Message
 from test_faults import PeakRss

@@ -125,7 +125,7 @@ def test_core_flow_run_stdin_interrupt_restart(server: JupyterServer, framing: s
     with server.start_kernel("python3") as kernel:
         client = kernel.client(subprotocols=None if framing == "v1" else [])
         expected = "v1.kernel.websocket.jupyter.org" if framing == "v1" else None
-        assert client.engine.subprotocol == expected  # type: ignore[attr-defined]
+        assert client.engine.transport.subprotocol == expected  # type: ignore[attr-defined]
         # the classic flow, over the WebSocket
         msg_id = client.execute("x = 42\ny = x * 2\ny")
         msgs = []
@@ -188,11 +188,11 @@ def test_reconnect_delivers_every_output_exactly_once(jupyter_server_url: str) -
 
         def cut() -> None:
             time.sleep(1.0)  # mid-execution: the socket dies under the client
-            client.engine.ws.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+            client.engine.transport.ws.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
 
         threading.Thread(target=cut).start()
         text = "".join(m["content"]["text"] for m in pending.iopub(60) if m["msg_type"] == "stream")
-        assert client.engine.reconnects == 1  # type: ignore[attr-defined]
+        assert client.engine.transport.reconnects == 1  # type: ignore[attr-defined]
         assert text == "".join(f"{i}\n" for i in range(30))
 
 

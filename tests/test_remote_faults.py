@@ -158,9 +158,9 @@ def test_the_token_never_reaches_a_log_record(jupyter_server_url: str) -> None: 
     ):
         client = kernel.client()
         assert kernel.run("6 * 7").text == "42"
-        client.engine.ws.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+        client.engine.transport.ws.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
         assert client.execute("1", reply=True, timeout=60)["content"]["status"] == "ok"
-        assert client.engine.reconnects == 1  # type: ignore[attr-defined]
+        assert client.engine.transport.reconnects == 1  # type: ignore[attr-defined]
 
         async def over_asyncio() -> None:
             aclient = kernel.async_client()
@@ -325,7 +325,7 @@ def test_timeouts_hold_while_the_server_is_away(jupyter_server_url: str) -> None
             assert took < 2 + MARGIN, took
             proxy.restore()
             assert client.execute("3", reply=True, timeout=60)["content"]["status"] == "ok"
-            assert client.engine.reconnects == 1  # type: ignore[attr-defined]
+            assert client.engine.transport.reconnects == 1  # type: ignore[attr-defined]
             proxy.cut()
             with pytest.raises(KernelDied, match="could not reconnect"):
                 client.execute("4", reply=True, timeout=None)  # gone for good: said so

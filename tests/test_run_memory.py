@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from kernelwire import AsyncKernelClient, BlockingKernelClient
-from kernelwire.client import pending
+from kernelwire.client import _pending as pending
 from kernelwire.execution import run, run_async
 from kernelwire.protocol.codec import Session
 from kernelwire.protocol.connection import ConnectionInfo, new_connection_info

@@ -15,22 +15,31 @@ from .client import (
     PendingRequest,
 )
 from .connect import find_connection_file, write_connection_file
+from .connection_file import load_connection_file
 from .errors import (
+    AuthenticationError,
+    CellExecutionError,
+    CellKernelDied,
     ClientClosed,
     ConnectionFileError,
     ConnectionFileNotFound,
     ExecutionError,
     InvalidSignature,
+    JupyterClientMissing,
     KernelDied,
     KernelLaunchError,
     KernelRestarted,
+    KernelSpecError,
     KernelTimeout,
     KernelwireError,
     NoSuchKernel,
+    NotebookError,
     PortInUse,
     ProtocolError,
     ReplayedMessage,
     ReplyLost,
+    ServerConnectionError,
+    ServerError,
 )
 from .execution import ExecutionResult
 from .kernel_process import KernelProcess, run_kernel_in_process
@@ -49,13 +58,10 @@ from .lifecycle import (
 )
 from .oneshot import get_messages
 from .protocol import Message, Request, requests
-from .protocol.connection import ConnectionInfo, load_connection_file
+from .protocol.connection import ConnectionInfo
 from .remote import (
-    AuthenticationError,
     JupyterServer,
     RemoteKernel,
-    ServerConnectionError,
-    ServerError,
     connect_server,
 )
 from .session import Session
@@ -117,6 +123,8 @@ __all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
     "AuthenticationError",
     "BlockingKernelClient",
     "CallbackKernelClient",
+    "CellExecutionError",
+    "CellKernelDied",
     "ClientClosed",
     "ConnectionFileError",
     "ConnectionFileNotFound",
@@ -124,6 +132,7 @@ __all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
     "ExecutionError",
     "ExecutionResult",
     "InvalidSignature",
+    "JupyterClientMissing",
     "JupyterServer",
     "Kernel",
     "KernelDied",
@@ -134,10 +143,12 @@ __all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
     "KernelRestarted",
     "KernelSet",
     "KernelSpec",
+    "KernelSpecError",
     "KernelTimeout",
     "KernelwireError",
     "Message",
     "NoSuchKernel",
+    "NotebookError",
     "PendingRequest",
     "PortInUse",
     "ProtocolError",

@@ -26,8 +26,15 @@ import orjson
 
 from . import __version__
 from ._stopping import stop_early
-from .client.hooks import print_output, strip_ansi
-from .errors import ExecutionError, KernelDied, KernelTimeout, KernelwireError
+from .client._hooks import print_output, strip_ansi
+from .errors import (
+    CellExecutionError,
+    CellKernelDied,
+    ExecutionError,
+    KernelDied,
+    KernelTimeout,
+    KernelwireError,
+)
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
@@ -204,7 +211,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     for source, run, target in zip(sources, runs, targets, strict=True):
         failure = run.error
         if failure is not None and not isinstance(
-            failure, (notebook.CellExecutionError, KernelTimeout, notebook.CellKernelDied)
+            failure, (CellExecutionError, KernelTimeout, CellKernelDied)
         ):
             prefix = f"{source}: " if len(sources) > 1 else ""
             print(f"kernelwire: {prefix}{failure}", file=sys.stderr)
@@ -220,7 +227,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
                 f"{'stdout' if str(target) == '-' else target})",
                 file=sys.stderr,
             )
-            died = isinstance(failure, notebook.CellKernelDied)
+            died = isinstance(failure, CellKernelDied)
             status = max(status, EXIT_KERNEL_DIED if died else EXIT_FAILED)
             continue
         print(_summary(run.notebook, source, target, notebook.cells_to_run(run.notebook)), file=out)

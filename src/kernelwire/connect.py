@@ -13,10 +13,11 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from . import connection_file as connection
+from .connection_file import load_connection_file
 from .errors import KernelwireError
-from .protocol import connection
 from .protocol.codec import DEFAULT_SCHEME
-from .protocol.connection import PORT_FIELDS, ConnectionInfo, load_connection_file
+from .protocol.connection import PORT_FIELDS, ConnectionInfo
 
 _PathLike = str | os.PathLike[str]
 

@@ -1,27 +1,34 @@
-"""The exceptions kernelwire raises, all under :class:`KernelwireError`.
+"""The exceptions kernelwire raises, all here, all under :class:`KernelwireError`.
 
 Each also derives from the builtin a caller of ``jupyter_client`` would catch
 (``ValueError``, ``TimeoutError``, ``RuntimeError``), so ported code keeps working::
 
     KernelwireError
-    ├── ConnectionFileError (ValueError)
-    ├── ProtocolError (ValueError)
-    │   ├── InvalidSignature
-    │   └── ReplayedMessage
-    ├── KernelTimeout (TimeoutError)
-    ├── KernelDied (RuntimeError)
-    │   └── KernelRestarted
-    ├── KernelLaunchError (OSError)
-    ├── PortInUse (OSError)
-    ├── ExecutionError
-    │   └── CellExecutionError            (kernelwire.notebook)
-    ├── ClientClosed (RuntimeError)
-    ├── NoSuchKernel (LookupError)
-    ├── KernelSpecError (ValueError)      (kernelwire.lifecycle.specs)
-    ├── NotebookError (ValueError)        (kernelwire.notebook)
-    └── ServerError                       (kernelwire.remote)
-        ├── AuthenticationError
-        └── ServerConnectionError (ConnectionError)
+    ├── ConnectionFileError (ValueError)       a connection file or info is invalid
+    │   └── ConnectionFileNotFound (FileNotFoundError)  no such file
+    ├── ProtocolError (ValueError)             bytes that are not a valid message
+    │   ├── InvalidSignature                   its HMAC does not match
+    │   ├── ReplayedMessage                    its signature was seen before
+    │   └── ReplyLost                          a reply that will not come
+    ├── KernelTimeout (TimeoutError)           no answer in time
+    ├── KernelDied (RuntimeError)              the kernel exited or stopped answering
+    │   ├── KernelRestarted                    ... restarted while a request waited
+    │   └── CellKernelDied                     ... while a notebook's cell ran
+    ├── KernelLaunchError (OSError)            the kernel's command could not run
+    ├── PortInUse (OSError)                    a connection file's port is taken
+    ├── KernelSpecError (ValueError)           a kernel.json that is not a valid spec
+    ├── NoSuchKernel (KeyError)                no kernel spec by that name
+    ├── ExecutionError                         code run on the kernel raised
+    │   └── CellExecutionError                 ... in a notebook's cell
+    ├── NotebookError (ValueError)             a notebook that cannot be read
+    ├── ClientClosed (RuntimeError)            the client's channels are not running
+    ├── JupyterClientMissing (ImportError)     the manager layer without jupyter_client
+    └── ServerError                            a Jupyter Server answered with an error
+        ├── AuthenticationError                it refused the token
+        └── ServerConnectionError (ConnectionError)  it could not be reached
+
+The modules that raise them import them from here (their old homes, e.g.
+``kernelwire.remote.ServerError``, still name the same classes).
 """
 
 from __future__ import annotations
@@ -151,6 +158,36 @@ class ExecutionError(KernelwireError):
         super().__init__(f"{ename}: {evalue}")
 
 
+class CellExecutionError(ExecutionError):
+    """A cell raised: carries the cell's index and the kernel's ename, evalue, traceback."""
+
+    def __init__(
+        self, cell_index: int, ename: str, evalue: str, traceback: Sequence[str] = ()
+    ) -> None:
+        super().__init__(ename, evalue, traceback)
+        self.cell_index = cell_index
+        self.args = (f"cell {cell_index} raised {ename}: {evalue}",)
+
+
+class CellKernelDied(KernelDied):
+    """The kernel died while a cell ran: names the cell; the notebook keeps what ran."""
+
+    def __init__(self, cell_index: int, died: KernelDied) -> None:
+        # ``died``'s text already holds its exit code and stderr: not added twice.
+        super().__init__(f"cell {cell_index}: the kernel died while it ran: {died}")
+        self.cell_index = cell_index
+        self.exit_code = died.exit_code
+        self.stderr = died.stderr
+
+
+class KernelSpecError(KernelwireError, ValueError):
+    """A ``kernel.json`` that cannot be read or is not a valid kernel spec."""
+
+
+class NotebookError(KernelwireError, ValueError):
+    """A notebook that cannot be read or is not a valid notebook; names the file."""
+
+
 class ClientClosed(KernelwireError, RuntimeError):
     """The client's channels are not started, or were stopped."""
 
@@ -169,3 +206,19 @@ class NoSuchKernel(KernelwireError, KeyError):
 
     def __str__(self) -> str:  # KeyError would show the message quoted
         return str(self.args[0])
+
+
+class ServerError(KernelwireError):
+    """A Jupyter Server answered with an error; names the server and what was asked."""
+
+
+class AuthenticationError(ServerError):
+    """The server refused the token (HTTP 401 or 403)."""
+
+
+class ServerConnectionError(ServerError, ConnectionError):
+    """The server could not be reached (down, wrong address, TLS failure)."""
+
+
+class JupyterClientMissing(KernelwireError, ImportError):
+    """The jupyter_client-compatible manager layer was used without jupyter_client."""

@@ -12,7 +12,6 @@ a client and give an :class:`ExecutionResult` or the outputs as they arrive.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,8 +20,9 @@ from typing import Any
 
 from nbformat import NotebookNode, from_dict
 
-from .client.async_client import AsyncKernelClient, AsyncPendingRequest
-from .client.blocking import BlockingKernelClient, PendingRequest
+from .client._steps import Emit, Settle, Steps, time_left
+from .client.async_client import AsyncKernelClient, AsyncPendingRequest, aiterate_steps
+from .client.blocking import BlockingKernelClient, PendingRequest, iterate_steps
 from .errors import ExecutionError, KernelTimeout, ProtocolError
 from .protocol import requests
 from .protocol.message import Message
@@ -477,6 +477,52 @@ def _timed_out(timeout: float | None, result: ExecutionResult) -> KernelTimeout:
     return error
 
 
+def _stream_steps(
+    client: BlockingKernelClient | AsyncKernelClient,
+    code: str,
+    timeout: float | None,
+    stdin: StdinHandler | None,
+    interrupt: Callable[[], Any] | None,
+    collector: OutputCollector,
+    *,
+    on_arrival: bool = False,
+) -> Steps[None]:
+    """Run ``code``, emitting each output as it is added or changed (see :func:`stream`).
+
+    With ``on_arrival``, each IOPub message goes to ``collector`` as it is read (under
+    the routing lock), not through the request's events: output past the collector's
+    cap is dropped on arrival, never held (``run``); nothing is emitted then.
+    """
+    feed = collector.feed if on_arrival else None
+    pending = client.submit(_request(code, stdin), on_iopub=feed)
+    left = time_left(timeout)
+    try:
+        while True:
+            try:
+                event = yield from pending._next(left)
+            except KernelTimeout:
+                yield Settle(
+                    (interrupt or (lambda: client.interrupt(reply=True, timeout=INTERRUPT_GRACE)))()
+                )
+                grace = time_left(INTERRUPT_GRACE)
+                while (late := (yield from pending._next(grace))) is not None:
+                    if late[0] == "iopub":
+                        collector.feed(late[1])
+                raise _timed_out(timeout, _result(collector, pending)) from None
+            if event is None:
+                break
+            channel, msg = event
+            if channel == "iopub":
+                output = collector.feed(msg)
+                if output is not None:
+                    yield Emit(output)
+            elif channel == "stdin":
+                _answer(client, msg, stdin)
+    finally:
+        pending.close()
+    collector.result = _result(collector, pending)
+
+
 def stream(
     client: BlockingKernelClient,
     code: str,
@@ -492,44 +538,8 @@ def stream(
     ``interrupt_request``), its ``idle`` awaited, and :class:`KernelTimeout` raised; the
     outputs so far are on the exception's ``result``.
     """
-    collector = collector or OutputCollector()
-    pending = client.submit(_request(code, stdin))
-    yield from _drive(client, pending, collector, timeout, stdin, interrupt)
-
-
-def _drive(
-    client: BlockingKernelClient,
-    pending: PendingRequest,
-    collector: OutputCollector,
-    timeout: float | None,
-    stdin: StdinHandler | None,
-    interrupt: Callable[[], Any] | None,
-) -> Iterator[NotebookNode]:
-    """Take a sent execute to its end: IOPub to ``collector`` (yielding what it adds or
-    changes; IOPub the collector gets directly does not come here), input requests to
-    ``stdin``, and on ``timeout`` an interrupt (see :func:`stream`)."""
-    try:
-        events = pending.events(timeout)
-        while True:
-            try:
-                channel, msg = next(events)
-            except StopIteration:
-                break
-            except KernelTimeout:
-                (interrupt or (lambda: client.interrupt(reply=True, timeout=INTERRUPT_GRACE)))()
-                for channel, msg in pending.events(INTERRUPT_GRACE):
-                    if channel == "iopub":
-                        collector.feed(msg)
-                raise _timed_out(timeout, _result(collector, pending)) from None
-            if channel == "iopub":
-                output = collector.feed(msg)
-                if output is not None:
-                    yield output
-            elif channel == "stdin":
-                _answer(client, msg, stdin)
-    finally:
-        pending.close()
-    collector.result = _result(collector, pending)
+    steps = _stream_steps(client, code, timeout, stdin, interrupt, collector or OutputCollector())
+    return iterate_steps(client.engine, steps)
 
 
 def run(
@@ -549,14 +559,14 @@ def run(
     much the code prints.
     """
     collector = OutputCollector(front_end=front_end, max_output_chars=max_output_chars)
-    pending = client.submit(_request(code, stdin), on_iopub=collector.feed)
-    for _ in _drive(client, pending, collector, timeout, stdin, interrupt):
+    steps = _stream_steps(client, code, timeout, stdin, interrupt, collector, on_arrival=True)
+    for _ in iterate_steps(client.engine, steps):
         pass
     assert collector.result is not None
     return collector.result
 
 
-async def stream_async(
+def stream_async(
     client: AsyncKernelClient,
     code: str,
     *,
@@ -566,47 +576,8 @@ async def stream_async(
     collector: OutputCollector | None = None,
 ) -> AsyncIterator[NotebookNode]:
     """:func:`stream` for asyncio clients (``interrupt`` may be a coroutine function)."""
-    collector = collector or OutputCollector()
-    pending = client.submit(_request(code, stdin))
-    async for output in _drive_async(client, pending, collector, timeout, stdin, interrupt):
-        yield output
-
-
-async def _drive_async(
-    client: AsyncKernelClient,
-    pending: AsyncPendingRequest,
-    collector: OutputCollector,
-    timeout: float | None,
-    stdin: StdinHandler | None,
-    interrupt: Callable[[], Any] | None,
-) -> AsyncIterator[NotebookNode]:
-    """:func:`_drive` for asyncio clients."""
-    try:
-        events = pending.events(timeout)
-        while True:
-            try:
-                channel, msg = await events.__anext__()
-            except StopAsyncIteration:
-                break
-            except KernelTimeout:
-                outcome = (
-                    interrupt or (lambda: client.interrupt(reply=True, timeout=INTERRUPT_GRACE))
-                )()
-                if inspect.isawaitable(outcome):
-                    await outcome
-                async for channel, msg in pending.events(INTERRUPT_GRACE):
-                    if channel == "iopub":
-                        collector.feed(msg)
-                raise _timed_out(timeout, _result(collector, pending)) from None
-            if channel == "iopub":
-                output = collector.feed(msg)
-                if output is not None:
-                    yield output
-            elif channel == "stdin":
-                _answer(client, msg, stdin)
-    finally:
-        pending.close()
-    collector.result = _result(collector, pending)
+    steps = _stream_steps(client, code, timeout, stdin, interrupt, collector or OutputCollector())
+    return aiterate_steps(client.engine, steps)
 
 
 async def run_async(
@@ -621,8 +592,8 @@ async def run_async(
 ) -> ExecutionResult:
     """:func:`run` for asyncio clients."""
     collector = OutputCollector(front_end=front_end, max_output_chars=max_output_chars)
-    pending = client.submit(_request(code, stdin), on_iopub=collector.feed)
-    async for _ in _drive_async(client, pending, collector, timeout, stdin, interrupt):
+    steps = _stream_steps(client, code, timeout, stdin, interrupt, collector, on_arrival=True)
+    async for _ in aiterate_steps(client.engine, steps):
         pass
     assert collector.result is not None
     return collector.result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .connection_file import load_connection_file, write_connection_file
 from .lifecycle.launcher import (
     PORT_RETRIES,
     STARTUP_TIMEOUT,
@@ -18,7 +19,7 @@ from .lifecycle.launcher import (
     ports_in_use,
     reserved_connection_info,
 )
-from .protocol.connection import ConnectionInfo, load_connection_file, write_connection_file
+from .protocol.connection import ConnectionInfo
 
 __all__ = ["KernelProcess", "run_kernel_in_process"]
 

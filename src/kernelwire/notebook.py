@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,7 +23,14 @@ import nbformat
 from nbformat import NotebookNode
 
 from ._stopping import stop_early
-from .errors import ExecutionError, KernelDied, KernelTimeout, KernelwireError
+from .errors import (
+    CellExecutionError,
+    CellKernelDied,
+    KernelDied,
+    KernelTimeout,
+    KernelwireError,
+    NotebookError,
+)
 from .execution import OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.pool import KernelPool
@@ -39,32 +46,6 @@ log = logging.getLogger("kernelwire.notebook")
 CellHook = Callable[[int, NotebookNode], None]
 IPYTHON_HISTORY_FILE = ":memory:"
 """Where IPython kernels started for a notebook keep their history (nbclient's default)."""
-
-
-class NotebookError(KernelwireError, ValueError):
-    """A notebook that cannot be read or is not a valid notebook; names the file."""
-
-
-class CellExecutionError(ExecutionError):
-    """A cell raised: carries the cell's index and the kernel's ename, evalue, traceback."""
-
-    def __init__(
-        self, cell_index: int, ename: str, evalue: str, traceback: Sequence[str] = ()
-    ) -> None:
-        super().__init__(ename, evalue, traceback)
-        self.cell_index = cell_index
-        self.args = (f"cell {cell_index} raised {ename}: {evalue}",)
-
-
-class CellKernelDied(KernelDied):
-    """The kernel died while a cell ran: names the cell; the notebook keeps what ran."""
-
-    def __init__(self, cell_index: int, died: KernelDied) -> None:
-        # ``died``'s text already holds its exit code and stderr: not added twice.
-        super().__init__(f"cell {cell_index}: the kernel died while it ran: {died}")
-        self.cell_index = cell_index
-        self.exit_code = died.exit_code
-        self.stderr = died.stderr
 
 
 def read(path: str | os.PathLike[str] | TextIO) -> NotebookNode:

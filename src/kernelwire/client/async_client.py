@@ -2,7 +2,9 @@
 
 Sockets are read from the running loop's reader callbacks: no thread, no
 nest_asyncio. Request methods return the ``msg_id`` at once, or, with
-``reply=True``, an awaitable of the reply.
+``reply=True``, an awaitable of the reply. Every algorithm that waits is written once
+(in :mod:`~kernelwire.client.base` and :mod:`~kernelwire.client._pending`);
+:func:`arun_steps` and :func:`aiterate_steps` perform its waits on the loop.
 
 >>> async with AsyncKernelClient("kernel.json") as client:     # doctest: +SKIP
 ...     reply = await client.execute("1 + 1", reply=True)
@@ -12,23 +14,58 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import queue
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
-from ..errors import KernelTimeout
-from ..protocol import requests
 from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
-from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
-from .blocking import HeartbeatChannel
-from .engine import AsyncEngine, take_unclaimed
-from .hooks import make_stdin_hook, print_output, terminal_stdin
-from .pending import PendingBase
-from .routing import RequestState, iopub_joined
+from ._engine import AsyncEngine
+from ._pending import PendingBase
+from ._steps import NOTHING, Done, Emit, Outcome, Settle, Step, Steps, Wait, advance, time_left
+from .base import ALL_CLAIMS, ChannelBase, ChannelOf, KernelClientBase
 
 AsyncHook = Callable[[Message], Any]
+T = TypeVar("T")
+
+
+async def _settle(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _step_outcome(engine: AsyncEngine | None, step: Step) -> Outcome:
+    """Await what ``step`` says: a wait on the loop, or a call's awaitable result."""
+    if isinstance(step, Settle):
+        waiting = _settle(step.value)
+    else:
+        assert engine is not None and isinstance(step, Wait)
+        waiting = engine.wait_for(step.predicate, step.timeout)
+    try:
+        return await waiting, None
+    except Exception as exc:  # the algorithm's to handle: thrown into it
+        return None, exc
+
+
+async def aiterate_steps(engine: AsyncEngine, steps: Steps[Any]) -> AsyncIterator[Any]:
+    """Run an algorithm's steps on the loop, yielding what it emits."""
+    outcome = NOTHING
+    try:
+        while not isinstance(step := advance(steps, *outcome), Done):
+            if isinstance(step, Emit):
+                yield step.value
+            outcome = NOTHING if isinstance(step, Emit) else await _step_outcome(engine, step)
+    finally:
+        steps.close()  # left early: the algorithm's cleanup runs now
+
+
+async def arun_steps(engine: AsyncEngine | None, steps: Steps[T]) -> T:
+    """Run an algorithm's steps, waiting on the running loop; its result."""
+    try:
+        outcome = NOTHING
+        while not isinstance(step := advance(steps, *outcome), Done):
+            outcome = await _step_outcome(engine, step)
+        return step.value  # type: ignore[no-any-return]
+    finally:
+        steps.close()
 
 
 class AsyncPendingRequest(PendingBase[AsyncEngine]):
@@ -38,25 +75,20 @@ class AsyncPendingRequest(PendingBase[AsyncEngine]):
     reply and the IOPub ``status: idle``.
     """
 
-    def __init__(self, client: AsyncKernelClient, msg: Message, state: RequestState) -> None:
+    def __init__(self, client: AsyncKernelClient, msg: Message, state: Any) -> None:
         super().__init__(client.engine, msg, state)
         self.client = client
 
     async def reply(self, timeout: float | None = None) -> Message:
         """The reply; :class:`KernelTimeout` / :class:`KernelDied` if it does not come."""
-        return await self._engine.wait_for(self._reply_ready(), timeout)
+        return await arun_steps(self._engine, self._reply_steps(timeout))
 
     async def events(self, timeout: float | None = None) -> AsyncIterator[tuple[Channel, Message]]:
         """``(channel, message)`` pairs as they arrive, until done; ``timeout`` bounds the whole."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        next_event = self._next_event()
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            event = await self._engine.wait_for(next_event, remaining)
-            if event is False:
-                self.close()
-                return
+        left, next_event = time_left(timeout), self._next_event()
+        while (event := await self._engine.wait_for(next_event, left())) is not False:
             yield event  # type: ignore[misc]
+        self.close()
 
     def __aiter__(self) -> AsyncIterator[tuple[Channel, Message]]:
         return self.events()
@@ -74,21 +106,13 @@ class AsyncPendingRequest(PendingBase[AsyncEngine]):
         stdin_hook: AsyncHook | None = None,
     ) -> Message:
         """Consume everything (hooks may be coroutine functions); return the reply."""
-        async for channel, msg in self.events(timeout):
-            hook = output_hook if channel == "iopub" else stdin_hook if channel == "stdin" else None
-            if hook is not None:
-                result = hook(msg)
-                if inspect.isawaitable(result):
-                    await result
-        return self._final_reply()
+        return await arun_steps(self._engine, self._wait_steps(timeout, output_hook, stdin_hook))
 
 
-class AsyncChannel:
+class AsyncChannel(ChannelBase):
     """One channel of an asyncio client, with jupyter_client's channel methods."""
 
-    def __init__(self, client: AsyncKernelClient, name: Channel) -> None:
-        self.client = client
-        self.name = name
+    client: AsyncKernelClient
 
     async def get_msg(self, block: bool = True, timeout: float | None = None) -> Message:
         """The next unclaimed message; ``queue.Empty`` on timeout."""
@@ -96,35 +120,11 @@ class AsyncChannel:
 
     async def get_msgs(self) -> list[Message]:
         """Every unclaimed message available now."""
-        out: list[Message] = []
-        while True:
-            try:
-                out.append(await self.get_msg(block=False))
-            except queue.Empty:
-                return out
+        return await self.client._run(self._all_steps())
 
     async def msg_ready(self) -> bool:
         """Whether an unclaimed message is waiting."""
-        self.client.engine.attach()
-        await asyncio.sleep(0)
-        return bool(self.client.engine.router.unclaimed[self.name])
-
-    def send(self, msg: Mapping[str, Any]) -> None:
-        """Send a message you built on this channel."""
-        self.client.send_message(self.name, msg)
-
-    def is_alive(self) -> bool:
-        """Whether the channel is open."""
-        engine = self.client._engine
-        return engine is not None and engine.has_channel(self.name)
-
-    def start(self) -> None:
-        """Kept for jupyter_client compatibility."""
-
-    def stop(self) -> None:
-        """Kept for jupyter_client compatibility."""
-
-    close = stop
+        return await self.client._run(self._ready_steps())
 
 
 class AsyncKernelClient(KernelClientBase[AsyncEngine]):
@@ -144,6 +144,13 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
     async def __aexit__(self, *exc: object) -> None:
         self.stop_channels()
 
+    def _run(self, steps: Steps[T]) -> Awaitable[T]:
+        return arun_steps(self._engine, steps)
+
+    async def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
+        msg = self._take_now(channel)
+        return msg if msg is not None else await self._run(self._unclaimed_steps(channel, timeout))
+
     def start_channels(self, *args: Any, **kwargs: Any) -> None:
         """Connect the channels; reading starts on the running loop (now, or at the first wait)."""
         super().start_channels(*args, **kwargs)
@@ -153,40 +160,10 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
             return
         self.engine.attach()
 
-    @property
-    def shell_channel(self) -> AsyncChannel:
-        """The shell channel."""
-        return AsyncChannel(self, "shell")
-
-    @property
-    def iopub_channel(self) -> AsyncChannel:
-        """The IOPub channel."""
-        return AsyncChannel(self, "iopub")
-
-    @property
-    def stdin_channel(self) -> AsyncChannel:
-        """The stdin channel."""
-        return AsyncChannel(self, "stdin")
-
-    @property
-    def control_channel(self) -> AsyncChannel:
-        """The control channel."""
-        return AsyncChannel(self, "control")
-
-    @property
-    def hb_channel(self) -> HeartbeatChannel:
-        """The heartbeat channel."""
-        return HeartbeatChannel(self)
-
-    async def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
-        engine = self.engine
-        queue_ = engine.router.unclaimed[channel]
-        if queue_ and engine.router.unclaimed_sink is None:
-            return queue_.popleft()  # fast path: deque.popleft is atomic
-        try:
-            return await engine.wait_for(take_unclaimed(engine.router, channel), timeout)
-        except KernelTimeout:
-            raise queue.Empty from None
+    shell_channel = ChannelOf(AsyncChannel, "shell")
+    iopub_channel = ChannelOf(AsyncChannel, "iopub")
+    stdin_channel = ChannelOf(AsyncChannel, "stdin")
+    control_channel = ChannelOf(AsyncChannel, "control")
 
     async def get_shell_msg(self, block: bool = True, timeout: float | None = None) -> Message:
         """The next unclaimed shell message (``queue.Empty`` on timeout)."""
@@ -206,65 +183,14 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
 
     async def is_alive(self) -> bool:
         """Whether the kernel answers its heartbeat (waits up to ``time_to_dead`` for a pong)."""
-        engine = self._engine
-        if engine is None:
-            return False
-        if not engine.has_channel("hb"):
-            return engine.router.death is None
-        heartbeat = engine.heartbeat
-
-        def answered() -> bool | None:
-            if engine.router.death is not None:
-                return False
-            return True if heartbeat.beating(time.monotonic()) else None
-
-        try:
-            return await engine.wait_for(answered, self.time_to_dead)
-        except KernelTimeout:
-            return False
+        return await self._run(self._alive_steps())
 
     async def wait_for_ready(self, timeout: float | None = None) -> Message:
         """Wait until the kernel answers ``kernel_info`` and IOPub is connected.
 
         Returns the ``kernel_info_reply``.
         """
-        if self._engine is None:
-            self.start_channels()
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def left() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        router = self.engine.router
-        probes: list[AsyncPendingRequest] = []
-        try:
-            while True:
-                await self.engine.join_iopub(left())
-                welcomed_before = router.iopub_welcomed
-                probe = self.submit(requests.kernel_info())
-                probes.append(probe)
-                reply = await probe.reply(left())
-                if not self.engine.has_channel("iopub"):
-                    return reply
-                state = probe._state
-                if not welcomed_before:
-                    try:
-                        await self.engine.wait_for(iopub_joined(router), min(1.0, left() or 1))
-                    except KernelTimeout:
-                        if left() == 0.0:
-                            raise
-                        continue
-                    if not state.idle:
-                        continue
-                async for _ in probe.events(left()):
-                    pass
-                self._set_aside_startup_output()
-                return reply
-        except KernelTimeout:
-            raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
-        finally:
-            for probe in probes:
-                probe.discard()
+        return await self._run(self._ready_steps(timeout))
 
     def submit(
         self,
@@ -278,21 +204,15 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
         With ``on_iopub``, the request's IOPub messages go to it as they are read (on
         the loop, from the sockets' reader callbacks), and not to the handle.
         """
-        msg, state = self._track(request, claims, on_iopub)
-        return AsyncPendingRequest(self, msg, state)
+        return self._submit(request, claims, AsyncPendingRequest, on_iopub)
 
     def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
-        if not reply:
-            return self._send(request)[0]["msg_id"]
-        pending = self.submit(request, claims=REPLY_CLAIMS)
-
-        async def wait_reply() -> Message:
-            try:
-                return await pending.reply(timeout)
-            finally:
-                pending.discard()
-
-        return wait_reply()
+        """The msg_id, or (``reply=True``) an awaitable of the reply."""
+        return (
+            self._run(self._reply_steps(request, timeout))
+            if reply
+            else self._send(request)[0]["msg_id"]
+        )
 
     async def execute_interactive(
         self,
@@ -311,13 +231,13 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
         request = self._execute_request(
             code, silent, store_history, user_expressions, allow_stdin, stop_on_error
         )
-        pending = self.submit(request)
-        if stdin_hook is None:
-            stdin_hook = make_stdin_hook(self.input, terminal_stdin)
-        try:
-            return await pending.wait(timeout, output_hook or print_output, stdin_hook)
-        finally:
-            pending.close()
+        return await self._run(self._interactive_steps(request, timeout, output_hook, stdin_hook))
 
 
-__all__ = ["AsyncChannel", "AsyncKernelClient", "AsyncPendingRequest"]
+__all__ = [
+    "AsyncChannel",
+    "AsyncKernelClient",
+    "AsyncPendingRequest",
+    "aiterate_steps",
+    "arun_steps",
+]

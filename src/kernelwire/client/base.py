@@ -1,14 +1,19 @@
-"""What every kernel client shares: connection info, session, and building requests.
+"""What every kernel client shares: connection info, session, requests, and every
+algorithm that waits.
 
-The blocking, asyncio and callback clients differ only in how they wait; the
-request methods (``execute``, ``complete``, ...) are written once here, in terms of
-:meth:`KernelClientBase._send` and :meth:`KernelClientBase._track`.
+The blocking, asyncio and callback clients differ only in how they wait. The request
+methods (``execute``, ``complete``, ...) are written once here, in terms of
+:meth:`KernelClientBase._send` and :meth:`KernelClientBase._request`; so are readiness,
+liveness and taking unclaimed messages, as generators of steps
+(:mod:`kernelwire.client._steps`) that each client runs its own way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import time
 import uuid
 import weakref
 from collections import deque
@@ -17,23 +22,25 @@ from typing import Any, Generic, TypeVar
 
 import zmq
 
-from ..errors import ClientClosed
+from ..connection_file import load_connection_file
+from ..errors import ClientClosed, KernelTimeout
 from ..protocol import requests
-from ..protocol.connection import (
-    PORT_FIELDS,
-    ChannelName,
-    ConnectionInfo,
-    load_connection_file,
-    load_connection_info,
-)
+from ..protocol.connection import PORT_FIELDS, ChannelName, ConnectionInfo, load_connection_info
 from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
 from ..session import Session
-from .engine import AsyncEngine, BlockingEngine
+from ..transports.base import Transport
+from ..transports.zmq import ZmqTransport
+from . import _engine
+from ._engine import AsyncEngine, BlockingEngine, take_unclaimed
+from ._hooks import make_stdin_hook, print_output, terminal_stdin
+from ._pending import Hook, PendingBase
+from ._steps import Steps, Wait, time_left
 from .heartbeat import Heartbeat
-from .routing import MAX_UNCLAIMED, RequestState, Router, Sink
+from .routing import MAX_UNCLAIMED, RequestState, Router, Sink, iopub_joined
 
 EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
+PendingT = TypeVar("PendingT", bound=PendingBase[Any])
 
 log = logging.getLogger("kernelwire.client")
 
@@ -53,6 +60,9 @@ JUPYTER_CONNECTION_KEYWORDS = frozenset(
     }
 )
 
+TransportFactory = Callable[[list[ChannelName], Session], Transport]
+"""Makes the transport of a client's channels: ``(channels, session) -> Transport``."""
+
 ALL_CLAIMS: frozenset[Channel] = frozenset({"shell", "iopub", "stdin", "control"})
 REPLY_CLAIMS: frozenset[Channel] = frozenset({"shell", "control"})
 
@@ -61,9 +71,9 @@ class KernelClientBase(Generic[EngineT]):
     """Connection info, session and request building, shared by every client.
 
     ``connection_file`` or ``connection_info`` may be given here or loaded later with
-    :meth:`load_connection_file` / :meth:`load_connection_info`; ``engine_factory``
-    replaces the ZeroMQ engine (remote kernels): ``start_channels`` calls it with the
-    channels to open, the session, the heartbeat and ``max_unclaimed``. ``time_to_dead`` is
+    :meth:`load_connection_file` / :meth:`load_connection_info`. ``transport_factory``
+    replaces the ZeroMQ transport (a remote kernel's WebSocket, a fake in tests):
+    ``start_channels`` calls it with the channels to open and the session. ``time_to_dead`` is
     how long an unanswered heartbeat means the kernel is dead.
 
     ``max_unclaimed`` bounds each channel's queue of messages no request claimed (those
@@ -96,8 +106,7 @@ class KernelClientBase(Generic[EngineT]):
         heartbeat_interval: float = 0.5,
         max_unclaimed: int | None = MAX_UNCLAIMED,
         allow_stdin: bool = True,
-        engine_factory: Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT]
-        | None = None,
+        transport_factory: TransportFactory | None = None,
         parent: Any = None,
         log: Any = None,
         **jupyter_options: Any,
@@ -118,9 +127,7 @@ class KernelClientBase(Generic[EngineT]):
         self.max_unclaimed = max_unclaimed
         self.allow_stdin = allow_stdin
         self._engine: EngineT | None = None
-        self._engine_factory: (
-            Callable[[list[ChannelName], Session, Heartbeat, int | None], EngineT] | None
-        ) = engine_factory
+        self._transport_factory = transport_factory
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self.startup_output: list[Message] = []
         jupyter_options.pop("config", None)
@@ -199,7 +206,7 @@ class KernelClientBase(Generic[EngineT]):
         """Connect the channels (all by default). Calling it again is a no-op."""
         if self._engine is not None:
             return
-        if self.connection_info is None and self._engine_factory is None:
+        if self.connection_info is None and self._transport_factory is None:
             # A manager's client made before its kernel started: take the info now.
             info = getattr(self.parent, "kernelwire_connection_info", None)
             if callable(info) and info() is not None:
@@ -207,17 +214,20 @@ class KernelClientBase(Generic[EngineT]):
         wanted = {"shell": shell, "iopub": iopub, "stdin": stdin, "control": control, "hb": hb}
         channels: list[ChannelName] = [name for name, on in wanted.items() if on]  # type: ignore[misc]
         heartbeat = Heartbeat(self.heartbeat_interval, self.time_to_dead)
-        if self._engine_factory is not None:
-            engine = self._engine_factory(channels, self.session, heartbeat, self.max_unclaimed)
+        transport: Transport
+        if self._transport_factory is not None:
+            transport = self._transport_factory(channels, self.session)
         else:
-            engine = self._engine_class(
+            transport = ZmqTransport(
                 self._info(),
                 self.session,
-                channels=channels,
-                context=self.context,
-                heartbeat=heartbeat,
-                max_unclaimed=self.max_unclaimed,
+                channels,
+                self.context,
+                max_frame_bytes=_engine.MAX_MESSAGE_BYTES,  # read now: tests lower it
             )
+        engine = self._engine_class(
+            transport, self.session, heartbeat=heartbeat, max_unclaimed=self.max_unclaimed
+        )
         self._engine = engine
         # A client dropped without stop_channels() still closes its sockets.
         self._finalizer = weakref.finalize(self, engine.close)
@@ -279,6 +289,11 @@ class KernelClientBase(Generic[EngineT]):
                 return self._engine
             raise ClientClosed("channels are not running: call start_channels() first")
         return self._engine
+
+    @property
+    def hb_channel(self) -> HeartbeatChannel:
+        """The heartbeat channel."""
+        return HeartbeatChannel(self)
 
     @property
     def router(self) -> Router:
@@ -495,9 +510,239 @@ class KernelClientBase(Generic[EngineT]):
         """Answer the kernel's pending ``input_request`` with ``string``."""
         self._send(requests.input_reply(string))
 
+    def submit(
+        self, request: Request, *, claims: frozenset[Channel] = ALL_CLAIMS
+    ) -> PendingBase[EngineT]:
+        """Send ``request`` and return a handle that receives exactly its messages."""
+        raise NotImplementedError
+
+    def _submit(
+        self,
+        request: Request,
+        claims: frozenset[Channel],
+        kind: Callable[[Any, Message, RequestState], PendingT],
+        on_iopub: Callable[[Message], object] | None = None,
+    ) -> PendingT:
+        msg, state = self._track(request, claims, on_iopub)
+        return kind(self, msg, state)
+
+    # -- the waiting algorithms, as steps (each client runs them its own way) ----------
+    def _reply_steps(self, request: Request, timeout: float | None) -> Steps[Message]:
+        """Send ``request`` and wait for its reply (handed over: not requeued)."""
+        pending = self.submit(request, claims=REPLY_CLAIMS)
+        try:
+            return (yield from pending._reply_steps(timeout))
+        finally:
+            pending.discard()
+
+    def _interactive_steps(
+        self,
+        request: Request,
+        timeout: float | None,
+        output_hook: Hook | None,
+        stdin_hook: Hook | None,
+    ) -> Steps[Message]:
+        pending = self.submit(request)
+        if stdin_hook is None:
+            stdin_hook = make_stdin_hook(self.input, terminal_stdin)
+        try:
+            return (
+                yield from pending._wait_steps(timeout, output_hook or print_output, stdin_hook)
+            )
+        finally:
+            pending.close()
+
+    def _take_now(self, channel: Channel) -> Message | None:
+        """The oldest unclaimed ``channel`` message already read, without waiting (the
+        hot path of ``get_iopub_msg`` in a flood: no steps to run)."""
+        engine = self.engine
+        engine.watch(channel)
+        waiting = engine.router.unclaimed[channel]
+        if waiting and engine.router.unclaimed_sink is None:
+            return waiting.popleft()  # deque.popleft is atomic
+        return None
+
+    def _unclaimed_steps(self, channel: Channel, timeout: float | None) -> Steps[Message]:
+        """The next unclaimed ``channel`` message; ``queue.Empty`` after ``timeout``."""
+        msg = self._take_now(channel)
+        if msg is not None:
+            return msg
+        engine = self.engine
+        try:
+            taken: Message = yield Wait(take_unclaimed(engine.router, channel), timeout)
+        except KernelTimeout:
+            raise queue.Empty from None
+        return taken
+
+    def _alive_steps(self) -> Steps[bool]:
+        """Whether the kernel answers its heartbeat (waits up to ``time_to_dead``)."""
+        engine = self._engine
+        if engine is None:
+            return False
+        router, heartbeat = engine.router, engine.heartbeat
+        if not engine.has_channel("hb") or heartbeat.beating(time.monotonic()):
+            return router.death is None
+
+        def answered() -> bool | None:
+            if router.death is not None:
+                return False
+            return True if heartbeat.beating(time.monotonic()) else None
+
+        try:
+            alive: bool = yield Wait(answered, self.time_to_dead)
+        except KernelTimeout:
+            return False
+        return alive
+
+    def _join_steps(self, timeout: float | None) -> Steps[None]:
+        """Wait until IOPub is joined, if this connection still needs it."""
+        engine = self.engine
+        if engine.begin_join():
+            yield Wait(engine.core.join_done, timeout)
+
+    def _ready_steps(self, timeout: float | None) -> Steps[Message]:
+        """Wait until the kernel answers ``kernel_info`` and IOPub is connected.
+
+        IOPub counts as connected when the kernel's ``iopub_welcome`` (protocol 5.5)
+        has arrived, or else when a status message for our request has.
+        """
+        if self._engine is None:
+            self.start_channels()
+        left = time_left(timeout)
+        engine = self.engine
+        probes: list[PendingBase[EngineT]] = []
+        try:
+            while True:
+                yield from self._join_steps(left())
+                welcomed_before = engine.router.iopub_welcomed
+                probe = self.submit(requests.kernel_info())
+                probes.append(probe)
+                reply = yield from probe._reply_steps(left())
+                if not engine.has_channel("iopub"):
+                    return reply
+                if not welcomed_before:
+                    # Our statuses may have gone out before IOPub was subscribed: wait until
+                    # it is. Without our idle by then, the next probe's statuses are certain.
+                    try:
+                        yield Wait(iopub_joined(engine.router), min(1.0, left() or 1))
+                    except KernelTimeout:
+                        if left() == 0.0:
+                            raise
+                        continue
+                    if not probe._state.idle:
+                        continue
+                # This probe's idle came: every earlier probe's statuses came before it.
+                while (yield from probe._next(left)) is not None:
+                    pass
+                self._set_aside_startup_output()
+                return reply
+        except KernelTimeout:
+            raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
+        finally:
+            for probe in probes:
+                probe.discard()  # probes' own messages are not the user's
+
     def __repr__(self) -> str:
         where = self.connection_file or (
             self.connection_info.url("shell") if self.connection_info else "unconnected"
         )
         state = "running" if self._engine is not None else "stopped"
         return f"<{type(self).__name__} {where} {state}>"
+
+
+ChannelT = TypeVar("ChannelT")
+
+
+class ChannelOf(Generic[ChannelT]):
+    """A client property giving its ``name`` channel, made by ``kind(client, name)``."""
+
+    def __init__(self, kind: Callable[[Any, Channel], ChannelT], name: Channel) -> None:
+        self.kind = kind
+        self.name = name
+        self.__doc__ = f"The {name} channel."
+
+    def __get__(self, client: Any, owner: type[Any] | None = None) -> ChannelT:
+        return self.kind(client, self.name)
+
+
+class ChannelBase:
+    """One channel of a client, with jupyter_client's channel methods."""
+
+    def __init__(self, client: KernelClientBase[Any], name: Channel) -> None:
+        self.client = client
+        self.name = name
+
+    def _all_steps(self) -> Steps[list[Message]]:
+        out: list[Message] = []
+        while True:
+            try:
+                out.append((yield from self.client._unclaimed_steps(self.name, 0.0)))
+            except queue.Empty:
+                return out
+
+    def _ready_steps(self) -> Steps[bool]:
+        engine = self.client.engine
+        engine.watch(self.name)
+        waiting = engine.router.unclaimed[self.name]
+        if waiting:
+            return True
+        try:
+            yield Wait(lambda: True if waiting else None, 0.0)  # reads what is there
+        except KernelTimeout:
+            return False
+        return True
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        """Send a message you built (``client.session.message(...)``) on this channel."""
+        self.client.send_message(self.name, msg)
+
+    def is_alive(self) -> bool:
+        """Whether the channel is open."""
+        engine = self.client._engine
+        return engine is not None and engine.has_channel(self.name)
+
+    def start(self) -> None:
+        """Channels start with the client; kept for jupyter_client compatibility."""
+
+    def stop(self) -> None:
+        """Channels stop with the client; kept for jupyter_client compatibility."""
+
+    close = stop
+
+
+class HeartbeatChannel:
+    """The heartbeat channel: ``is_beating()``, ``pause()``, ``unpause()``."""
+
+    def __init__(self, client: KernelClientBase[Any]) -> None:
+        self.client = client
+
+    @property
+    def time_to_dead(self) -> float:
+        """Seconds without a pong before the kernel counts as dead."""
+        return self.client.time_to_dead
+
+    def is_beating(self) -> bool:
+        """Whether the last pong is recent and heartbeats are not paused."""
+        engine = self.client._engine
+        if engine is None or engine.heartbeat.paused or engine.router.death is not None:
+            return False
+        return bool(engine.heartbeat.beating(time.monotonic()))
+
+    def is_alive(self) -> bool:
+        """Whether the heartbeat channel is open."""
+        engine = self.client._engine
+        return engine is not None and engine.has_channel("hb")
+
+    def pause(self) -> None:
+        """Stop pinging (e.g. while the kernel restarts)."""
+        self.client.engine.pause_liveness()
+
+    def unpause(self) -> None:
+        """Resume pinging."""
+        self.client.engine.resume_liveness()
+
+    def start(self) -> None:
+        """Kept for jupyter_client compatibility."""
+
+    def stop(self) -> None:
+        """Kept for jupyter_client compatibility."""

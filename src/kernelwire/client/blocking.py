@@ -7,27 +7,71 @@
 hi
 
 It is a real blocking implementation (no event loop underneath), so it works
-inside a running asyncio loop, e.g. in a notebook cell, without nest_asyncio.
+inside a running asyncio loop, e.g. in a notebook cell, without nest_asyncio. Every
+algorithm that waits is written once (in :mod:`~kernelwire.client.base` and
+:mod:`~kernelwire.client._pending`); :func:`run_steps` and :func:`iterate_steps` perform
+its waits by pumping on the calling thread.
 """
 
 from __future__ import annotations
 
-import queue
-import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+import contextlib
+from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import Any, TypeVar
 
-from ..errors import KernelDied, KernelTimeout
-from ..protocol import requests
 from ..protocol.message import Channel, Message
 from ..protocol.requests import Request
-from .base import ALL_CLAIMS, REPLY_CLAIMS, KernelClientBase
-from .engine import BlockingEngine, take_unclaimed
-from .hooks import make_stdin_hook, print_output, terminal_stdin
-from .pending import PendingBase
-from .routing import RequestState, Sink, iopub_joined
+from ._engine import BlockingEngine
+from ._pending import PendingBase
+from ._steps import NOTHING, Done, Emit, Outcome, Settle, Step, Steps, Wait, advance, time_left
+from .base import ALL_CLAIMS, ChannelBase, ChannelOf, HeartbeatChannel, KernelClientBase
 
 Hook = Callable[[Message], None]
+T = TypeVar("T")
+
+__all__ = [
+    "BlockingChannel",
+    "BlockingKernelClient",
+    "HeartbeatChannel",
+    "PendingRequest",
+    "iterate_steps",
+    "run_steps",
+]
+
+
+def run_steps(engine: BlockingEngine | None, steps: Steps[T]) -> T:
+    """Run an algorithm's steps, waiting by pumping ``engine``; its result."""
+    outcome = NOTHING
+    with contextlib.closing(steps):  # an interrupted algorithm's cleanup runs now
+        while not isinstance(step := advance(steps, *outcome), Done):
+            outcome = _outcome(engine, step)
+    return step.value  # type: ignore[no-any-return]
+
+
+def iterate_steps(engine: BlockingEngine, steps: Steps[Any]) -> Iterator[Any]:
+    """Run an algorithm's steps, yielding what it emits; closes it if left early."""
+    outcome = NOTHING
+    with contextlib.closing(steps):
+        while not isinstance(step := advance(steps, *outcome), Done):
+            outcome = yield from _perform(engine, step)
+
+
+def _perform(engine: BlockingEngine, step: Step) -> Generator[Any, None, Outcome]:
+    if not isinstance(step, Emit):
+        return _outcome(engine, step)
+    yield step.value
+    return NOTHING
+
+
+def _outcome(engine: BlockingEngine | None, step: Step) -> Outcome:
+    """Wait as ``step`` says (a :class:`Settle` needs no wait here): its outcome."""
+    try:
+        if isinstance(step, Settle):
+            return step.value, None
+        assert engine is not None and isinstance(step, Wait)
+        return engine.wait_for(step.predicate, step.timeout), None
+    except Exception as exc:  # the algorithm's to handle: thrown into it
+        return None, exc
 
 
 class PendingRequest(PendingBase[BlockingEngine]):
@@ -37,7 +81,7 @@ class PendingRequest(PendingBase[BlockingEngine]):
     the IOPub ``status: idle``; or call :meth:`reply`, :meth:`iopub`, :meth:`wait`.
     """
 
-    def __init__(self, client: BlockingKernelClient, msg: Message, state: RequestState) -> None:
+    def __init__(self, client: BlockingKernelClient, msg: Message, state: Any) -> None:
         super().__init__(client.engine, msg, state)
         self.client = client
 
@@ -46,27 +90,21 @@ class PendingRequest(PendingBase[BlockingEngine]):
 
         Raises :class:`KernelTimeout` or :class:`KernelDied` if it does not come.
         """
-        return self._engine.wait_for(self._reply_ready(), timeout)
+        return run_steps(self._engine, self._reply_steps(timeout))
 
     def events(self, timeout: float | None = None) -> Iterator[tuple[Channel, Message]]:
         """``(channel, message)`` pairs as they arrive, until done; ``timeout`` bounds the whole."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        next_event = self._next_event()
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            event = self._engine.wait_for(next_event, remaining)
-            if event is False:
-                self.close()
-                return
+        # The hot path of every round trip: one wait per event, no steps to run.
+        left, next_event, wait_for = time_left(timeout), self._next_event(), self._engine.wait_for
+        while (event := wait_for(next_event, left())) is not False:
             yield event  # type: ignore[misc]
+        self.close()
 
     __iter__ = events
 
     def iopub(self, timeout: float | None = None) -> Iterator[Message]:
         """This request's IOPub messages, up to and including ``status: idle``."""
-        for channel, msg in self.events(timeout):
-            if channel == "iopub":
-                yield msg
+        return (msg for channel, msg in self.events(timeout) if channel == "iopub")
 
     def wait(
         self,
@@ -78,20 +116,13 @@ class PendingRequest(PendingBase[BlockingEngine]):
 
         IOPub messages go to ``output_hook``, stdin requests to ``stdin_hook``.
         """
-        for channel, msg in self.events(timeout):
-            if channel == "iopub" and output_hook is not None:
-                output_hook(msg)
-            elif channel == "stdin" and stdin_hook is not None:
-                stdin_hook(msg)
-        return self._final_reply()
+        return run_steps(self._engine, self._wait_steps(timeout, output_hook, stdin_hook))
 
 
-class BlockingChannel:
+class BlockingChannel(ChannelBase):
     """One channel of a blocking client, with jupyter_client's channel methods."""
 
-    def __init__(self, client: BlockingKernelClient, name: Channel) -> None:
-        self.client = client
-        self.name = name
+    client: BlockingKernelClient
 
     def get_msg(self, block: bool = True, timeout: float | None = None) -> Message:
         """The next unclaimed message.
@@ -102,79 +133,11 @@ class BlockingChannel:
 
     def get_msgs(self) -> list[Message]:
         """Every unclaimed message available now."""
-        out: list[Message] = []
-        while True:
-            try:
-                out.append(self.get_msg(block=False))
-            except queue.Empty:
-                return out
+        return self.client._run(self._all_steps())
 
     def msg_ready(self) -> bool:
         """Whether an unclaimed message is waiting."""
-        engine = self.client.engine
-        engine.watch(self.name)
-        if engine.router.unclaimed[self.name]:
-            return True
-        try:
-            engine.wait_for(lambda: True if engine.router.unclaimed[self.name] else None, 0.0)
-        except KernelTimeout:
-            return False
-        return True
-
-    def send(self, msg: Mapping[str, Any]) -> None:
-        """Send a message you built (``client.session.message(...)``) on this channel."""
-        self.client.send_message(self.name, msg)
-
-    def is_alive(self) -> bool:
-        """Whether the channel is open."""
-        engine = self.client._engine
-        return engine is not None and engine.has_channel(self.name)
-
-    def start(self) -> None:
-        """Channels start with the client; kept for jupyter_client compatibility."""
-
-    def stop(self) -> None:
-        """Channels stop with the client; kept for jupyter_client compatibility."""
-
-    close = stop
-
-
-class HeartbeatChannel:
-    """The heartbeat channel: ``is_beating()``, ``pause()``, ``unpause()``."""
-
-    def __init__(self, client: KernelClientBase[Any]) -> None:
-        self.client = client
-
-    @property
-    def time_to_dead(self) -> float:
-        """Seconds without a pong before the kernel counts as dead."""
-        return self.client.time_to_dead
-
-    def is_beating(self) -> bool:
-        """Whether the last pong is recent and heartbeats are not paused."""
-        engine = self.client._engine
-        if engine is None or engine.heartbeat.paused or engine.router.death is not None:
-            return False
-        return bool(engine.heartbeat.beating(time.monotonic()))
-
-    def is_alive(self) -> bool:
-        """Whether the heartbeat channel is open."""
-        engine = self.client._engine
-        return engine is not None and engine.has_channel("hb")
-
-    def pause(self) -> None:
-        """Stop pinging (e.g. while the kernel restarts)."""
-        self.client.engine.heartbeat.paused = True
-
-    def unpause(self) -> None:
-        """Resume pinging."""
-        self.client.engine.heartbeat.paused = False
-
-    def start(self) -> None:
-        """Kept for jupyter_client compatibility."""
-
-    def stop(self) -> None:
-        """Kept for jupyter_client compatibility."""
+        return self.client._run(self._ready_steps())
 
 
 class BlockingKernelClient(KernelClientBase[BlockingEngine]):
@@ -196,42 +159,18 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
     def __exit__(self, *exc: object) -> None:
         self.stop_channels()
 
-    # -- channels ----------------------------------------------------------------
-    @property
-    def shell_channel(self) -> BlockingChannel:
-        """The shell channel."""
-        return BlockingChannel(self, "shell")
-
-    @property
-    def iopub_channel(self) -> BlockingChannel:
-        """The IOPub channel."""
-        return BlockingChannel(self, "iopub")
-
-    @property
-    def stdin_channel(self) -> BlockingChannel:
-        """The stdin channel."""
-        return BlockingChannel(self, "stdin")
-
-    @property
-    def control_channel(self) -> BlockingChannel:
-        """The control channel."""
-        return BlockingChannel(self, "control")
-
-    @property
-    def hb_channel(self) -> HeartbeatChannel:
-        """The heartbeat channel."""
-        return HeartbeatChannel(self)
+    def _run(self, steps: Steps[T]) -> T:
+        return run_steps(self._engine, steps)
 
     def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
-        engine = self.engine
-        engine.watch(channel)
-        queue_ = engine.router.unclaimed[channel]
-        if queue_ and engine.router.unclaimed_sink is None:
-            return queue_.popleft()  # fast path: deque.popleft is atomic
-        try:
-            return engine.wait_for(take_unclaimed(engine.router, channel), timeout)
-        except KernelTimeout:
-            raise queue.Empty from None
+        msg = self._take_now(channel)
+        return msg if msg is not None else self._run(self._unclaimed_steps(channel, timeout))
+
+    # -- channels ----------------------------------------------------------------
+    shell_channel = ChannelOf(BlockingChannel, "shell")
+    iopub_channel = ChannelOf(BlockingChannel, "iopub")
+    stdin_channel = ChannelOf(BlockingChannel, "stdin")
+    control_channel = ChannelOf(BlockingChannel, "control")
 
     def get_shell_msg(self, block: bool = True, timeout: float | None = None) -> Message:
         """The next unclaimed shell message (``queue.Empty`` on timeout)."""
@@ -252,24 +191,7 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
     # -- liveness ----------------------------------------------------------------
     def is_alive(self) -> bool:
         """Whether the kernel answers its heartbeat (waits up to ``time_to_dead`` for a pong)."""
-        engine = self._engine
-        if engine is None:
-            return False
-        if not engine.has_channel("hb"):
-            return engine.router.death is None
-        heartbeat = engine.heartbeat
-        if heartbeat.beating(time.monotonic()):
-            return engine.router.death is None
-
-        def answered() -> bool | None:
-            if engine.router.death is not None:
-                return False
-            return True if heartbeat.beating(time.monotonic()) else None
-
-        try:
-            return engine.wait_for(answered, self.time_to_dead)
-        except KernelTimeout:
-            return False
+        return self._run(self._alive_steps())
 
     def wait_for_ready(self, timeout: float | None = None) -> Message:
         """Wait until the kernel answers ``kernel_info`` and IOPub is connected; return the reply.
@@ -277,58 +199,9 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         IOPub counts as connected when the kernel's ``iopub_welcome`` (protocol 5.5)
         has arrived, or else when a status message for our request has.
         """
-        if self._engine is None:
-            self.start_channels()
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def left() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        router = self.engine.router
-        probes: list[PendingRequest] = []
-        try:
-            while True:
-                self.engine.join_iopub()
-                welcomed_before = router.iopub_welcomed
-                probe = self.submit(requests.kernel_info())
-                probes.append(probe)
-                reply = probe.reply(left())
-                if not self.engine.has_channel("iopub"):
-                    return reply
-                state = probe._state
-                if not welcomed_before:
-                    # Our statuses may have gone out before IOPub was subscribed: wait until
-                    # it is. Without our idle by then, the next probe's statuses are certain.
-                    try:
-                        self.engine.wait_for(iopub_joined(router), min(1.0, left() or 1))
-                    except KernelTimeout:
-                        if left() == 0.0:
-                            raise
-                        continue
-                    if not state.idle:
-                        continue
-                # This probe's idle came: every earlier probe's statuses came before it.
-                for _ in probe.events(left()):
-                    pass
-                self._set_aside_startup_output()
-                return reply
-        except KernelTimeout:
-            raise KernelTimeout(f"kernel did not become ready within {timeout:g} s") from None
-        finally:
-            for probe in probes:
-                probe.discard()  # probes' own messages are not the user's
+        return self._run(self._ready_steps(timeout))
 
     # -- requests ------------------------------------------------------------------
-    def _send(
-        self,
-        request: Request,
-        claims: frozenset[Channel] | None = None,
-        sink: Sink | None = None,
-    ) -> tuple[Message, RequestState | None]:
-        if request.channel != "stdin":
-            self.engine.join_iopub()
-        return super()._send(request, claims, sink)
-
     def submit(
         self,
         request: Request,
@@ -343,17 +216,12 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         thread reads the sockets, under the routing lock: it must be quick and must not
         wait on this client.
         """
-        msg, state = self._track(request, claims, on_iopub)
-        return PendingRequest(self, msg, state)
+        return self._submit(request, claims, PendingRequest, on_iopub)
 
     def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
         if not reply:
             return self._send(request)[0]["msg_id"]
-        pending = self.submit(request, claims=REPLY_CLAIMS)
-        try:
-            return pending.reply(timeout)
-        finally:
-            pending.discard()  # the reply was handed over: do not requeue it
+        return self._run(self._reply_steps(request, timeout))
 
     def execute_interactive(
         self,
@@ -377,12 +245,4 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         request = self._execute_request(
             code, silent, store_history, user_expressions, allow_stdin, stop_on_error
         )
-        pending = self.submit(request)
-        if stdin_hook is None:
-            stdin_hook = make_stdin_hook(self.input, terminal_stdin)
-        try:
-            return pending.wait(timeout, output_hook or print_output, stdin_hook)
-        except KernelDied:
-            raise
-        finally:
-            pending.close()
+        return self._run(self._interactive_steps(request, timeout, output_hook, stdin_hook))

@@ -8,11 +8,9 @@ The rest of kernelwire does not.
 
 from __future__ import annotations
 
-from ..errors import KernelwireError
+from ..errors import JupyterClientMissing
 
-
-class JupyterClientMissing(KernelwireError, ImportError):
-    """The jupyter_client-compatible manager layer was used without jupyter_client."""
+__all__ = ["JupyterClientMissing", "require_jupyter_client"]
 
 
 def require_jupyter_client(what: str) -> None:

@@ -22,9 +22,10 @@ from typing import Any
 from ..client.async_client import AsyncKernelClient
 from ..client.base import KernelClientBase
 from ..client.blocking import BlockingKernelClient
+from ..connection_file import write_connection_file
 from ..errors import KernelDied, KernelLaunchError, KernelRestarted, KernelwireError
 from ..execution import RunsCode
-from ..protocol.connection import ConnectionInfo, write_connection_file
+from ..protocol.connection import ConnectionInfo
 from .launcher import (
     CLOSING_GRACE,
     PORT_RETRIES,
@@ -219,7 +220,7 @@ class Kernel(RunsCode):
 
     # -- clients -----------------------------------------------------------------
     def _attach(self, client: KernelClientBase[Any]) -> None:
-        client.engine.liveness_checks.append(self.death)
+        client.engine.add_liveness_check(self.death)
         self._clients.add(client)
 
     def client(self, **kwargs: Any) -> BlockingKernelClient:
@@ -249,7 +250,7 @@ class Kernel(RunsCode):
     def _control_client(self) -> Iterator[BlockingKernelClient]:
         """A short-lived client for one request of our own (interrupt, shutdown)."""
         with BlockingKernelClient(connection_info=self._info()) as control:
-            control.engine.liveness_checks.append(self.death)
+            control.engine.add_liveness_check(self.death)
             yield control
 
     # -- interrupt, restart, shutdown -----------------------------------------------
@@ -284,12 +285,7 @@ class Kernel(RunsCode):
     ) -> None:
         """Wait for a kernel that answered ``shutdown_request`` to exit (see
         :func:`wait_exit_after_reply`); say why, if it has to be terminated."""
-        transport = control.engine.transport
-        outcome = wait_exit_after_reply(
-            process.proc,
-            timeout,
-            lambda: transport.was_disconnected("hb") or transport.was_disconnected("iopub"),
-        )
+        outcome = wait_exit_after_reply(process.proc, timeout, control.engine.peer_disconnected)
         if outcome == "closed":  # a known ipykernel 7 hang: nothing lost
             log.info(
                 "kernel %s (pid %d) closed its connections after shutdown_request "
@@ -322,17 +318,16 @@ class Kernel(RunsCode):
             )
             for engine in engines:
                 engine.fail_pending(lost)
-            paused = [engine.heartbeat.paused for engine in engines]
+            # Its dropped connection is expected: no heartbeat verdicts meanwhile.
+            paused = [engine.pause_liveness() for engine in engines]
             for engine in engines:
-                engine.heartbeat.paused = True  # its dropped connection is expected
-                engine.expect_restart()
+                engine.expect_restart()  # before the old process stops (see its doc)
             try:
                 self._stop_process(now, True, timeout)
                 self._launch(self._same_connection, 1)  # clients stay on these ports
             finally:
                 for engine, was_paused in zip(engines, paused, strict=True):
-                    engine.reset_after_restart()
-                    engine.heartbeat.paused = was_paused
+                    engine.reset_after_restart(was_paused)
             self._emit("restarted")
 
     def shutdown(self, now: bool = False, timeout: float = SHUTDOWN_TIMEOUT) -> None:
@@ -343,7 +338,7 @@ class Kernel(RunsCode):
             self._closed = True
             for client in list(self._clients):
                 if client.channels_running:
-                    client.engine.iopub_drop_expected = True
+                    client.engine.expect_stop()
             self._stop_process(now, False, timeout)
             for client in list(self._clients):
                 client.stop_channels()

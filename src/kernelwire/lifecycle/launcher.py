@@ -32,14 +32,9 @@ from types import TracebackType
 from typing import IO, Any, Literal
 
 from ..client.blocking import BlockingKernelClient
+from ..connection_file import free_tcp_ports, new_connection_info
 from ..errors import KernelDied, KernelLaunchError, KernelTimeout, PortInUse
-from ..protocol.connection import (
-    PORT_FIELDS,
-    ConnectionInfo,
-    Transport,
-    free_tcp_ports,
-    new_connection_info,
-)
+from ..protocol.connection import PORT_FIELDS, ConnectionInfo, Transport
 
 log = logging.getLogger("kernelwire.launcher")
 
@@ -89,7 +84,7 @@ def reserved_connection_info(
 ) -> ConnectionInfo:
     """Fresh connection info for one start: ports from :func:`allocate_ports` (tcp), a new key.
 
-    ``options`` go to :func:`~kernelwire.protocol.connection.new_connection_info`.
+    ``options`` go to :func:`~kernelwire.connection_file.new_connection_info`.
     """
     ports = allocate_ports(ip) if transport == "tcp" else None
     return new_connection_info(ip=ip, transport=transport, ports=ports, **options)
@@ -596,7 +591,7 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> N
     client = BlockingKernelClient(connection_info=kernel.connection_info)
     client.start_channels(stdin=False, control=False)
     # The process is watched: the heartbeat only tells whether its port is the kernel's.
-    client.engine.liveness_checks.append(exited)
+    client.engine.add_liveness_check(exited)
     stall = _Stall(kernel.pid)
     try:
         while True:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ..errors import KernelwireError, NoSuchKernel
+from ..errors import KernelSpecError, NoSuchKernel
 
 InterruptMode = Literal["signal", "message"]
 
@@ -36,10 +36,6 @@ def substitute(arg: str, names: Mapping[str, str]) -> str:
     if "{" not in arg:
         return arg
     return _PLACEHOLDER.sub(lambda match: names.get(match.group(1), match.group(0)), arg)
-
-
-class KernelSpecError(KernelwireError, ValueError):
-    """A ``kernel.json`` that cannot be read or is not a valid kernel spec."""
 
 
 @dataclass(frozen=True)

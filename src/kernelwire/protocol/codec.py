@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 
 from ..errors import InvalidSignature, ProtocolError, ReplayedMessage
-from .jsonutil import dumps, loads, parse_date
-from .message import USERNAME, Buffer, HeaderFactory, Message
+from .jsonutil import dumps, loads
+from .message import USERNAME, Buffer, HeaderFactory, Message, checked_message
 from .requests import Request
 
 DELIMITER = b"<IDS|MSG>"
@@ -101,7 +101,11 @@ _OPAD = bytes((x ^ 0x5C) for x in range(256))
 
 
 class ReplayGuard:
-    """Remembers the last ``capacity`` signatures and refuses any seen again."""
+    """Remembers the last ``capacity`` signatures (or other ids) and refuses any seen again.
+
+    The one replay guard: :meth:`Session.decode` keys it by HMAC signature, the
+    WebSocket codec by message id (a server replays what it buffered on a reconnect).
+    """
 
     __slots__ = ("_order", "_seen", "capacity")
 
@@ -136,25 +140,6 @@ def _json_frame(data: bytes, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProtocolError(f"{name} frame must be a JSON object, got {type(value).__name__}")
     return value
-
-
-def checked_ids(header: Mapping[str, Any], parent: Mapping[str, Any]) -> tuple[str, str]:
-    """The message's (msg_id, msg_type), once the ids that routing relies on are checked.
-
-    Every decoder (ZeroMQ frames, WebSocket framings) calls this, so a message that gets
-    past it can be routed: its own id and type are strings, and so is its parent's id
-    when it has one (routing looks it up; a list or a dict there broke the router).
-    """
-    msg_id = header.get("msg_id")
-    msg_type = header.get("msg_type")
-    if type(msg_id) is not str or type(msg_type) is not str:
-        raise ProtocolError("header lacks a string msg_id or msg_type")
-    parent_id = parent.get("msg_id")
-    if parent_id is not None and type(parent_id) is not str:
-        raise ProtocolError(
-            f"parent_header msg_id must be a string, got {type(parent_id).__name__}"
-        )
-    return msg_id, msg_type
 
 
 def split_identities(frames: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -277,17 +262,8 @@ class Session:
             if not _compare_digest(bytes(signature), expected):
                 raise InvalidSignature("message signature does not match its content")
             guard = self.replay_guard
-            if guard is not None:
-                seen = guard._seen
-                if expected in seen:
-                    raise ReplayedMessage(
-                        "message signature was seen before: replayed message refused"
-                    )
-                seen.add(expected)
-                order = guard._order
-                order.append(expected)
-                if len(order) > guard.capacity:
-                    seen.discard(order.popleft())
+            if guard is not None and not guard.check_and_record(expected):
+                raise ReplayedMessage("message signature was seen before: replayed message refused")
         try:
             header = _loads(header_b)
             parent = _loads(parent_b)
@@ -300,36 +276,7 @@ class Session:
                 _json_frame(metadata_b, "metadata"),
                 _json_frame(content_b, "content"),
             )
-        if type(header) is not dict:
-            header = _json_frame(header_b, "header")
-        if type(parent) is not dict:
-            parent = _json_frame(parent_b, "parent_header")
-        if type(metadata) is not dict:
-            metadata = _json_frame(metadata_b, "metadata")
-        if type(content) is not dict:
-            content = _json_frame(content_b, "content")
-        msg_id, msg_type = checked_ids(header, parent)
-        date = header.get("date")
-        if type(date) is str:
-            try:  # a message's own date is new every time: no cache
-                header["date"] = _fromisoformat(date)
-            except ValueError:
-                header["date"] = parse_date(date)
-            else:
-                if header["date"].tzinfo is None:
-                    header["date"] = parse_date(date)
-        date = parent.get("date")
-        if type(date) is str:
-            parent["date"] = parse_date(date)
-        return list(identities), Message(
-            header=header,
-            msg_id=msg_id,
-            msg_type=msg_type,
-            parent_header=parent,
-            metadata=metadata,
-            content=content,
-            buffers=[memoryview(b) for b in parts[5:]] if len(parts) > 5 else [],
-        )
+        return list(identities), checked_message(header, parent, metadata, content, parts[5:])
 
     def __repr__(self) -> str:
         return f"Session(id={self.session_id!r}, {self.signer!r})"

@@ -1,25 +1,23 @@
-"""Connection info: the model of a kernel connection file, its validation, and its files.
+"""Connection info: the model of a kernel connection file and its validation, sans-I/O.
 
 A connection file names the transport, address, five ports, the HMAC key and the
-signature scheme. :func:`load_connection_file` validates every field and raises
+signature scheme. :meth:`ConnectionInfo.from_dict` validates every field and raises
 :class:`~kernelwire.errors.ConnectionFileError` naming the file and the field.
+Reading, writing and finding connection files, and choosing free ports, are I/O: they
+live in :mod:`kernelwire.connection_file` (their old names here still work, loaded
+from there on first use).
 """
 
 from __future__ import annotations
 
-import glob
 import os
-import secrets
-import socket
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from ..errors import ConnectionFileError, ConnectionFileNotFound
+from ..errors import ConnectionFileError
 from .codec import DEFAULT_SCHEME, digest_name
 from .message import Channel
 
@@ -153,153 +151,24 @@ class ConnectionInfo:
         return replace(self, **ports)  # type: ignore[arg-type]
 
 
-def load_connection_info(data: Mapping[str, Any] | str | bytes) -> ConnectionInfo:
-    """Validate connection info given as a mapping or a JSON string."""
+def load_connection_info(
+    data: Mapping[str, Any] | str | bytes, path: _PathLike | None = None
+) -> ConnectionInfo:
+    """Validate connection info given as a mapping or a JSON document (read from
+    ``path``, which errors name)."""
     if isinstance(data, (str, bytes)):
         try:
             data = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            raise ConnectionFileError(f"is not valid JSON: {exc}") from None
-    return ConnectionInfo.from_dict(data)  # type: ignore[arg-type]
+            raise ConnectionFileError(f"is not valid JSON: {exc}", path=path) from None
+    return ConnectionInfo.from_dict(data, path)  # type: ignore[arg-type]
 
 
-def load_connection_file(path: _PathLike) -> ConnectionInfo:
-    """Read and validate a connection file."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConnectionFileNotFound("no such file", path=path) from None
-    except OSError as exc:
-        raise ConnectionFileError(f"cannot be read: {exc.strerror or exc}", path=path) from None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ConnectionFileError(f"is not valid JSON: {exc}", path=path) from None
-    return ConnectionInfo.from_dict(data, path)
+def __getattr__(name: str) -> Any:
+    """The connection-file functions, by their old names here (imported on first use,
+    so that this package imports no I/O)."""
+    from .. import connection_file
 
-
-def free_tcp_ports(ip: str = "127.0.0.1", count: int = 5) -> list[int]:
-    """``count`` distinct ports that were free on ``ip`` a moment ago.
-
-    All sockets are held open until every port is chosen, so the ports differ. Another
-    process may still take one before the kernel binds it.
-    """
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((ip, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def new_connection_info(
-    *,
-    ip: str = "127.0.0.1",
-    transport: Transport = "tcp",
-    key: str | None = None,
-    signature_scheme: str = DEFAULT_SCHEME,
-    kernel_name: str = "",
-    ports: Mapping[str, int] | None = None,
-    curve: bool = False,
-) -> ConnectionInfo:
-    """Fresh connection info: a random key and free ports (or unused ipc names).
-
-    With ``curve``, a fresh CurveZMQ server key pair is added: a kernel that supports
-    it encrypts every channel, and clients authenticate it by its public key.
-    """
-    chosen = dict(ports or {})
-    missing = [name for name in PORT_FIELDS if not chosen.get(name)]
-    if transport == "tcp":
-        chosen.update(zip(missing, free_tcp_ports(ip, len(missing)), strict=True))
-    else:
-        if ip == "127.0.0.1":
-            ip = os.path.join(tempfile.mkdtemp(prefix="kernelwire-ipc-"), "kernel")
-        number = 1
-        for name in missing:
-            while os.path.exists(f"{ip}-{number}") or number in chosen.values():
-                number += 1
-            chosen[name] = number
-            number += 1
-    data = {
-        **chosen,
-        "ip": ip,
-        "transport": transport,
-        "key": secrets.token_hex(32) if key is None else key,
-        "signature_scheme": signature_scheme,
-        "kernel_name": kernel_name,
-    }
-    if curve:
-        import zmq
-
-        public, secret = zmq.curve_keypair()
-        data["curve_publickey"] = public.decode("ascii")
-        data["curve_secretkey"] = secret.decode("ascii")
-    return ConnectionInfo.from_dict(data)
-
-
-def write_connection_file(
-    path: _PathLike | None = None, info: ConnectionInfo | None = None, **kwargs: Any
-) -> tuple[str, ConnectionInfo]:
-    """Write a connection file readable by its owner only (mode 0600).
-
-    ``info`` defaults to :func:`new_connection_info` (``kwargs`` go to it); ``path``
-    defaults to a new ``kernel-<id>.json`` in Jupyter's runtime directory.
-    Returns the path and the info written.
-    """
-    if info is None:
-        info = new_connection_info(**kwargs)
-    if path is None:
-        runtime = Path(runtime_dir())
-        runtime.mkdir(parents=True, exist_ok=True)
-        path = runtime / f"kernel-{secrets.token_hex(8)}.json"
-    target = os.fspath(path)
-    parent = os.path.dirname(target)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(target, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, orjson.dumps(info.to_dict(), option=orjson.OPT_INDENT_2))
-    finally:
-        os.close(fd)
-    return target, info
-
-
-def runtime_dir() -> str:
-    """Jupyter's runtime directory (where kernels put their connection files)."""
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    return str(jupyter_runtime_dir())
-
-
-def find_connection_file(
-    filename: str = "kernel-*.json", paths: Iterable[_PathLike] | None = None
-) -> str:
-    """Find a connection file by path, name or glob; the newest match wins.
-
-    Looks in ``paths`` (default: the current directory and Jupyter's runtime
-    directory). ``'1234'`` also matches ``kernel-1234.json``.
-    """
-    if os.path.isfile(filename):
-        return os.path.abspath(filename)
-    folders = [os.fspath(p) for p in paths] if paths is not None else [".", runtime_dir()]
-    patterns = [filename]
-    if not any(ch in filename for ch in "*?["):
-        patterns.append(f"*{filename}*" if not filename.endswith(".json") else filename)
-    matches: list[str] = []
-    for folder in folders:
-        for pattern in patterns:
-            matches.extend(
-                found for found in glob.glob(os.path.join(folder, pattern)) if os.path.isfile(found)
-            )
-    if not matches:
-        raise ConnectionFileNotFound(
-            f"no connection file matches in {', '.join(folders)}", path=filename
-        )
-    return os.path.abspath(max(set(matches), key=os.path.getmtime))
+    if name in connection_file.__all__:
+        return getattr(connection_file, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

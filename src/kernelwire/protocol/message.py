@@ -12,9 +12,11 @@ import itertools
 import os
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
-from .jsonutil import utcnow
+from ..errors import ProtocolError
+from .jsonutil import parse_date, utcnow
 
 PROTOCOL_VERSION = "5.5"
 """The messaging protocol version kernelwire speaks."""
@@ -186,3 +188,56 @@ def channel_for(msg_type: str) -> Channel:
     if msg_type == "input_reply":
         return "stdin"
     return "shell"
+
+
+_fromisoformat = datetime.fromisoformat
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    if value is None and name != "header":
+        return {}  # some kernels (xeus) send null for an empty parent header
+    if type(value) is not dict:
+        raise ProtocolError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def checked_message(
+    header: Any, parent: Any, metadata: Any, content: Any, buffers: Sequence[Buffer] = ()
+) -> Message:
+    """The :class:`Message` made of four decoded JSON parts and its buffers, checked.
+
+    The one validator of received messages, whatever their wire (the ZeroMQ codec, the
+    WebSocket framings): every part a JSON object (a null one but the header counts as
+    empty), a string ``msg_id`` and ``msg_type``, dates parsed. Raises
+    :class:`~kernelwire.errors.ProtocolError` saying what is wrong.
+    """
+    if type(header) is not dict:
+        header = _object(header, "header")
+    if type(parent) is not dict:
+        parent = _object(parent, "parent_header")
+    if type(metadata) is not dict:
+        metadata = _object(metadata, "metadata")
+    if type(content) is not dict:
+        content = _object(content, "content")
+    msg_id = header.get("msg_id")
+    msg_type = header.get("msg_type")
+    if type(msg_id) is not str or type(msg_type) is not str:
+        raise ProtocolError("header lacks a string msg_id or msg_type")
+    parent_id = parent.get("msg_id")
+    if parent_id is not None and type(parent_id) is not str:  # routing looks it up
+        raise ProtocolError(
+            f"parent_header msg_id must be a string, got {type(parent_id).__name__}"
+        )
+    date = header.get("date")
+    if type(date) is str:
+        try:  # a message's own date is new every time: no cache
+            header["date"] = _fromisoformat(date)
+        except ValueError:
+            header["date"] = parse_date(date)
+        else:
+            if header["date"].tzinfo is None:
+                header["date"] = parse_date(date)
+    date = parent.get("date")
+    if type(date) is str:
+        parent["date"] = parse_date(date)
+    return Message.build(header, parent, metadata, content, [memoryview(b) for b in buffers])

@@ -24,9 +24,8 @@ from typing import Any
 import orjson
 
 from ..errors import ProtocolError
-from .codec import checked_ids
-from .jsonutil import dumps, parse_date
-from .message import CHANNELS, Channel, Message
+from .jsonutil import dumps
+from .message import CHANNELS, Channel, Message, checked_message
 
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 """The binary framing's WebSocket subprotocol name."""
@@ -42,26 +41,7 @@ def _message(
 ) -> tuple[Channel, Message]:
     if channel not in CHANNELS:
         raise ProtocolError(f"unknown channel {channel!r}")
-    parts = {"header": header, "parent_header": parent, "metadata": metadata, "content": content}
-    for name, value in parts.items():
-        if value is None and name != "header":
-            parts[name] = {}
-        elif not isinstance(value, dict):
-            raise ProtocolError(f"{name} must be a JSON object, got {type(value).__name__}")
-    header = parts["header"]
-    msg_id, msg_type = checked_ids(header, parts["parent_header"])
-    for part in (header, parts["parent_header"]):
-        if isinstance(part.get("date"), str):
-            part["date"] = parse_date(part["date"])
-    return channel, Message(
-        header=header,
-        msg_id=msg_id,
-        msg_type=msg_type,
-        parent_header=parts["parent_header"],
-        metadata=parts["metadata"],
-        content=parts["content"],
-        buffers=[memoryview(b) for b in buffers],
-    )
+    return channel, checked_message(header, parent, metadata, content, buffers)
 
 
 def _loads(data: bytes | memoryview, what: str) -> Any:

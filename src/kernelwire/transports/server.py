@@ -18,7 +18,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from ..errors import KernelwireError
+from ..errors import AuthenticationError, ServerConnectionError, ServerError
 from ..protocol.websocket import V1_SUBPROTOCOL
 
 # A long-lived connection, closed by its engine: websockets 17.1 and newer warn unless
@@ -66,16 +66,13 @@ class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
             self.logger.log(level, self._redact(msg), *redacted, **kwargs)
 
 
-class ServerError(KernelwireError):
-    """The server answered with an error; names the server and what was asked."""
-
-
-class AuthenticationError(ServerError):
-    """The server refused the token (HTTP 401 or 403)."""
-
-
-class ServerConnectionError(ServerError, ConnectionError):
-    """The server could not be reached (down, wrong address, TLS failure)."""
+__all__ = [
+    "AuthenticationError",
+    "RedactingLogger",
+    "ServerConnectionError",
+    "ServerError",
+    "ServerTransport",
+]
 
 
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:

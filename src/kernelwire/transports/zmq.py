@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from ..errors import ClientClosed
+from ..errors import ClientClosed, ProtocolError
+from ..protocol.codec import Session
 from ..protocol.connection import ChannelName, ConnectionInfo
+from ..protocol.message import Channel, Message
+from .base import BATCH
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
@@ -38,7 +41,7 @@ _HANDSHAKE_FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
 _MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED
-_DROPPABLE = ("shell", "control", "stdin")
+_DROPPABLE: tuple[ChannelName, ...] = ("shell", "control", "stdin")
 """The DEALER channels whose connection ZeroMQ drops for good after an oversized message."""
 LOST_AFTER = 0.1
 """Seconds after one of those channels' connections dropped before it is judged: by then
@@ -47,7 +50,7 @@ or restarts), or torn it down for good (it refused an oversized message)."""
 log = logging.getLogger("kernelwire.transport")
 RECONNECT_INTERVAL_MS = 10
 """Milliseconds between ZeroMQ's tries to connect a socket (its default is 100)."""
-RECV_BATCH = 256
+RECV_BATCH = BATCH
 """How many messages one drain of a socket reads at most before yielding."""
 RECV_BATCH_BYTES = 4 * 1024 * 1024
 """How many bytes one drain reads at most (it stops after the message that passes it).
@@ -59,22 +62,64 @@ def _new_context() -> zmq.Context[zmq.Socket[bytes]]:
     return zmq.Context.instance()
 
 
+class ZmqCodec:
+    """Multipart frames <-> messages under a :class:`Session` (signatures, replays), with
+    a size limit, refusing replies to another session (see :meth:`decode`)."""
+
+    def __init__(self, session: Session, max_bytes: int | None = None) -> None:
+        self.session = session
+        self.max_bytes = max_bytes
+
+    def encode(self, channel: ChannelName, msg: Mapping[str, Any]) -> list[Any]:
+        """The signed frames of ``msg``."""
+        return self.session.encode(msg)
+
+    def decode(self, channel: ChannelName, unit: list[bytes]) -> tuple[Channel, Message]:
+        """The message in ``unit``, read on ``channel``; :class:`ProtocolError` if refused."""
+        limit = self.max_bytes
+        if limit is not None and sum(map(len, unit)) > limit:
+            raise ProtocolError(f"oversized message: more than {limit} bytes")
+        msg = self.session.decode(unit)[1]
+        if channel != "iopub":
+            # Replies and input requests answer *our* requests: another session's are
+            # not for us (IOPub is a broadcast and carries every session's).
+            session = msg["parent_header"].get("session")
+            if session is not None and session != self.session.session_id:
+                raise ProtocolError(f"reply to another session ({session!r})")
+        return channel, msg  # type: ignore[return-value]
+
+    def ping(self, payload: bytes) -> list[bytes]:
+        """An empty delimiter frame first, so both echo styles (ROUTER, REP) answer."""
+        return [b"", payload]
+
+    def pong(self, unit: list[bytes]) -> bytes:
+        """The echoed payload (the last frame)."""
+        return unit[-1]
+
+
 class ZmqTransport:
-    """Connected sockets for the channels of one kernel.
+    """Connected sockets for the channels of one kernel (a
+    :class:`~kernelwire.transports.base.Transport`).
 
     ``channels`` says which to open (default: all five). The transport never
-    interprets frames; :meth:`drain` returns raw multipart lists.
+    interprets frames; :meth:`drain` returns raw multipart lists, which its
+    :attr:`codec` decodes.
     """
+
+    needs_iopub_join = True
+    lost: str | None = None
 
     def __init__(
         self,
         info: ConnectionInfo,
-        identity: bytes,
+        session: Session,
         channels: Iterable[ChannelName] = ("shell", "iopub", "stdin", "control", "hb"),
         context: zmq.Context[Any] | None = None,
         max_frame_bytes: int | None = None,
     ) -> None:
         self.info = info
+        self.codec = ZmqCodec(session, max_frame_bytes)
+        identity = session.bsession
         self.max_frame_bytes = max_frame_bytes
         self.context = context or _new_context()
         self.sockets: dict[ChannelName, zmq.Socket[bytes]] = {}
@@ -98,11 +143,52 @@ class ZmqTransport:
         except BaseException:
             self.close()
             raise
+        self.channels = frozenset(self.sockets)
         self.channel_of: dict[zmq.Socket[bytes], ChannelName] = {
             sock: name for name, sock in self.sockets.items()
         }
         # Sockets are not thread-safe: whoever sends or receives holds this lock.
         self.lock = threading.Lock()
+
+    def where(self, channel: ChannelName) -> str:
+        """The URL of ``channel``."""
+        return self.info.url(channel)
+
+    def waitable(self, channel: ChannelName) -> zmq.Socket[bytes]:
+        """The socket of ``channel`` (a poller or a loop reader waits on it)."""
+        return self.socket(channel)
+
+    def event_waitables(self) -> Collection[zmq.Socket[bytes]]:
+        """The connection monitors (readable when :meth:`dropped` has news)."""
+        return list(self.monitors.values())
+
+    def dropped(self, now: float) -> list[ChannelName]:
+        """The channels whose connection dropped since the last call: the heartbeat's and
+        IOPub's whenever theirs did; shell, control and stdin once ZeroMQ gave theirs up
+        (see :meth:`given_up`), with a new identity taken for their reconnection (see
+        :meth:`renew_identity`)."""
+        monitored: tuple[ChannelName, ...] = ("hb", "iopub")
+        dropped = [channel for channel in monitored if self.was_disconnected(channel)]
+        lost = [channel for channel in _DROPPABLE if self.given_up(channel, now)]
+        if lost:
+            self.renew_identity()
+        return dropped + lost
+
+    def next_check(self) -> float | None:
+        """Seconds after which :meth:`dropped` has a verdict due although no connection
+        event comes (``None``: none awaited); see :meth:`given_up`."""
+        return LOST_AFTER if self._down_since else None
+
+    def stalled(self) -> str | None:
+        """Nothing to say: ZeroMQ reconnects by itself, and a lost peer is judged by the
+        heartbeat."""
+        return None
+
+    def check_open(self) -> None:
+        """:class:`ClientClosed` if a socket was closed under us."""
+        for channel, sock in self.sockets.items():
+            if sock.closed:
+                raise ClientClosed(f"the {channel} socket of this client was closed under it")
 
     def _connect(self, channel: ChannelName, identity: bytes) -> zmq.Socket[bytes]:
         kind = zmq.SUB if channel == "iopub" else zmq.DEALER
@@ -199,12 +285,6 @@ class ZmqTransport:
         _GET(sock, _EVENTS)
         return not _GET(sock, _EVENTS) & _POLLOUT
 
-    @property
-    def judging(self) -> bool:
-        """Whether a dropped connection awaits its verdict (call :meth:`given_up` again;
-        the verdict reads the socket's EVENTS, see there)."""
-        return bool(self._down_since)
-
     def renew_identity(self) -> bytes:
         """Take a new routing identity for the sockets connected from now on; returns it.
 
@@ -217,9 +297,22 @@ class ZmqTransport:
         self._identity = self._base_identity + b"." + str(self._renewals).encode()
         return self._identity
 
-    def reconnect(self, channel: ChannelName) -> zmq.Socket[bytes]:
+    def reconnect(self, channel: ChannelName) -> list[ChannelName]:
         """Replace ``channel``'s socket with a freshly connected one (under the current
-        identity, see :meth:`renew_identity`); returns it."""
+        identity, see :meth:`renew_identity`); returns the channels replaced.
+
+        Shell and stdin are replaced together: the kernel sends an ``input_request`` to
+        the identity that sent the ``execute_request``.
+        """
+        paired: tuple[ChannelName, ...] = ("shell", "stdin")
+        replaced = [name for name in paired if name in self.sockets]
+        if channel not in paired:
+            replaced = [channel]
+        for name in replaced:
+            self._replace(name)
+        return replaced
+
+    def _replace(self, channel: ChannelName) -> None:
         old = self.sockets.pop(channel)
         self.channel_of.pop(old, None)
         self._down_since.pop(channel, None)
@@ -228,7 +321,6 @@ class ZmqTransport:
         sock = self._connect(channel, self._identity)
         self.sockets[channel] = sock
         self.channel_of[sock] = channel
-        return sock
 
     def _close_monitor(self, channel: ChannelName, sock: zmq.Socket[bytes] | None) -> None:
         monitor = self.monitors.pop(channel, None)

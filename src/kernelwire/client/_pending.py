@@ -1,4 +1,5 @@
-"""What the blocking and asyncio per-request handles share: state, predicates, cleanup."""
+"""What the blocking and asyncio per-request handles share: state, the waiting
+algorithms (as steps, see :mod:`kernelwire.client._steps`), cleanup."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any, Generic, TypeVar
 
 from ..errors import KernelTimeout
 from ..protocol.message import Channel, Message
-from .engine import AsyncEngine, BlockingEngine
+from ._engine import AsyncEngine, BlockingEngine
+from ._steps import Settle, Steps, Wait, time_left
 from .routing import IDLE_GRACE, RequestState
 
 EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
 Event = tuple[Channel, Message]
+Hook = Callable[[Message], Any]
 
 
 def forget_request(engine: BlockingEngine | AsyncEngine, msg_id: str) -> None:
@@ -70,6 +73,29 @@ class PendingBase(Generic[EngineT]):
             return None
 
         return next_event
+
+    def _next(self, left: Callable[[], float | None]) -> Steps[Event | None]:
+        """The next event, or ``None`` once done (routing then stops)."""
+        event: Event | bool = yield Wait(self._next_event(), left())
+        if event is False:
+            self.close()
+            return None
+        return event  # type: ignore[return-value]
+
+    def _reply_steps(self, timeout: float | None) -> Steps[Message]:
+        reply: Message = yield Wait(self._reply_ready(), timeout)
+        return reply
+
+    def _wait_steps(
+        self, timeout: float | None, output_hook: Hook | None, stdin_hook: Hook | None
+    ) -> Steps[Message]:
+        left = time_left(timeout)
+        while (event := (yield from self._next(left))) is not None:
+            channel, msg = event
+            hook = output_hook if channel == "iopub" else stdin_hook if channel == "stdin" else None
+            if hook is not None:
+                yield Settle(hook(msg))
+        return self._final_reply()
 
     def _final_reply(self) -> Message:
         reply = self._state.reply
