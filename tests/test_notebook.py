@@ -38,27 +38,24 @@ def widget_state(nb: Any) -> dict[str, Any]:
 
 
 def normalised(nb: Any) -> Any:
-    """Cells' counts and outputs, with streams merged: how ipykernel splits a stream into
-    messages depends on timing, not on the client. Widget model ids are renamed in order
-    of appearance, the widget state included."""
+    """Cells' counts and outputs, with each stream's text joined and kept apart from the
+    other outputs: how ipykernel splits a stream into messages, and whether stdout or
+    stderr is flushed first when a cell writes both, depend on timing, not on the client
+    (stderr came before stdout in one of eight runs of the same cell). Widget model ids
+    are renamed in order of appearance, the widget state included."""
     cells = []
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         outputs: list[dict[str, Any]] = []
+        streams: dict[str, str] = {}
         for output in cell.get("outputs", []):
             output = copy.deepcopy(dict(output))
-            last = outputs[-1] if outputs else None
-            if (
-                output["output_type"] == "stream"
-                and last
-                and last["output_type"] == "stream"
-                and last["name"] == output["name"]
-            ):
-                last["text"] += output["text"]
-                continue
-            outputs.append(output)
-        cells.append((cell.get("execution_count"), outputs))
+            if output["output_type"] == "stream":
+                streams[output["name"]] = streams.get(output["name"], "") + output["text"]
+            else:
+                outputs.append(output)
+        cells.append((cell.get("execution_count"), outputs, streams))
     return canonical_ids([cells, widget_state(nb)])
 
 
