@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 from ipykernel.ipkernel import IPythonKernel
@@ -57,6 +58,17 @@ class BrokenKernel(Kernel):
 
     def __init__(self, **kwargs: Any) -> None:
         raise RuntimeError("broken kernel refuses to start")
+
+
+class WedgedKernel(Kernel):
+    """Hangs while starting, using no CPU: a start-up timeout must show where it hangs."""
+
+    implementation = "wedged"
+    implementation_version = "0"
+    language_info: ClassVar[dict[str, str]] = {"name": "wedged"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        threading.Event().wait()  # wedged_in_its_start
 
 
 class StartupNoiseKernel(IPythonKernel):

@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from kernels_for_tests import BrokenKernel, EchoKernel
-from kernelwire import BlockingKernelClient, KernelDied, PortInUse, requests, run_kernel_in_process
+from kernels_for_tests import BrokenKernel, EchoKernel, WedgedKernel
+from kernelwire import (
+    BlockingKernelClient,
+    KernelDied,
+    KernelTimeout,
+    PortInUse,
+    requests,
+    run_kernel_in_process,
+)
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -78,6 +85,21 @@ def test_kernel_dying_at_startup_reports_its_stderr(tmp_path: Path) -> None:
     assert "broken kernel refuses to start" in str(excinfo.value)
     assert excinfo.value.exit_code not in (None, 0)
     assert not (tmp_path / "broken.json").exists()
+
+
+def test_a_kernel_hung_in_its_start_times_out_with_its_stacks(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(KernelTimeout) as excinfo:
+        run_kernel_in_process(
+            tmp_path / "wedged.json", kernel_class=WedgedKernel, startup_timeout=4
+        )
+    assert time.monotonic() - started < 30
+    message = str(excinfo.value)
+    assert "kernel WedgedKernel did not answer within 4 s (it used" in message
+    # Its threads' stacks say where it is: in WedgedKernel's wait, unless a loaded
+    # machine left it still importing after 4 s.
+    assert "(most recent call first):" in message, message
+    assert not (tmp_path / "wedged.json").exists()
 
 
 def test_stopped_when_garbage_collected(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@
 ...         reply = client.execute("6 * 7", reply=True)
 """
 
-from . import notebook
 from .client import (
     AsyncKernelClient,
     AsyncPendingRequest,
@@ -59,18 +58,17 @@ from .lifecycle import (
 from .oneshot import get_messages
 from .protocol import Message, Request, requests
 from .protocol.connection import ConnectionInfo
-from .remote import (
-    JupyterServer,
-    RemoteKernel,
-    connect_server,
-)
 from .session import Session
 
 __version__ = "0.1.0"
 
-# jupyter_client's manager-level names. They subclass jupyter_client's classes, so they
-# are imported on first use: ``import kernelwire`` stays cheap and works without it.
-_MANAGER_NAMES = {
+# Names imported on first use, so that ``import kernelwire`` stays cheap: jupyter_client's
+# manager-level names (they subclass jupyter_client's classes, and kernelwire works
+# without it), and the remote client (httpx, websockets).
+_LAZY_NAMES = {
+    "JupyterServer": "remote",
+    "RemoteKernel": "remote",
+    "connect_server": "remote",
     "KernelManager": "manager",
     "AsyncKernelManager": "manager",
     "start_new_kernel": "manager",
@@ -83,6 +81,8 @@ _MANAGER_NAMES = {
     "tunnel_to_kernel": "connect",
 }
 _SUBMODULES = {
+    "notebook",  # nbformat and its schema validator: seconds
+    "remote",
     "manager",
     "multikernelmanager",
     "kernelspec",
@@ -94,11 +94,12 @@ _SUBMODULES = {
 
 
 def __getattr__(name: str) -> object:
-    """jupyter_client's manager names and module paths, imported when first used."""
+    """The names and modules of :data:`_LAZY_NAMES` and :data:`_SUBMODULES`, imported
+    when first used."""
     import importlib
 
-    if name in _MANAGER_NAMES:
-        module = importlib.import_module(f".{_MANAGER_NAMES[name]}", __name__)
+    if name in _LAZY_NAMES:
+        module = importlib.import_module(f".{_LAZY_NAMES[name]}", __name__)
         return getattr(module, name)
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from .connection_file import load_connection_file, write_connection_file
@@ -22,6 +23,12 @@ from .lifecycle.launcher import (
 from .protocol.connection import ConnectionInfo
 
 __all__ = ["KernelProcess", "run_kernel_in_process"]
+
+_LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launch.py")
+_RUN_SCRIPT = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
+"""The child runs ``_launch.py`` as a file: importing the kernelwire package there would
+cost every kernel start seconds (nbformat's schema validator) for nothing, and running
+it as ``python FILE`` would put this package's folder first on the kernel's path."""
 
 
 def _kernel_payload(kernel_class: type | None) -> bytes:
@@ -89,7 +96,7 @@ def run_kernel_in_process(
     env = child_env({"PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p))})
     name = "ipykernel" if kernel_class is None else kernel_class.__name__
     return launch(
-        lambda file: [sys.executable, "-m", "kernelwire._launch", file],
+        lambda file: [sys.executable, "-c", _RUN_SCRIPT, _LAUNCH_SCRIPT, file],
         connect,
         retries=retries,
         owns_connection_file=owned,
@@ -97,4 +104,5 @@ def run_kernel_in_process(
         stdin=payload,
         timeout=startup_timeout,
         what=f"kernel {name}",
+        stack_signal=getattr(signal, "SIGUSR1", None),  # _launch.py dumps stacks on it
     )

@@ -34,6 +34,7 @@ from typing import IO, Any, Literal
 from ..client.blocking import BlockingKernelClient
 from ..connection_file import free_tcp_ports, new_connection_info
 from ..errors import KernelDied, KernelLaunchError, KernelTimeout, PortInUse
+from ..protocol import requests
 from ..protocol.connection import PORT_FIELDS, ConnectionInfo, Transport
 
 log = logging.getLogger("kernelwire.launcher")
@@ -496,6 +497,7 @@ def launch(
     stdin: bytes | None = None,
     timeout: float = STARTUP_TIMEOUT,
     what: str = "kernel",
+    stack_signal: int | None = None,
 ) -> KernelProcess:
     """Start a kernel and wait until it answers; on a lost port, start it again on new ones.
 
@@ -507,7 +509,8 @@ def launch(
     or after it exited or timed out, one of its ports is still held
     (:func:`ports_in_use`). ``stdin`` is written to the kernel's standard input. The
     process is removed (and with ``owns_connection_file``, its connection file too) by
-    :meth:`KernelProcess.stop`, garbage collection or interpreter exit.
+    :meth:`KernelProcess.stop`, garbage collection or interpreter exit. A kernel that
+    dumps its threads' stacks on ``stack_signal`` is asked for them when it times out.
 
     Raises :class:`KernelLaunchError` if the command cannot run, :class:`KernelDied`
     (with the kernel's output) if it exits during start-up, :class:`KernelTimeout` after
@@ -517,7 +520,7 @@ def launch(
         path, info = connect()
         kernel = _spawn(command(path), path, info, env, cwd, stdin, owns_connection_file, what)
         try:
-            _wait_until_answering(kernel, timeout, what)
+            _wait_until_answering(kernel, timeout, what, stack_signal)
             return kernel
         except (KernelDied, KernelTimeout, PortInUse) as exc:
             kernel.stop(0.5)
@@ -569,14 +572,20 @@ def _spawn(
     return kernel
 
 
-def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> None:
+def _wait_until_answering(
+    kernel: KernelProcess, timeout: float, what: str, stack_signal: int | None = None
+) -> None:
     """Wait until the kernel answers ``kernel_info`` *and* its IOPub idle is in, and its
     heartbeat answers.
 
+    While the kernel starts, one ``kernel_info_request`` waits for it (ZeroMQ delivers
+    it once the kernel has bound its shell port); a question every half second, as
+    before, left dozens queued for a kernel that took seconds to start under load.
     Taking the probe's own statuses means none of them reaches the caller's client
     later. Raises :class:`KernelDied` (with the kernel's output) if the process exits
     first, :class:`PortInUse` if it lost a port, :class:`KernelTimeout` after
-    ``timeout`` seconds.
+    ``timeout`` seconds; with ``stack_signal`` (a kernel that dumps its threads' stacks
+    on it), the timeout's message carries them.
     """
     deadline = time.monotonic() + timeout
 
@@ -593,6 +602,7 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> N
     # The process is watched: the heartbeat only tells whether its port is the kernel's.
     client.engine.add_liveness_check(exited)
     stall = _Stall(kernel.pid)
+    first = client.submit(requests.kernel_info())
     try:
         while True:
             died = exited()
@@ -604,14 +614,17 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> N
                     raise lost
             left = deadline - time.monotonic()
             if left <= 0:
-                raise KernelTimeout(
-                    f"{what} did not answer within {timeout:g} s\n{kernel.stderr_tail()}"
-                )
+                raise _startup_timeout(kernel, timeout, what, stall, stack_signal)
             try:
-                client.wait_for_ready(min(0.5, left))
+                first.reply(min(0.5, left))
                 break
             except KernelTimeout:
                 continue
+        try:
+            # It is up: the IOPub join and one more round take milliseconds.
+            client.wait_for_ready(max(deadline - time.monotonic(), 5.0))
+        except KernelTimeout:
+            raise _startup_timeout(kernel, timeout, what, stall, stack_signal) from None
         # ipykernel binds its heartbeat in a thread of its own, whose failure leaves a
         # kernel that answers requests and never its heartbeat.
         if not client.is_alive():
@@ -619,7 +632,32 @@ def _wait_until_answering(kernel: KernelProcess, timeout: float, what: str) -> N
             if lost is not None:
                 raise lost
     finally:
+        first.discard()
         client.stop_channels()
+
+
+def _startup_timeout(
+    kernel: KernelProcess, timeout: float, what: str, stall: _Stall, stack_signal: int | None
+) -> KernelTimeout:
+    """The error for a kernel that did not answer in time: how much CPU it used, and its
+    threads' stacks if it can be asked for them."""
+    cpu = "" if stall.cpu is None else f" (it used {stall.cpu / _CLOCK_TICKS:.1f} s of CPU)"
+    lines = 40
+    if stack_signal is not None and kernel.proc.poll() is None:
+        before = kernel.stderr_tail(10_000)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kernel.pid, stack_signal)
+            give_up = time.monotonic() + 2.0
+            while kernel.stderr_tail(10_000) == before and time.monotonic() < give_up:
+                time.sleep(0.05)
+            time.sleep(0.2)  # the rest of the dump
+            lines = 400
+    return KernelTimeout(
+        f"{what} did not answer within {timeout:g} s{cpu}\n{kernel.stderr_tail(lines)}"
+    )
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class _Stall:
