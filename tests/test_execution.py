@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -168,13 +171,38 @@ def test_collector_without_front_end_keeps_messages_apart() -> None:
     ],
 )
 def test_outputs_are_the_nodes_nbformat_builds(msg_type: str, content: dict[str, object]) -> None:
+    from nbformat import from_dict
     from nbformat.v4 import output_from_msg as nbformat_output
 
+    from kernelwire import OutputNode
     from kernelwire.execution import output_from_msg
 
     msg = {"msg_type": msg_type, "header": {"msg_type": msg_type}, "content": content}
-    ours, theirs = output_from_msg(msg), nbformat_output(msg)  # type: ignore[arg-type]
+    theirs = nbformat_output(msg)  # type: ignore[arg-type]
+    light = output_from_msg(msg)  # type: ignore[arg-type]
+    assert light == theirs
+    assert type(light) is OutputNode and type(light.get("data", light)) is OutputNode
+    assert light.output_type == msg_type  # keys read as attributes, as in nbformat's nodes
+    # with nbformat's from_dict (the notebook runner's), nbformat's own node types
+    ours = output_from_msg(msg, from_dict)  # type: ignore[arg-type]
     assert ours == theirs
     assert type(ours) is type(theirs) and type(ours.get("data", ours)) is type(
         theirs.get("data", theirs)
     )
+
+
+def test_run_imports_no_nbformat(tmp_path: Path) -> None:
+    """``import kernelwire`` and running code leave nbformat (seconds of schema
+    validator on a loaded machine) unimported: it is for notebooks."""
+    code = (
+        "import sys, kernelwire\n"
+        "with kernelwire.start_kernel('python3') as kernel:\n"
+        "    out = kernel.run('print(1); 2').outputs\n"
+        "print([o.output_type for o in out], sorted(m for m in ('nbformat', 'jsonschema', "
+        "'httpx', 'kernelwire.notebook', 'kernelwire.remote') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['stream', 'execute_result'] []"

@@ -56,6 +56,7 @@ from .lifecycle import (
     start_kernel_async,
 )
 from .oneshot import get_messages
+from .outputs import OutputNode
 from .protocol import Message, Request, requests
 from .protocol.connection import ConnectionInfo
 from .session import Session
@@ -150,6 +151,7 @@ __all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
     "Message",
     "NoSuchKernel",
     "NotebookError",
+    "OutputNode",
     "PendingRequest",
     "PortInUse",
     "ProtocolError",

@@ -19,9 +19,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
 import orjson
 
 from . import __version__
@@ -38,7 +37,9 @@ from .errors import (
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
-from .remote import RemoteKernel, connect_server
+
+if TYPE_CHECKING:
+    from .remote import RemoteKernel
 
 EXIT_OK = 0
 """Every notebook ran (errors allowed by ``--allow-errors`` or tags included)."""
@@ -104,6 +105,8 @@ def run_command(args: argparse.Namespace) -> int:
 def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
     """A kernel of spec ``args.kernel``: local, or on ``args.server`` when given."""
     if args.server:
+        from .remote import connect_server  # httpx and websockets: only for a server
+
         with (
             connect_server(*_server_and_token(args)) as server,
             server.start_kernel(args.kernel) as remote,
@@ -171,6 +174,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    from .remote import connect_server
+
     server = connect_server(*_server_and_token(args)) if args.server else None
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         # A notebook's hooks all come on one thread; with --jobs, notebooks run on several.
@@ -236,6 +241,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
 
 def _write(nb: Any, target: Path) -> None:
     """Write an executed notebook to ``target`` (``-``: stdout)."""
+    import nbformat
+
     if str(target) == "-":
         nbformat.write(nb, sys.stdout)  # type: ignore[no-untyped-call]
         sys.stdout.flush()

@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbformat import NotebookNode, from_dict
-
 from .client._steps import Emit, Settle, Steps, time_left
 from .client.async_client import AsyncKernelClient, AsyncPendingRequest, aiterate_steps
 from .client.blocking import BlockingKernelClient, PendingRequest, iterate_steps
 from .errors import ExecutionError, KernelTimeout, ProtocolError
+from .outputs import NodeFrom, OutputNode, node_from
 from .protocol import requests
 from .protocol.message import Message
 
@@ -144,18 +143,19 @@ def _stream_fields(content: dict[str, Any]) -> tuple[str, str]:
     return _field(content, "name", "stdout"), _multiline(content.get("text", ""), "text")
 
 
-def output_from_msg(msg: Message) -> NotebookNode:
+def output_from_msg(msg: Message, node_from: NodeFrom = node_from) -> OutputNode:
     """The nbformat v4 output for an IOPub ``display_data``, ``execute_result`` or ``error``.
 
     The same node nbformat's ``output_from_msg`` builds, without its per-output schema
     validation, which costs about a tenth of a trivial notebook's run; the notebook is
     still validated when it is written. Content a notebook cannot keep (a ``data`` that
     is not an object of strings, a ``traceback`` that is not a list of strings, ...)
-    raises :class:`~kernelwire.ProtocolError` naming the field.
+    raises :class:`~kernelwire.ProtocolError` naming the field. ``node_from`` makes the
+    nodes (nbformat's ``from_dict`` gives nbformat's own ``NotebookNode``).
     """
     msg_type = msg["msg_type"]
     content = msg["content"]
-    output = _node(output_type=msg_type)
+    output: OutputNode = node_from({"output_type": msg_type})
     if msg_type == "error":
         output.ename = _field(content, "ename")
         output.evalue = _field(content, "evalue")
@@ -164,8 +164,8 @@ def output_from_msg(msg: Message) -> NotebookNode:
             raise ProtocolError(f"traceback is {_text_kind(traceback)}, not a list of strings")
         output.traceback = list(traceback)
         return output
-    output.metadata = from_dict(_object(content, "metadata"))  # type: ignore[no-untyped-call]
-    output.data = from_dict(_mimebundle(content))  # type: ignore[no-untyped-call]
+    output.metadata = node_from(_object(content, "metadata"))
+    output.data = node_from(_mimebundle(content))
     if msg_type == "execute_result":
         output.execution_count = _count(content)
     return output
@@ -180,7 +180,8 @@ class OutputCollector:
     ids between collectors (the cells of one notebook). ``max_output_chars`` caps
     the text kept; past it, a visible marker says how much was dropped. A rich result
     too big for the room left keeps the representations that fit, its ``text/plain``
-    first, and names the others in ``metadata.kernelwire.dropped``.
+    first, and names the others in ``metadata.kernelwire.dropped``. The outputs are
+    :class:`~kernelwire.OutputNode` s, or what ``node_from`` makes of a dict.
     """
 
     def __init__(
@@ -188,11 +189,13 @@ class OutputCollector:
         *,
         front_end: bool = True,
         max_output_chars: int | None = None,
-        displays: dict[str, list[NotebookNode]] | None = None,
+        displays: dict[str, list[OutputNode]] | None = None,
+        node_from: NodeFrom = node_from,
     ) -> None:
         self.front_end = front_end
+        self._node_from = node_from
         self.max_output_chars = max_output_chars
-        self.outputs: list[NotebookNode] = []
+        self.outputs: list[OutputNode] = []
         self.execution_count: int | None = None
         self.dropped_chars = 0
         self.invalid = 0
@@ -201,11 +204,15 @@ class OutputCollector:
         self._clear_pending = False
         # display_id -> outputs showing it; shared by a notebook's cells, since an update
         # from one cell changes the display wherever it is.
-        self._displays: dict[str, list[NotebookNode]] = {} if displays is None else displays
+        self._displays: dict[str, list[OutputNode]] = {} if displays is None else displays
         self.result: ExecutionResult | None = None
         """The finished execution's result, once :func:`stream` has run to the end."""
 
-    def feed(self, msg: Message) -> NotebookNode | None:
+    def _node(self, **fields: Any) -> OutputNode:
+        node: OutputNode = self._node_from(fields)
+        return node
+
+    def feed(self, msg: Message) -> OutputNode | None:
         """Take one IOPub message; return the output it added or changed, if any.
 
         A message whose content a notebook cannot keep (a mistyped field) adds a
@@ -217,7 +224,7 @@ class OutputCollector:
         except ProtocolError as exc:
             return self._invalid(msg, exc)
 
-    def _feed(self, msg: Message) -> NotebookNode | None:
+    def _feed(self, msg: Message) -> OutputNode | None:
         msg_type = msg["msg_type"]
         content = msg["content"]
         if msg_type in ("execute_input", "execute_result") and "execution_count" in content:
@@ -241,12 +248,12 @@ class OutputCollector:
             if self._clear_pending:
                 self._clear()
             return self._stream(name, text)
-        output = output_from_msg(msg)
+        output = output_from_msg(msg, self._node_from)
         if self._clear_pending:
             self._clear()
         return self._add(output, display_id)
 
-    def _add(self, output: NotebookNode, display_id: str | None = None) -> NotebookNode | None:
+    def _add(self, output: OutputNode, display_id: str | None = None) -> OutputNode | None:
         if "data" in output and self.max_output_chars is not None and not self.dropped_chars:
             output = self._shrink(output)
         if not self._admit(_text_size(output)):
@@ -256,7 +263,7 @@ class OutputCollector:
             self._displays.setdefault(display_id, []).append(output)
         return output
 
-    def _shrink(self, output: NotebookNode) -> NotebookNode:
+    def _shrink(self, output: OutputNode) -> OutputNode:
         """A rich result too big for the room left, cut down to the representations that
         fit (its ``text/plain`` first): a table whose HTML is too long still shows as
         its plain text. The representations left out are named in the output's
@@ -279,10 +286,10 @@ class OutputCollector:
                 dropped[mime] = sizes[mime]
         if len(dropped) == len(sizes):
             return output  # nothing small to keep: it goes as a whole, behind the marker
-        metadata = from_dict({**output.get("metadata", {}), "kernelwire": {"dropped": dropped}})  # type: ignore[no-untyped-call]
-        return _node(**{**output, "data": from_dict(kept), "metadata": metadata})  # type: ignore[no-untyped-call]
+        metadata = {**output.get("metadata", {}), "kernelwire": {"dropped": dropped}}
+        return self._node(**{**output, "data": kept, "metadata": metadata})
 
-    def _invalid(self, msg: Message, error: ProtocolError) -> NotebookNode | None:
+    def _invalid(self, msg: Message, error: ProtocolError) -> OutputNode | None:
         self.invalid += 1
         if self.invalid == 1 or self.invalid % 1000 == 0:
             log.warning(
@@ -295,7 +302,7 @@ class OutputCollector:
         if len(content) > 500:
             content = content[:500] + "..."
         text = INVALID_MARKER.format(msg_type=msg["msg_type"], reason=error, content=content)
-        return self._add(_node(output_type="stream", name="stderr", text=text))
+        return self._add(self._node(output_type="stream", name="stderr", text=text))
 
     def _clear(self) -> None:
         for shown in self._displays.values():
@@ -307,8 +314,8 @@ class OutputCollector:
         data = _mimebundle(msg["content"])
         metadata = _object(msg["content"], "metadata")
         for output in self._displays.get(display_id, []):
-            output["data"] = from_dict(data)  # type: ignore[no-untyped-call]
-            output["metadata"] = from_dict(metadata)  # type: ignore[no-untyped-call]
+            output["data"] = self._node_from(data)
+            output["metadata"] = self._node_from(metadata)
 
     def _admit(self, size: int) -> bool:
         """Count ``size`` characters against the cap; False (and a marker) once it is full."""
@@ -323,7 +330,7 @@ class OutputCollector:
             self._kept_chars += size
             return True
         self.dropped_chars = size
-        self.outputs.append(_node(output_type="stream", name="stderr", text=""))
+        self.outputs.append(self._node(output_type="stream", name="stderr", text=""))
         self._update_marker()
         return False
 
@@ -331,7 +338,7 @@ class OutputCollector:
         marker = self.outputs[-1]
         marker["text"] = TRUNCATION_MARKER.format(dropped=self.dropped_chars)
 
-    def _stream(self, name: str, text: str) -> NotebookNode | None:
+    def _stream(self, name: str, text: str) -> OutputNode | None:
         if self.max_output_chars is not None and not self.dropped_chars:
             room = self.max_output_chars - self._kept_chars
             if len(text) > room:  # keep what fits, then the marker
@@ -349,7 +356,7 @@ class OutputCollector:
         ):
             last["text"] = process_control_characters(last["text"] + text)
             return last
-        output = _node(
+        output = self._node(
             output_type="stream",
             name=name,
             text=process_control_characters(text) if self.front_end else text,
@@ -358,11 +365,7 @@ class OutputCollector:
         return output
 
 
-def _node(**fields: Any) -> NotebookNode:
-    return NotebookNode(fields)  # type: ignore[no-untyped-call]
-
-
-def _text_size(output: NotebookNode) -> int:
+def _text_size(output: OutputNode) -> int:
     if "text" in output:
         return len(output["text"])
     if output.get("output_type") == "error":
@@ -378,7 +381,7 @@ class ExecutionResult:
 
     status: str
     execution_count: int | None
-    outputs: list[NotebookNode] = field(default_factory=list)
+    outputs: list[OutputNode] = field(default_factory=list)
     reply: Message | None = None
     incomplete: bool = False
 
@@ -455,7 +458,9 @@ def _result(
     collector: OutputCollector, pending: PendingRequest | AsyncPendingRequest
 ) -> ExecutionResult:
     if pending.incomplete and not any(o.get("text") == LOST_MARKER for o in collector.outputs):
-        collector.outputs.append(_node(output_type="stream", name="stderr", text=LOST_MARKER))
+        collector.outputs.append(
+            collector._node(output_type="stream", name="stderr", text=LOST_MARKER)
+        )
     reply = pending._state.reply
     content = reply["content"] if reply else {}
     count = as_execution_count(content.get("execution_count"))
@@ -531,7 +536,7 @@ def stream(
     stdin: StdinHandler | None = None,
     interrupt: Callable[[], Any] | None = None,
     collector: OutputCollector | None = None,
-) -> Iterator[NotebookNode]:
+) -> Iterator[OutputNode]:
     """Run ``code`` and yield each output as it is added or changed.
 
     On ``timeout`` the kernel is interrupted (``interrupt``, default: an
@@ -574,7 +579,7 @@ def stream_async(
     stdin: StdinHandler | None = None,
     interrupt: Callable[[], Any] | None = None,
     collector: OutputCollector | None = None,
-) -> AsyncIterator[NotebookNode]:
+) -> AsyncIterator[OutputNode]:
     """:func:`stream` for asyncio clients (``interrupt`` may be a coroutine function)."""
     steps = _stream_steps(client, code, timeout, stdin, interrupt, collector or OutputCollector())
     return aiterate_steps(client.engine, steps)
@@ -639,6 +644,6 @@ class RunsCode:
 
     def stream(
         self, code: str, *, timeout: float | None = None, stdin: StdinHandler | None = None
-    ) -> Iterator[NotebookNode]:
+    ) -> Iterator[OutputNode]:
         """Run ``code`` and yield its outputs (nbformat dicts) as they are added or change."""
         return stream(self._runner(), code, timeout=timeout, stdin=stdin, interrupt=self.interrupt)

@@ -35,6 +35,7 @@ from .execution import OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.pool import KernelPool
 from .lifecycle.specs import get_kernel_spec
+from .outputs import OutputNode
 from .protocol import requests
 from .protocol.jsonutil import format_date
 from .protocol.message import Message
@@ -162,7 +163,7 @@ def execute(
         info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
         if info and isinstance(info, dict):
             nb.metadata["language_info"] = info
-        displays: dict[str, list[NotebookNode]] = {}
+        displays: dict[str, list[OutputNode]] = {}
         widgets = WidgetFrontEnd(lambda comm_id, data: client.comm_msg(comm_id, data))
         stack.callback(widgets.save, nb)  # a partial run's widgets render too
         for index in cells_to_run(nb):
@@ -171,7 +172,10 @@ def execute(
             if on_cell_start is not None:
                 on_cell_start(index, cell)
             collector = OutputCollector(
-                front_end=front_end, max_output_chars=max_output_chars, displays=displays
+                front_end=front_end,
+                max_output_chars=max_output_chars,
+                displays=displays,
+                node_from=nbformat.from_dict,  # a notebook's outputs are nbformat's own nodes
             )
             reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets, owned)
             if on_cell_done is not None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
-
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING, Any
 
 from .execution import output_from_msg
+from .outputs import OutputNode
 from .protocol.message import Message
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 """The key of the widget state in a notebook's ``metadata.widgets``."""
@@ -40,7 +42,7 @@ class OutputWidget:
     def __init__(self, comm_id: str, state: dict[str, Any], send: SendState) -> None:
         self.comm_id = comm_id
         self.state = state
-        self.outputs: list[NotebookNode] = list(state.get("outputs") or [])
+        self.outputs: list[OutputNode] = list(state.get("outputs") or [])
         self._send = send
         self._clear_pending = False
 
@@ -75,9 +77,9 @@ class OutputWidget:
         self._send(self.comm_id, {"method": "update", "state": {"outputs": self.outputs}})
 
 
-def _stream(msg: Message) -> NotebookNode:
+def _stream(msg: Message) -> OutputNode:
     content = msg["content"]
-    return NotebookNode(  # type: ignore[no-untyped-call]
+    return OutputNode(
         output_type="stream", name=content.get("name", "stdout"), text=content.get("text", "")
     )
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from nbformat import NotebookNode
-
 from .. import execution
 from .._threads import in_thread
 from ..client.async_client import AsyncKernelClient
 from ..execution import ExecutionResult, StdinHandler
+from ..outputs import OutputNode
 from .kernel import SHUTDOWN_TIMEOUT, Kernel, start_kernel
 
 
@@ -79,7 +78,7 @@ class AsyncKernel:
 
     async def stream(
         self, code: str, *, timeout: float | None = None, stdin: StdinHandler | None = None
-    ) -> AsyncIterator[NotebookNode]:
+    ) -> AsyncIterator[OutputNode]:
         """Run ``code`` and yield its outputs as they arrive."""
         client = self._runner()
         await client.wait_for_ready(self.kernel.startup_timeout)
