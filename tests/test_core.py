@@ -394,8 +394,10 @@ def test_restart_pauses_then_resets_the_verdicts() -> None:
 
 
 # -- server statuses and replays (the WebSocket's codec) --------------------------------
-def ws_frame(session: Session, msg_type: str, content: Mapping[str, Any], parent: Message) -> bytes:
-    msg = session.message(msg_type, content, parent=parent["header"])
+def ws_frame(
+    session: Session, msg_type: str, content: Mapping[str, Any], parent: Message | None
+) -> bytes:
+    msg = session.message(msg_type, content, parent=None if parent is None else parent["header"])
     return encode_v1("iopub" if msg_type == "status" else "shell", msg)
 
 
@@ -420,6 +422,23 @@ def test_a_server_reporting_its_kernel_dead_marks_it_dead() -> None:
     core.receive("shell", [ws_frame(Session(), "status", {"execution_state": "dead"}, req)], 0.0)
     assert isinstance(core.router.death, KernelDied)
     assert core.events == ["dead"]
+
+
+def test_a_server_restarting_its_dead_kernel_fails_what_waited() -> None:
+    session = Session()
+    core = ClientCore(session, WebSocketCodec(V1_SUBPROTOCOL), ("shell", "iopub"))
+    waiting = request(core, requests.execute("1"), 0.0)
+    answered = request(core, requests.kernel_info(), 0.0)
+    core.receive("shell", [ws_frame(Session(), "kernel_info_reply", {}, answered)], 0.0)
+    core.receive(
+        "iopub", [ws_frame(Session(), "status", {"execution_state": "idle"}, answered)], 0.0
+    )
+    status = ws_frame(Session(), "status", {"execution_state": "restarting"}, None)
+    core.receive("iopub", [status], 0.1)
+    assert isinstance(core.router.pending[waiting["msg_id"]].error, KernelRestarted)
+    assert core.router.pending[answered["msg_id"]].error is None  # done before: kept
+    assert core.router.death is None  # the new kernel is alive
+    assert core.events == ["restarting"]
 
 
 # -- engines over a fake transport --------------------------------------------------------

@@ -213,6 +213,29 @@ def test_a_remote_restart_fails_the_waiting_requests_at_once(
         asyncio.run(over_asyncio())
 
 
+def test_a_kernel_the_server_restarts_after_its_death_fails_the_waiting_requests(
+    jupyter_server_url: str,  # noqa: F811
+) -> None:
+    """The server's restarter replaces a kernel that died and says so with a
+    ``restarting`` status: what waited for the dead kernel fails with KernelRestarted,
+    not at its own timeout; the new kernel answers what comes next."""
+    with (
+        connect_server(jupyter_server_url, TOKEN) as server,
+        server.start_kernel("python3") as kernel,
+    ):
+        client = kernel.client()
+        client.wait_for_ready(60)
+        dying = client.submit(requests.execute("import os, time; time.sleep(0.5); os._exit(1)"))
+        other = client.submit(requests.execute(LONG))  # queued behind the dying cell
+        started = time.monotonic()
+        with pytest.raises(KernelRestarted, match="server restarted it"):
+            dying.reply(WAIT)
+        assert time.monotonic() - started < WAIT / 2  # the restarter's poll, not the timeout
+        with pytest.raises(KernelRestarted):
+            other.reply(5)
+        assert client.execute("1 + 1", reply=True, timeout=60)["content"]["status"] == "ok"
+
+
 class Proxy:
     """A TCP relay on 127.0.0.1 in front of a server, which a test cuts and restores.
 

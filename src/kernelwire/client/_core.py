@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
-from ..errors import KernelDied, ProtocolError, ReplyLost
+from ..errors import KernelDied, KernelRestarted, ProtocolError, ReplyLost
 from ..protocol import requests
 from ..protocol.codec import Session
 from ..protocol.connection import ChannelName
@@ -201,6 +201,15 @@ class ClientCore:
         if state in ("restarting", "autorestarting", "dead"):
             self.events.append(state)
             log.warning("the kernel behind %s is %s", self.where("shell"), state)
+        if state in ("restarting", "autorestarting"):
+            # The server restarts a kernel that died (a restart asked for through its API
+            # sends no status): what waited for the dead one will not be answered.
+            self.router.fail_pending(
+                KernelRestarted(
+                    f"the kernel at {self.where('shell')} died and the server restarted it:"
+                    " the request's answer will not come"
+                )
+            )
         if state == "dead":
             self.router.mark_dead(
                 KernelDied(f"the server reports the kernel at {self.where('shell')} dead")
