@@ -6,7 +6,9 @@ reports the median wall time of ``--n`` runs:
 - ``import``: ``import kernelwire`` / ``import jupyter_client``;
 - ``run -c 1``: the README's main job, ``kernelwire run -c 1`` (kernel start, one
   execution, shutdown), against a jupyter_client script doing the same
-  (``start_new_kernel``, ``execute_interactive("1")``, ``shutdown_kernel``).
+  (``start_new_kernel``, ``execute_interactive("1")``, ``shutdown_kernel``);
+- ``notebook run``: a 3-cell notebook executed and written, ``kernelwire notebook run``
+  against ``jupyter execute --output`` (nbclient).
 
     python bench/startup.py            # 7 runs per row
     python bench/startup.py --quick    # 3
@@ -19,7 +21,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 JUPYTER_CLIENT_RUN = """
 from jupyter_client.manager import start_new_kernel
@@ -30,6 +34,19 @@ km.shutdown_kernel(now=True)
 """
 
 KERNELWIRE = shutil.which("kernelwire") or "kernelwire"
+JUPYTER = shutil.which("jupyter") or "jupyter"
+WORK = Path(tempfile.mkdtemp(prefix="kernelwire-bench-"))
+NOTEBOOK = WORK / "three.ipynb"
+NOTEBOOK.write_text(
+    '{"cells": ['
+    + ", ".join(
+        f'{{"cell_type": "code", "metadata": {{}}, "source": "{code}", "outputs": [], '
+        '"execution_count": null}'
+        for code in ("x = 1", "print(x)", "x + 1")
+    )
+    + '], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",'
+    ' "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}'
+)
 
 ROWS = {
     "import": (
@@ -39,6 +56,10 @@ ROWS = {
     "run -c 1 (start, run, shut down)": (
         [KERNELWIRE, "run", "-c", "1"],
         [sys.executable, "-c", JUPYTER_CLIENT_RUN],
+    ),
+    "notebook run (3 cells, written)": (
+        [KERNELWIRE, "notebook", "run", str(NOTEBOOK), "-o", str(WORK / "ours.ipynb")],
+        [JUPYTER, "execute", str(NOTEBOOK), "--output", str(WORK / "theirs.ipynb")],
     ),
 }
 
@@ -67,6 +88,7 @@ def main() -> None:
                 times[side].append(wall(argv))
         a, b = statistics.median(times[0]), statistics.median(times[1])
         print(f"{name:<36}{a:>14.3f}{b:>18.3f}{a / b:>7.2f}x")
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -485,3 +486,28 @@ def test_no_color_is_honoured_on_a_terminal() -> None:
     assert b"\x1b[" in stderr_of(plain)
     without = stderr_of({**plain, "NO_COLOR": "1"})
     assert b"ZeroDivisionError" in without and b"\x1b[" not in without
+
+
+def test_the_command_imports_what_it_uses(tmp_path: Path) -> None:
+    """``run`` imports neither nbformat nor the remote client; ``notebook run`` imports
+    nbformat without the IRI grammar jsonschema would build at import (seconds)."""
+
+    def imported(*args: str) -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "kernelwire", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = [line.split("|")[-1].strip() for line in done.stderr.splitlines()]
+        return {line for line in lines if line and not line.startswith("imported package")}
+
+    ran = imported("run", "-c", "1")
+    assert "kernelwire.cli" in ran  # the import times were read
+    assert not {"nbformat", "jsonschema", "httpx", "kernelwire.remote"} & ran
+    notebook = tmp_path / "nb.ipynb"
+    shutil.copy(NOTEBOOKS / "empty_cells.ipynb", notebook)
+    ran = imported("notebook", "run", str(notebook), "-o", str(tmp_path / "out.ipynb"))
+    assert {"nbformat", "jsonschema"} <= ran
+    assert "rfc3987_syntax.syntax_helpers" not in ran  # where the grammar is built

@@ -10,10 +10,13 @@ did not.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .errors import KernelwireError
 from .lifecycle.kernel import Kernel
-from .remote import RemoteKernel
+
+if TYPE_CHECKING:
+    from .remote import RemoteKernel  # httpx: imported only where a server is used
 
 STOP_GRACE = 3.0
 """Seconds code gets to end after an interrupt (its timeout, Ctrl-C, SIGTERM) before a

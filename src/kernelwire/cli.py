@@ -136,6 +136,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _skip_iri_grammar() -> None:
+    """Keep jsonschema, which nbformat imports, from loading ``rfc3987_syntax``.
+
+    That module builds an IRI grammar when imported: 2 s of the command's start on a
+    loaded machine, for jsonschema's ``iri`` format checks, which nbformat's schemas
+    never use. Done in this command's own process only, before anything imports
+    jsonschema; a library user's process is left alone.
+    """
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
 def notebook_run_command(args: argparse.Namespace) -> int:
     """``kernelwire notebook run``: execute notebooks and write the results.
 
@@ -148,6 +160,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    _skip_iri_grammar()
     from . import notebook
 
     sources = [Path(p) for p in args.notebooks]
