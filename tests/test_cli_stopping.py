@@ -143,7 +143,7 @@ def test_a_cell_that_ignores_interrupts_is_stopped_without_waiting_on_shutdown(
     pid = cmd.wait_for(tmp_path / "kernel.pid")
     assert cmd.proc.wait(90) == 1
     _, stderr = cmd.proc.communicate()
-    assert "cell 0 did not finish within 2 s" in stderr
+    assert "cell In [1] (index 0) did not finish within 2 s" in stderr
     assert "shutdown_request" not in stderr and "terminating it" not in stderr, stderr
     assert kernel_gone(pid)
     assert cmd.leftovers() == []

@@ -96,7 +96,7 @@ def test_error_names_the_cell_and_stops(tmp_path: Path) -> None:
         notebook.execute(NOTEBOOKS[[p.stem for p in NOTEBOOKS].index("errors")])
     assert excinfo.value.cell_index == 1
     assert excinfo.value.ename == "ZeroDivisionError" and excinfo.value.traceback
-    assert "cell 1" in str(excinfo.value)
+    assert "cell In [2] (index 1)" in str(excinfo.value)
 
 
 def test_raises_exception_tag_and_skip_execution() -> None:

@@ -158,24 +158,43 @@ class ExecutionError(KernelwireError):
         super().__init__(f"{ename}: {evalue}")
 
 
+def cell_label(cell_index: int, execution_count: int | None = None) -> str:
+    """How messages name a cell: by the ``In [n]`` its traceback shows when it has one,
+    and by its 0-based index in ``nb.cells`` (``cell In [2] (index 1)``)."""
+    if execution_count is None:
+        return f"cell index {cell_index}"
+    return f"cell In [{execution_count}] (index {cell_index})"
+
+
 class CellExecutionError(ExecutionError):
-    """A cell raised: carries the cell's index and the kernel's ename, evalue, traceback."""
+    """A cell raised: carries the cell's index (0-based, in ``nb.cells``), its execution
+    count if it has one, and the kernel's ename, evalue, traceback."""
 
     def __init__(
-        self, cell_index: int, ename: str, evalue: str, traceback: Sequence[str] = ()
+        self,
+        cell_index: int,
+        ename: str,
+        evalue: str,
+        traceback: Sequence[str] = (),
+        execution_count: int | None = None,
     ) -> None:
         super().__init__(ename, evalue, traceback)
         self.cell_index = cell_index
-        self.args = (f"cell {cell_index} raised {ename}: {evalue}",)
+        self.execution_count = execution_count
+        self.args = (f"{cell_label(cell_index, execution_count)} raised {ename}: {evalue}",)
 
 
 class CellKernelDied(KernelDied):
     """The kernel died while a cell ran: names the cell; the notebook keeps what ran."""
 
-    def __init__(self, cell_index: int, died: KernelDied) -> None:
+    def __init__(
+        self, cell_index: int, died: KernelDied, execution_count: int | None = None
+    ) -> None:
         # ``died``'s text already holds its exit code and stderr: not added twice.
-        super().__init__(f"cell {cell_index}: the kernel died while it ran: {died}")
+        label = cell_label(cell_index, execution_count)
+        super().__init__(f"{label}: the kernel died while it ran: {died}")
         self.cell_index = cell_index
+        self.execution_count = execution_count
         self.exit_code = died.exit_code
         self.stderr = died.stderr
 

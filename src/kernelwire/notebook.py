@@ -30,6 +30,7 @@ from .errors import (
     KernelTimeout,
     KernelwireError,
     NotebookError,
+    cell_label,
 )
 from .execution import OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
@@ -214,6 +215,7 @@ def _cell_error(index: int, cell: NotebookNode, content: dict[str, Any]) -> Cell
         [line for line in traceback if isinstance(line, str)]
         if isinstance(traceback, list)
         else [],
+        as_execution_count(cell.get("execution_count")),
     )
 
 
@@ -287,8 +289,9 @@ def _run_cell(
         except KernelTimeout:
             settle()
             cell.outputs = collector.outputs
+            label = cell_label(index, collector.execution_count)
             raise KernelTimeout(
-                f"cell {index} did not finish within {timeout:g} s: interrupted"
+                f"{label} did not finish within {timeout:g} s: interrupted"
             ) from None
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP in the CLI
             settle()
@@ -296,7 +299,7 @@ def _run_cell(
             raise
         except KernelDied as died:
             cell.outputs = collector.outputs
-            raise CellKernelDied(index, died) from died
+            raise CellKernelDied(index, died, collector.execution_count) from died
     finally:
         pending.close()
     reply: Message = pending.reply(0)
