@@ -221,6 +221,12 @@ def test_wrong_token_and_server_down(jupyter_server_url: str) -> None:
     assert time.monotonic() - started < 5
     with connect_server(jupyter_server_url, TOKEN) as server:
         assert TOKEN not in repr(server) and TOKEN not in repr(server.transport)
+        # an unknown kernel: the server's names, not its error page (issue 13, defect 10)
+        with pytest.raises(kernelwire.NoSuchKernel) as unknown:
+            server.start_kernel("no-such-kernel")
+        assert "python3" in unknown.value.available
+        assert "no kernel named 'no-such-kernel' on http" in str(unknown.value)
+        assert "<html" not in str(unknown.value).lower()
     assert isinstance(excinfo.value, kernelwire.KernelwireError)
 
 

@@ -217,11 +217,12 @@ class NoSuchKernel(KernelwireError, KeyError):
     A ``KeyError`` (so a ``LookupError``), as jupyter_client's ``NoSuchKernel`` is.
     """
 
-    def __init__(self, name: str, available: Sequence[str]) -> None:
+    def __init__(self, name: str, available: Sequence[str], where: str = "") -> None:
         self.name = name
         self.available = sorted(available)
         names = ", ".join(self.available) or "none installed"
-        super().__init__(f"no kernel named {name!r}; available kernels: {names}")
+        place = f" {where}" if where else ""
+        super().__init__(f"no kernel named {name!r}{place}; available kernels: {names}")
 
     def __str__(self) -> str:  # KeyError would show the message quoted
         return str(self.args[0])

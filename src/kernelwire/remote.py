@@ -24,6 +24,7 @@ from .client.blocking import BlockingKernelClient
 from .errors import (
     AuthenticationError,
     KernelRestarted,
+    NoSuchKernel,
     ServerConnectionError,
     ServerError,
 )
@@ -170,8 +171,20 @@ class JupyterServer:
         return answer
 
     def start_kernel(self, name: str = "python3", **body: Any) -> RemoteKernel:
-        """Start a kernel (``POST /api/kernels``); leaving a ``with`` block deletes it."""
-        model = self.transport.request("POST", "api/kernels", json={"name": name, **body})
+        """Start a kernel (``POST /api/kernels``); leaving a ``with`` block deletes it.
+
+        Raises :class:`NoSuchKernel`, with the server's kernel names, if it has none
+        called ``name`` (the server itself answers with an error page).
+        """
+        try:
+            model = self.transport.request("POST", "api/kernels", json={"name": name, **body})
+        except (AuthenticationError, ServerConnectionError):
+            raise
+        except ServerError:
+            specs = self.kernel_specs()
+            if name not in specs:
+                raise NoSuchKernel(name, list(specs), f"on {self.transport.url}") from None
+            raise
         return RemoteKernel(self, self._kernel_model(model, "POST api/kernels"), owned=True)
 
     def kernel(self, kernel_id: str) -> RemoteKernel:
