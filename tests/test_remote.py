@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -275,6 +276,37 @@ def test_notebook_and_cli_on_a_server(jupyter_server_url: str, tmp_path: Path) -
         and "refused the token" in refused.stderr
         and "nope" not in refused.stderr
     )
+
+
+def test_cli_kernels_and_start_on_a_server(jupyter_server_url: str) -> None:
+    """``kernels`` and ``start`` take --server (issue 13, defect 10): the server's specs;
+    a kernel on the server until Ctrl-C, then deleted."""
+    base = [sys.executable, "-m", "kernelwire"]
+    server_args = ["--server", jupyter_server_url, "--token", TOKEN]
+    listed = subprocess.run(
+        [*base, "kernels", *server_args, "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "python3" in json.loads(listed.stdout)
+    start = subprocess.Popen(
+        [*base, "start", *server_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert start.stdout is not None
+        first = start.stdout.readline()
+        assert first.startswith("Started kernel python3 on "), first + start.stderr.read()
+        kernel_id = first.rsplit("id ", 1)[1].strip()
+        with connect_server(jupyter_server_url, TOKEN) as server:
+            assert kernel_id in {k["id"] for k in server.list_kernels()}
+            with server.kernel(kernel_id) as kernel:
+                assert kernel.run("6 * 7").text == "42"
+            start.send_signal(signal.SIGINT)
+            assert start.wait(60) == 0
+            assert kernel_id not in {k["id"] for k in server.list_kernels()}
+    finally:
+        if start.poll() is None:
+            start.kill()
+            start.wait()
 
 
 def test_async_client_over_the_server(jupyter_server_url: str) -> None:

@@ -285,7 +285,9 @@ def _default_target(source: Path) -> Path:
 
 
 def kernels_command(args: argparse.Namespace) -> int:
-    """``kernelwire kernels``: list installed kernel specs."""
+    """``kernelwire kernels``: list installed kernel specs (a server's with ``--server``)."""
+    if args.server:
+        return _server_kernels(args)
     specs = list_kernel_specs()
     if args.json:
         print(
@@ -300,13 +302,53 @@ def kernels_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_kernels(args: argparse.Namespace) -> int:
+    """``kernelwire kernels --server URL``: the server's kernel specs."""
+    from .remote import connect_server
+
+    with connect_server(*_server_and_token(args)) as server:
+        specs = server.kernel_specs()
+    if args.json:
+        print(orjson.dumps(specs, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    width = max((len(name) for name in specs), default=4)
+    for name, model in sorted(specs.items()):
+        spec = model.get("spec") if isinstance(model, dict) else None
+        spec = spec if isinstance(spec, dict) else {}
+        print(f"{name:<{width}}  {spec.get('display_name', '?')}  ({spec.get('language', '?')})")
+    return 0
+
+
+def _start_on_server(args: argparse.Namespace) -> int:
+    """``kernelwire start --server URL``: a kernel on the server, deleted on Ctrl-C."""
+    from .remote import connect_server
+
+    url, token = _server_and_token(args)
+    with connect_server(url, token) as server, server.start_kernel(args.kernel) as kernel:
+        try:
+            print(f"Started kernel {args.kernel} on {url}: id {kernel.kernel_id}", flush=True)
+            print(f"Connect with: connect_server({url!r}).kernel({kernel.kernel_id!r})", flush=True)
+            print("Press Ctrl-C to shut it down.", flush=True)
+            while kernel.is_alive():
+                time.sleep(1.0)
+            print("kernelwire: the server no longer has the kernel", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("Shutting down the kernel.", flush=True)
+            return 0
+
+
 def start_command(args: argparse.Namespace) -> int:
     """``kernelwire start``: start a kernel and keep it running until Ctrl-C.
 
     The kernel is meant for other tools (``jupyter console --existing``, qtconsole),
     which do not pass a connection file's CurveZMQ keys on: it gets Curve only with
-    ``--encrypt``.
+    ``--encrypt``. With ``--server``, the kernel runs on that Jupyter Server.
     """
+    if args.server:
+        if args.connection_file or args.encrypt:
+            raise _usage_error("start: --connection-file and --encrypt are for local kernels")
+        return _start_on_server(args)
     kernel = Kernel(get_kernel_spec(args.kernel), encrypt=args.encrypt)
     if args.connection_file:
         kernel.connection_file = os.path.abspath(args.connection_file)
@@ -352,10 +394,11 @@ def _server_url(text: str) -> str:
     return text
 
 
-def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--server", type=_server_url, help="run on this Jupyter Server or Gateway URL instead"
-    )
+def _server_options(
+    parser: argparse.ArgumentParser,
+    what: str = "run on this Jupyter Server or Gateway URL instead",
+) -> None:
+    parser.add_argument("--server", type=_server_url, help=what)
     parser.add_argument("--token", help="the server's token (default: $JUPYTER_TOKEN)")
 
 
@@ -413,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     nb_run.set_defaults(parser=nb_run, handler=notebook_run_command)
     kernels = commands.add_parser("kernels", help="list installed kernel specs")
     kernels.add_argument("--json", action="store_true", help="print the specs as JSON")
+    _server_options(kernels, "list this Jupyter Server's or Gateway's kernel specs instead")
     kernels.set_defaults(parser=kernels, handler=kernels_command)
     start = commands.add_parser("start", help="start a kernel and print how to connect to it")
     start.add_argument(
@@ -425,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt the channels with CurveZMQ (kernelwire's clients can use such a "
         "kernel; jupyter console and qtconsole cannot)",
     )
+    _server_options(start, "start it on this Jupyter Server or Gateway URL instead")
     start.set_defaults(parser=start, handler=start_command)
     return parser
 
