@@ -79,7 +79,7 @@ class _KernelwireManager:
         kernel = self._kernelwire_kernel
         return None if kernel is None else kernel.connection_info
 
-    def kernelwire_attach_client(self, client: KernelClientBase[Any]) -> None:
+    def kernelwire_attach_client(self, client: KernelClientBase[Any, Any]) -> None:
         """Cover a client of ours with the kernel's death checks and restarts."""
         kernel = self._kernelwire_kernel
         if kernel is not None and client.connection_info == kernel.connection_info:
@@ -251,7 +251,7 @@ class _KernelwireManager:
         has_value = self.trait_has_value  # type: ignore[attr-defined]
         return self.client_factory if has_value("client_factory") else None  # type: ignore[attr-defined]
 
-    def _made(self, client: KernelClientBase[Any]) -> None:
+    def _made(self, client: KernelClientBase[Any, Any]) -> None:
         if client.connection_file is None and self.connection_file:
             client.connection_file = self.connection_file
 

@@ -140,7 +140,7 @@ class BlockingChannel(ChannelBase):
         return self.client._run(self._ready_steps())
 
 
-class BlockingKernelClient(KernelClientBase[BlockingEngine]):
+class BlockingKernelClient(KernelClientBase[BlockingEngine, Message]):
     """A blocking client for one kernel, with jupyter_client's method names.
 
     Request methods return the request's ``msg_id``; with ``reply=True`` they wait
@@ -218,9 +218,9 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         """
         return self._submit(request, claims, PendingRequest, on_iopub)
 
-    def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
+    def _request(self, request: Request, reply: bool, timeout: float | None) -> str | Message:
         if not reply:
-            return self._send(request)[0]["msg_id"]
+            return self._send_request(request)
         return self._run(self._reply_steps(request, timeout))
 
     def execute_interactive(

@@ -103,7 +103,7 @@ class Kernel(RunsCode):
         self._process: KernelProcess | None = None
         self._processes: list[KernelProcess] = []
         self._files: list[str] = []
-        self._clients: weakref.WeakSet[KernelClientBase[Any]] = weakref.WeakSet()
+        self._clients: weakref.WeakSet[KernelClientBase[Any, Any]] = weakref.WeakSet()
         self._expected_exit = False
         self._lock = threading.RLock()
         self._monitor: threading.Thread | None = None
@@ -219,7 +219,7 @@ class Kernel(RunsCode):
         self._expected_exit = False
 
     # -- clients -----------------------------------------------------------------
-    def _attach(self, client: KernelClientBase[Any]) -> None:
+    def _attach(self, client: KernelClientBase[Any, Any]) -> None:
         client.engine.add_liveness_check(self.death)
         self._clients.add(client)
 
