@@ -159,7 +159,7 @@ class _KernelwireManager:
         self.transport = info.transport
         self.ip = info.ip
         for name in PORT_FIELDS:
-            setattr(self, name, info.port(name[: -len("_port")]))  # type: ignore[arg-type]
+            setattr(self, name, getattr(info, name))
         session = self.session  # type: ignore[attr-defined]
         session.signature_scheme = info.signature_scheme
         session.key = info.key_bytes

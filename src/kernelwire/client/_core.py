@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from ..errors import KernelDied, ProtocolError, ReplyLost
@@ -96,7 +96,9 @@ class ClientCore:
         drop is that stop, reconnected quietly, not a loss to warn about."""
 
     # -- sending -------------------------------------------------------------------
-    def send(self, channel: ChannelName, msg: Message, now: float, *, hold: bool = True) -> None:
+    def send(
+        self, channel: ChannelName, msg: Mapping[str, Any], now: float, *, hold: bool = True
+    ) -> None:
         """Queue ``msg`` for ``channel``; the first request (not stdin) starts the IOPub
         join, and what is sent during it is held until it ends (unless ``hold`` is off:
         nobody could wait for the join)."""

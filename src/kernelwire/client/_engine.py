@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import zmq
@@ -298,7 +298,7 @@ class BlockingEngine(Engine):
         self.wake()  # a pump blocked in a poll without this socket polls again
 
     # -- sending -------------------------------------------------------------------
-    def send(self, channel: ChannelName, msg: Message) -> None:
+    def send(self, channel: ChannelName, msg: Mapping[str, Any]) -> None:
         """Queue ``msg`` for ``channel`` and send it (from any thread).
 
         The first request waits for IOPub to be joined (see :data:`IOPUB_PROBE_LIMIT`).
@@ -645,7 +645,7 @@ class AsyncEngine(Engine):
             if not fut.done():
                 fut.set_result(None)
 
-    def send(self, channel: ChannelName, msg: Message) -> None:
+    def send(self, channel: ChannelName, msg: Mapping[str, Any]) -> None:
         """Queue ``msg`` for ``channel`` and send it (from the loop's thread); the first
         request is held until IOPub is joined (with a running loop to wait on)."""
         self._check_open(channel)

@@ -63,7 +63,7 @@ async def arun_steps(engine: AsyncEngine | None, steps: Steps[T]) -> T:
         outcome = NOTHING
         while not isinstance(step := advance(steps, *outcome), Done):
             outcome = await _step_outcome(engine, step)
-        return step.value  # type: ignore[no-any-return]
+        return step.value
     finally:
         steps.close()
 
@@ -87,7 +87,7 @@ class AsyncPendingRequest(PendingBase[AsyncEngine]):
         """``(channel, message)`` pairs as they arrive, until done; ``timeout`` bounds the whole."""
         left, next_event = time_left(timeout), self._next_event()
         while (event := await self._engine.wait_for(next_event, left())) is not False:
-            yield event  # type: ignore[misc]
+            yield event  # type: ignore[misc]  # mypy joins the predicate's union to object
         self.close()
 
     def __aiter__(self) -> AsyncIterator[tuple[Channel, Message]]:

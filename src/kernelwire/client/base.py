@@ -27,7 +27,7 @@ from ..errors import ClientClosed, KernelTimeout
 from ..protocol import requests
 from ..protocol.connection import PORT_FIELDS, ChannelName, ConnectionInfo, load_connection_info
 from ..protocol.message import Channel, Message
-from ..protocol.requests import Request
+from ..protocol.requests import HistAccessType, Request
 from ..session import Session
 from ..transports.base import Transport
 from ..transports.zmq import ZmqTransport
@@ -213,8 +213,14 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
             info = getattr(self.parent, "kernelwire_connection_info", None)
             if callable(info) and info() is not None:
                 self.load_connection_info(info())
-        wanted = {"shell": shell, "iopub": iopub, "stdin": stdin, "control": control, "hb": hb}
-        channels: list[ChannelName] = [name for name, on in wanted.items() if on]  # type: ignore[misc]
+        wanted: dict[ChannelName, bool] = {
+            "shell": shell,
+            "iopub": iopub,
+            "stdin": stdin,
+            "control": control,
+            "hb": hb,
+        }
+        channels = [name for name, on in wanted.items() if on]
         heartbeat = Heartbeat(self.heartbeat_interval, self.time_to_dead)
         transport: Transport
         if self._transport_factory is not None:
@@ -365,7 +371,7 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
 
     def send_message(self, channel: Channel, msg: Mapping[str, Any]) -> None:
         """Send a message you built yourself (e.g. with ``client.session.message``)."""
-        self.engine.send(channel, msg)  # type: ignore[arg-type]
+        self.engine.send(channel, msg)
 
     def _execute_request(
         self,
@@ -534,7 +540,7 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
         self,
         raw: bool = True,
         output: bool = False,
-        hist_access_type: str = "range",
+        hist_access_type: HistAccessType = "range",
         *,
         reply: Literal[False] = False,
         timeout: float | None = None,
@@ -545,7 +551,7 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
         self,
         raw: bool = True,
         output: bool = False,
-        hist_access_type: str = "range",
+        hist_access_type: HistAccessType = "range",
         *,
         reply: Literal[True],
         timeout: float | None = None,
@@ -556,7 +562,7 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
         self,
         raw: bool = True,
         output: bool = False,
-        hist_access_type: str = "range",
+        hist_access_type: HistAccessType = "range",
         *,
         reply: bool,
         timeout: float | None = None,
@@ -566,14 +572,14 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
         self,
         raw: bool = True,
         output: bool = False,
-        hist_access_type: str = "range",
+        hist_access_type: HistAccessType = "range",
         *,
         reply: bool = False,
         timeout: float | None = None,
         **kwargs: Any,
     ) -> str | ReplyT:
         """Ask for history; msg_id or ``history_reply``."""
-        request = requests.history(raw, output, hist_access_type, **kwargs)  # type: ignore[arg-type]
+        request = requests.history(raw, output, hist_access_type, **kwargs)
         return self._request(request, reply, timeout)
 
     @overload

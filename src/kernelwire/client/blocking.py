@@ -45,7 +45,7 @@ def run_steps(engine: BlockingEngine | None, steps: Steps[T]) -> T:
     with contextlib.closing(steps):  # an interrupted algorithm's cleanup runs now
         while not isinstance(step := advance(steps, *outcome), Done):
             outcome = _outcome(engine, step)
-    return step.value  # type: ignore[no-any-return]
+    return step.value
 
 
 def iterate_steps(engine: BlockingEngine, steps: Steps[Any]) -> Iterator[Any]:
@@ -97,7 +97,7 @@ class PendingRequest(PendingBase[BlockingEngine]):
         # The hot path of every round trip: one wait per event, no steps to run.
         left, next_event, wait_for = time_left(timeout), self._next_event(), self._engine.wait_for
         while (event := wait_for(next_event, left())) is not False:
-            yield event  # type: ignore[misc]
+            yield event  # type: ignore[misc]  # mypy joins the predicate's union to object
         self.close()
 
     __iter__ = events

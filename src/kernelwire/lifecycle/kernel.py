@@ -25,7 +25,7 @@ from ..client.blocking import BlockingKernelClient
 from ..connection_file import write_connection_file
 from ..errors import KernelDied, KernelLaunchError, KernelRestarted, KernelwireError
 from ..execution import RunsCode
-from ..protocol.connection import ConnectionInfo
+from ..protocol.connection import ConnectionInfo, Transport
 from .launcher import (
     CLOSING_GRACE,
     PORT_RETRIES,
@@ -77,7 +77,7 @@ class Kernel(RunsCode):
         kernel_id: str | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
-        transport: str = "tcp",
+        transport: Transport = "tcp",
         encrypt: bool | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
         auto_restart: bool = False,
@@ -174,7 +174,7 @@ class Kernel(RunsCode):
 
     def _new_connection(self) -> tuple[str, ConnectionInfo]:
         info = reserved_connection_info(
-            transport=self.transport,  # type: ignore[arg-type]
+            transport=self.transport,
             kernel_name=self.spec.name,
             curve=self.encrypt,
         )

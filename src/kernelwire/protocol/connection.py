@@ -161,4 +161,3 @@ def load_connection_info(
         except orjson.JSONDecodeError as exc:
             raise ConnectionFileError(f"is not valid JSON: {exc}", path=path) from None
     return ConnectionInfo.from_dict(data, path)  # type: ignore[arg-type]
-

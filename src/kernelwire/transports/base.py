@@ -35,7 +35,7 @@ class WireCodec(Protocol):
     def encode(self, channel: ChannelName, msg: Mapping[str, Any]) -> Any:
         """The unit that carries ``msg`` on ``channel``."""
 
-    def decode(self, channel: ChannelName, unit: Any) -> tuple[Channel, Message] | None:
+    def decode(self, channel: Channel, unit: Any) -> tuple[Channel, Message] | None:
         """``(channel, message)`` from a unit read on ``channel``; ``None`` for a unit to
         drop silently (a duplicate replayed after a reconnect). Raises
         :class:`~kernelwire.errors.ProtocolError` for a unit that is not a valid message."""

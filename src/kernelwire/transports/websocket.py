@@ -74,7 +74,7 @@ class WebSocketCodec:
         """The frame of ``msg`` on ``channel``."""
         return self.framing.encode(channel, msg)
 
-    def decode(self, channel: ChannelName, unit: str | bytes) -> tuple[Channel, Message] | None:
+    def decode(self, channel: Channel, unit: str | bytes) -> tuple[Channel, Message] | None:
         """``(channel, message)`` from a frame (the frame names its channel); ``None`` for
         a message delivered already (the server replays after a reconnect)."""
         on, msg = self.framing.decode(unit)
