@@ -22,6 +22,8 @@ Needs jupyter_client (``pip install 'kernelwire[jupyter]'``).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import uuid
@@ -245,7 +247,7 @@ class _KernelwireManager:
                 options[key] = options[key].decode("ascii")
         return options
 
-    def _configured_client_factory(self) -> Any:
+    def _configured_client_factory(self) -> type[Any] | None:
         """The client class set by the user (``client_factory`` or ``client_class``),
         or ``None``: by default the managers give kernelwire's clients."""
         has_value = self.trait_has_value  # type: ignore[attr-defined]
@@ -256,14 +258,17 @@ class _KernelwireManager:
             client.connection_file = self.connection_file
 
 
-def _ready_future(manager: Any) -> Any:
+ReadyFuture = concurrent.futures.Future[Any] | asyncio.Future[Any]
+
+
+def _ready_future(manager: _jc.KernelManager) -> ReadyFuture:
     """A fresh ``ready`` future for a start, as jupyter_client makes one."""
     if manager._ready is None or manager._ready.done():
         manager._ready = None
     return manager.ready
 
 
-def _settle(future: Any, error: BaseException | None = None) -> None:
+def _settle(future: ReadyFuture, error: BaseException | None = None) -> None:
     if future.done():
         return
     if error is None:

@@ -28,7 +28,7 @@ AsyncHook = Callable[[Message], Any]
 T = TypeVar("T")
 
 
-async def _settle(value: Any) -> Any:
+async def _settle(value: object) -> object:
     return await value if inspect.isawaitable(value) else value
 
 

@@ -155,9 +155,10 @@ def load_connection_info(
 ) -> ConnectionInfo:
     """Validate connection info given as a mapping or a JSON document (read from
     ``path``, which errors name)."""
-    if isinstance(data, (str, bytes)):
-        try:
-            data = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ConnectionFileError(f"is not valid JSON: {exc}", path=path) from None
-    return ConnectionInfo.from_dict(data, path)  # type: ignore[arg-type]
+    if not isinstance(data, (str, bytes)):
+        return ConnectionInfo.from_dict(data, path)
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ConnectionFileError(f"is not valid JSON: {exc}", path=path) from None
+    return ConnectionInfo.from_dict(parsed, path)
