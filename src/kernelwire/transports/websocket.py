@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
@@ -82,7 +82,7 @@ class WebSocketCodec:
             return None
         return on, msg
 
-    def ping(self, payload: bytes) -> Any:
+    def ping(self, payload: bytes) -> NoReturn:
         """There is no heartbeat channel on a WebSocket."""
         raise NotImplementedError("a WebSocket carries no heartbeat channel")
 
