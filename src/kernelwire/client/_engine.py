@@ -73,7 +73,7 @@ class Engine:
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Transport[Any],
         session: Session,
         *,
         heartbeat: Heartbeat | None = None,
@@ -241,7 +241,7 @@ class Engine:
 class BlockingEngine(Engine):
     """Thread-safe engine where waiting threads take turns pumping the transport."""
 
-    def __init__(self, transport: Transport, session: Session, **kwargs: Any) -> None:
+    def __init__(self, transport: Transport[Any], session: Session, **kwargs: Any) -> None:
         super().__init__(transport, session, **kwargs)
         self._cond = threading.Condition()
         self._pump_lock = threading.Lock()
@@ -511,7 +511,7 @@ def _loop_callback(
 class AsyncEngine(Engine):
     """Engine read by the running asyncio loop's reader callbacks (no thread, no polling task)."""
 
-    def __init__(self, transport: Transport, session: Session, **kwargs: Any) -> None:
+    def __init__(self, transport: Transport[Any], session: Session, **kwargs: Any) -> None:
         super().__init__(transport, session, **kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[asyncio.Future[None]] = []

@@ -62,7 +62,7 @@ JUPYTER_CONNECTION_KEYWORDS = frozenset(
     }
 )
 
-TransportFactory = Callable[[list[ChannelName], Session], Transport]
+TransportFactory = Callable[[list[ChannelName], Session], Transport[Any]]
 """Makes the transport of a client's channels: ``(channels, session) -> Transport``."""
 
 ALL_CLAIMS: frozenset[Channel] = frozenset({"shell", "iopub", "stdin", "control"})
@@ -222,7 +222,7 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
         }
         channels = [name for name, on in wanted.items() if on]
         heartbeat = Heartbeat(self.heartbeat_interval, self.time_to_dead)
-        transport: Transport
+        transport: Transport[Any]
         if self._transport_factory is not None:
             transport = self._transport_factory(channels, self.session)
         else:
