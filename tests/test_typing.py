@@ -1,5 +1,5 @@
-"""What a type checker sees of the clients' request methods (mypy runs on a snippet; no
-kernel starts).
+"""What a type checker sees of the clients' request methods and of the transports (mypy
+runs on a snippet; no kernel starts).
 
 ``reply=`` changes what a request method returns: the msg_id by default, the reply with
 ``reply=True`` (an awaitable of it on the asyncio client). Users' code is checked
@@ -79,6 +79,15 @@ def snippet() -> str:
             f'    assert_type({client}.comm_msg("comm-id", {{}}), str)',
             f'    assert_type({client}.comm_close("comm-id"), str)',
         ]
+    # A transport moves its own unit, which its codec encodes and decodes. (Not the
+    # WebSocket one here: checking websockets' code would double mypy's time.)
+    lines += [
+        "",
+        "from kernelwire.transports import Transport, ZmqTransport",
+        "",
+        "def transports(z: ZmqTransport) -> None:",
+        "    multipart: Transport[list[bytes]] = z",
+    ]
     return "\n".join(lines) + "\n"
 
 

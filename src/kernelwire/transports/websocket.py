@@ -86,7 +86,7 @@ class WebSocketCodec:
         """There is no heartbeat channel on a WebSocket."""
         raise NotImplementedError("a WebSocket carries no heartbeat channel")
 
-    def pong(self, unit: Any) -> bytes:
+    def pong(self, unit: str | bytes) -> bytes:
         """There is no heartbeat channel on a WebSocket."""
         raise NotImplementedError("a WebSocket carries no heartbeat channel")
 
@@ -155,7 +155,7 @@ class WebSocketTransport:
         """The kernel's WebSocket URL (every channel shares it)."""
         return f"{self.server.url}api/kernels/{self.kernel_id}/channels"
 
-    def send(self, channel: ChannelName, unit: Any) -> bool:
+    def send(self, channel: ChannelName, unit: str | bytes) -> bool:
         """Send a frame (from any thread); False while the socket is down (the reader
         thread is reconnecting: the engine tries again)."""
         if self.closed:
@@ -248,13 +248,13 @@ class WebSocketTransport:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"!")
 
-    def drain(self, channel: ChannelName) -> list[Any]:
+    def drain(self, channel: ChannelName) -> list[str | bytes]:
         """The frames received so far, of every channel (at most a batch)."""
         with contextlib.suppress(OSError):
             while os.read(self._wake_r, 4096):
                 pass
         frames = self._frames
-        out: list[Any] = []
+        out: list[str | bytes] = []
         while frames and len(out) < BATCH:
             out.append(frames.popleft())
         self.drained = not frames
