@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,8 +164,8 @@ def output_from_msg(msg: Message) -> NotebookNode:
             raise ProtocolError(f"traceback is {_text_kind(traceback)}, not a list of strings")
         output.traceback = list(traceback)
         return output
-    output.metadata = _as_node(_object(content, "metadata"))
-    output.data = _as_node(_mimebundle(content))
+    output.metadata = from_dict(_object(content, "metadata"))  # type: ignore[no-untyped-call]
+    output.data = from_dict(_mimebundle(content))  # type: ignore[no-untyped-call]
     if msg_type == "execute_result":
         output.execution_count = _count(content)
     return output
@@ -279,8 +279,8 @@ class OutputCollector:
                 dropped[mime] = sizes[mime]
         if len(dropped) == len(sizes):
             return output  # nothing small to keep: it goes as a whole, behind the marker
-        metadata = _as_node({**output.get("metadata", {}), "kernelwire": {"dropped": dropped}})
-        return _node(**{**output, "data": _as_node(kept), "metadata": metadata})
+        metadata = from_dict({**output.get("metadata", {}), "kernelwire": {"dropped": dropped}})  # type: ignore[no-untyped-call]
+        return _node(**{**output, "data": from_dict(kept), "metadata": metadata})  # type: ignore[no-untyped-call]
 
     def _invalid(self, msg: Message, error: ProtocolError) -> NotebookNode | None:
         self.invalid += 1
@@ -307,8 +307,8 @@ class OutputCollector:
         data = _mimebundle(msg["content"])
         metadata = _object(msg["content"], "metadata")
         for output in self._displays.get(display_id, []):
-            output["data"] = _as_node(data)
-            output["metadata"] = _as_node(metadata)
+            output["data"] = from_dict(data)  # type: ignore[no-untyped-call]
+            output["metadata"] = from_dict(metadata)  # type: ignore[no-untyped-call]
 
     def _admit(self, size: int) -> bool:
         """Count ``size`` characters against the cap; False (and a marker) once it is full."""
@@ -360,13 +360,6 @@ class OutputCollector:
 
 def _node(**fields: Any) -> NotebookNode:
     return NotebookNode(fields)  # type: ignore[no-untyped-call]
-
-
-def _as_node(value: Mapping[str, Any]) -> NotebookNode:
-    """``value`` as a :class:`NotebookNode`, nested dicts too (nbformat's ``from_dict``,
-    which has no type hints)."""
-    node: NotebookNode = from_dict(value)  # type: ignore[no-untyped-call]
-    return node
 
 
 def _text_size(output: NotebookNode) -> int:
