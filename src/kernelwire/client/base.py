@@ -93,6 +93,10 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
     none yet); ``session`` may be a jupyter_client ``Session`` (its id, key and scheme are
     used); ``parent`` is the manager that made the client, ``log`` a logger, ``config``
     is ignored.
+
+    The class is generic in its engine and in what a request method gives with
+    ``reply=True`` (``ReplyT``): the reply, a :class:`Message`, on the blocking clients;
+    a coroutine of it on the asyncio client.
     """
 
     _engine_class: type[EngineT]
