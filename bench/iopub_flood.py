@@ -21,8 +21,9 @@ import zmq
 from jupyter_client import BlockingKernelClient as JupyterClient
 
 from kernelwire import BlockingKernelClient
+from kernelwire.connection_file import new_connection_info
 from kernelwire.protocol.codec import Session
-from kernelwire.protocol.connection import ConnectionInfo, new_connection_info
+from kernelwire.protocol.connection import ConnectionInfo
 
 
 def publish(info_dict: dict[str, Any], count: int, ready: Any, go: Any) -> None:

@@ -75,7 +75,7 @@ def measure(count: int, bound: str, chunk: int) -> dict[str, float]:
     """One configuration (``bound``: ``none`` or ``default``), in this process: RSS
     growth once everything is read and at its peak, and the router's counters."""
     from kernelwire import BlockingKernelClient
-    from kernelwire.protocol.connection import new_connection_info
+    from kernelwire.connection_file import new_connection_info
 
     info = new_connection_info()
     publisher = subprocess.Popen(

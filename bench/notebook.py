@@ -40,7 +40,7 @@ import nbformat
 
 from _common import table
 from kernelwire import KernelPool, KernelSpec, get_kernel_spec, notebook
-from kernelwire.protocol.connection import write_connection_file
+from kernelwire.connection_file import write_connection_file
 from roundtrip import RawClient
 
 CELLS = 200

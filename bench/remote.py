@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 
 from _common import table, timed
 from kernelwire import BlockingKernelClient, requests, start_kernel
-from kernelwire.protocol.connection import free_tcp_ports
+from kernelwire.connection_file import free_tcp_ports
 from kernelwire.remote import ServerConnectionError, connect_server
 
 TOKEN = "bench-token"

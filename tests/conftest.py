@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from kernelwire import BlockingKernelClient, KernelProcess, run_kernel_in_process
+from kernelwire.connection_file import write_connection_file
 from kernelwire.lifecycle.launcher import process_states
-from kernelwire.protocol.connection import write_connection_file
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 
 import zmq
 
+from kernelwire.connection_file import new_connection_info
 from kernelwire.protocol.codec import Session
-from kernelwire.protocol.connection import ConnectionInfo, new_connection_info
+from kernelwire.protocol.connection import ConnectionInfo
 from kernelwire.protocol.message import Message
 
 Answer = Callable[["FakeKernel", str, bytes, Message], None]

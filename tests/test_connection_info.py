@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernelwire import BlockingKernelClient, ConnectionFileError
-from kernelwire.protocol.connection import (
-    PORT_FIELDS,
+from kernelwire import BlockingKernelClient, ConnectionFileError, connection_file
+from kernelwire.connection_file import (
     find_connection_file,
     load_connection_file,
-    load_connection_info,
     new_connection_info,
     write_connection_file,
 )
+from kernelwire.protocol.connection import PORT_FIELDS, load_connection_info
 
 VALID: dict[str, Any] = {
     "shell_port": 50001,
@@ -152,3 +153,15 @@ def test_any_document_is_info_or_connection_file_error(data: dict[str, Any]) -> 
 def test_any_bytes_are_info_or_connection_file_error(data: bytes) -> None:
     with contextlib.suppress(ConnectionFileError):
         load_connection_info(data)
+
+
+def test_the_old_import_paths_of_the_connection_file_functions_still_work() -> None:
+    # They lived in kernelwire.protocol.connection, which no longer imports them (the
+    # sans-I/O package imports nothing above it): a fresh interpreter still finds them there.
+    names = ", ".join(connection_file.__all__)
+    code = (
+        f"from kernelwire.protocol.connection import {names}\n"
+        "import kernelwire.connection_file as moved\n"
+        f"assert [{names}] == [getattr(moved, n) for n in moved.__all__]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kernelwire import BlockingKernelClient, KernelProcess, requests, run_kernel_in_process
+from kernelwire.connection_file import write_connection_file
 from kernelwire.lifecycle import start_kernel
-from kernelwire.protocol.connection import write_connection_file
 
 HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 

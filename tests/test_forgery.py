@@ -15,8 +15,8 @@ import pytest
 import zmq
 
 from kernelwire import BlockingKernelClient
+from kernelwire.connection_file import new_connection_info
 from kernelwire.protocol.codec import Session
-from kernelwire.protocol.connection import new_connection_info
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from kernelwire import (
     requests,
 )
 from kernelwire.client import _engine as engine
-from kernelwire.protocol.connection import new_connection_info
+from kernelwire.connection_file import new_connection_info
 from kernelwire.protocol.message import Message
 from test_faults import PeakRss
 

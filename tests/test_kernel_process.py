@@ -181,7 +181,7 @@ def ipykernel_path_kernel(tmp_path: Path) -> str:  # type: ignore[misc]
 
 
 def test_existing_connection_file_is_used_as_is(tmp_path: Path) -> None:
-    from kernelwire.protocol.connection import write_connection_file
+    from kernelwire.connection_file import write_connection_file
 
     path, info = write_connection_file(tmp_path / "mine.json")
     with run_kernel_in_process(path) as kernel:

@@ -98,18 +98,10 @@ IO_MODULES = {
 
 
 def imported_modules(source: str) -> set[str]:
-    """Top-level names of the modules ``source`` imports, with relative imports as written
-    (``..errors``); a module ``__getattr__`` (old names, forwarded on first use) aside."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module):
-            node.body = [
-                n
-                for n in node.body
-                if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")
-            ]
+    """Top-level names of the modules ``source`` imports anywhere (in functions too),
+    with relative imports as written (``..errors``)."""
     names = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -18,7 +18,7 @@ import pytest
 
 import kernelwire
 from kernelwire import KernelTimeout, requests
-from kernelwire.protocol.connection import free_tcp_ports
+from kernelwire.connection_file import free_tcp_ports
 from kernelwire.remote import (
     AuthenticationError,
     JupyterServer,

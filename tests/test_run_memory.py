@@ -20,9 +20,10 @@ import zmq
 
 from kernelwire import AsyncKernelClient, BlockingKernelClient
 from kernelwire.client import _pending as pending
+from kernelwire.connection_file import new_connection_info
 from kernelwire.execution import run, run_async
 from kernelwire.protocol.codec import Session
-from kernelwire.protocol.connection import ConnectionInfo, new_connection_info
+from kernelwire.protocol.connection import ConnectionInfo
 from kernelwire.protocol.message import Channel, Message
 from kernelwire.transports.zmq import RECV_BATCH_BYTES
 

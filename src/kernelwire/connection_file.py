@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from .errors import ConnectionFileError, ConnectionFileNotFound
+from .protocol import connection as connection_model
 from .protocol.codec import DEFAULT_SCHEME
 from .protocol.connection import (
     PORT_FIELDS,
@@ -172,3 +173,12 @@ def find_connection_file(
             f"no connection file matches in {', '.join(folders)}", path=filename
         )
     return os.path.abspath(max(set(matches), key=os.path.getmtime))
+
+
+# These functions lived in kernelwire.protocol.connection until the sans-I/O protocol
+# package was cut from its I/O, and code that imports them from there still finds them.
+# This module puts them there, since protocol/ imports nothing above it: importing
+# kernelwire (which any ``import kernelwire.protocol...`` does first) imports this module.
+for _name in __all__:
+    setattr(connection_model, _name, globals()[_name])
+del _name

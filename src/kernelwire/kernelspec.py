@@ -8,8 +8,6 @@ that name the file and the field. Needs jupyter_client (``kernelwire[jupyter]``)
 
 from __future__ import annotations
 
-from typing import Any
-
 from .compat import require_jupyter_client
 
 require_jupyter_client("kernelwire.kernelspec")
@@ -50,7 +48,7 @@ class KernelSpecManager(_jc.KernelSpecManager):
             found = {name: path for name, path in found.items() if name in allowed}
         return found
 
-    def get_kernel_spec(self, kernel_name: str) -> Any:
+    def get_kernel_spec(self, kernel_name: str) -> _jc.KernelSpec:
         """The spec called ``kernel_name`` as jupyter_client's ``KernelSpec``;
         :class:`NoSuchKernel` lists the names that exist."""
         found = self.find_kernel_specs()
@@ -69,7 +67,7 @@ def find_kernel_specs() -> dict[str, str]:
     return KernelSpecManager().find_kernel_specs()
 
 
-def get_kernel_spec(kernel_name: str) -> Any:
+def get_kernel_spec(kernel_name: str) -> _jc.KernelSpec:
     """The spec called ``kernel_name`` (jupyter_client's ``KernelSpec``)."""
     return KernelSpecManager().get_kernel_spec(kernel_name)
 

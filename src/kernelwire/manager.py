@@ -22,11 +22,13 @@ Needs jupyter_client (``pip install 'kernelwire[jupyter]'``).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .compat import require_jupyter_client
 
@@ -45,6 +47,11 @@ from .lifecycle.kernel import Kernel  # noqa: E402
 from .lifecycle.launcher import signal_group, wait_exit  # noqa: E402
 from .lifecycle.specs import KernelSpec  # noqa: E402
 from .protocol.connection import PORT_FIELDS, ConnectionInfo  # noqa: E402
+
+if TYPE_CHECKING:
+    import zmq
+    from jupyter_client import kernelspec as jc_kernelspec
+    from jupyter_client import session as jc_session
 
 log = logging.getLogger("kernelwire.manager")
 
@@ -72,6 +79,15 @@ class _KernelwireManager:
     connection_file: str
     shutdown_wait_time: float
     log: logging.Logger
+    data_dir: str
+    session: jc_session.Session
+    context: zmq.Context[Any]
+    client_factory: type[Any]
+    if TYPE_CHECKING:  # at run time, a method here would hide jupyter_client's
+
+        @property
+        def kernel_spec(self) -> jc_kernelspec.KernelSpec | None: ...
+        def trait_has_value(self, name: str) -> bool: ...
 
     # -- what kernelwire's clients ask their parent ----------------------------------
     def kernelwire_connection_info(self) -> ConnectionInfo | None:
@@ -79,7 +95,7 @@ class _KernelwireManager:
         kernel = self._kernelwire_kernel
         return None if kernel is None else kernel.connection_info
 
-    def kernelwire_attach_client(self, client: KernelClientBase[Any]) -> None:
+    def kernelwire_attach_client(self, client: KernelClientBase[Any, Any]) -> None:
         """Cover a client of ours with the kernel's death checks and restarts."""
         kernel = self._kernelwire_kernel
         if kernel is not None and client.connection_info == kernel.connection_info:
@@ -87,7 +103,7 @@ class _KernelwireManager:
 
     @default("kernel_spec_manager")
     def _kernel_spec_manager_default(self) -> kernelspec.KernelSpecManager:
-        return kernelspec.KernelSpecManager(data_dir=self.data_dir)  # type: ignore[attr-defined]
+        return kernelspec.KernelSpecManager(data_dir=self.data_dir)
 
     @property
     def has_kernel(self) -> bool:
@@ -101,7 +117,7 @@ class _KernelwireManager:
 
     # -- the sync work, shared by both managers -----------------------------------
     def _spec(self) -> KernelSpec:
-        jc_spec = self.kernel_spec  # type: ignore[attr-defined]
+        jc_spec = self.kernel_spec
         if jc_spec is None:
             raise KernelwireError("KernelManager: no kernel_name given, so no spec to start")
         metadata = dict(jc_spec.metadata or {})
@@ -159,8 +175,8 @@ class _KernelwireManager:
         self.transport = info.transport
         self.ip = info.ip
         for name in PORT_FIELDS:
-            setattr(self, name, info.port(name[: -len("_port")]))  # type: ignore[arg-type]
-        session = self.session  # type: ignore[attr-defined]
+            setattr(self, name, getattr(info, name))
+        session = self.session
         session.signature_scheme = info.signature_scheme
         session.key = info.key_bytes
         if hasattr(self, "curve_publickey"):
@@ -230,7 +246,7 @@ class _KernelwireManager:
         # manager's own zmq context (made on first use: kernelwire's clients have theirs)
         # is closed, as jupyter_client's is; a context given to the manager is not.
         if not restart:
-            context = self.context  # type: ignore[attr-defined]
+            context = self.context
             if getattr(self, "_created_context", False):
                 context.destroy(linger=100)
 
@@ -245,25 +261,27 @@ class _KernelwireManager:
                 options[key] = options[key].decode("ascii")
         return options
 
-    def _configured_client_factory(self) -> Any:
+    def _configured_client_factory(self) -> type[Any] | None:
         """The client class set by the user (``client_factory`` or ``client_class``),
         or ``None``: by default the managers give kernelwire's clients."""
-        has_value = self.trait_has_value  # type: ignore[attr-defined]
-        return self.client_factory if has_value("client_factory") else None  # type: ignore[attr-defined]
+        return self.client_factory if self.trait_has_value("client_factory") else None
 
-    def _made(self, client: KernelClientBase[Any]) -> None:
+    def _made(self, client: KernelClientBase[Any, Any]) -> None:
         if client.connection_file is None and self.connection_file:
             client.connection_file = self.connection_file
 
 
-def _ready_future(manager: Any) -> Any:
+ReadyFuture = concurrent.futures.Future[Any] | asyncio.Future[Any]
+
+
+def _ready_future(manager: _jc.KernelManager) -> ReadyFuture:
     """A fresh ``ready`` future for a start, as jupyter_client makes one."""
     if manager._ready is None or manager._ready.done():
         manager._ready = None
     return manager.ready
 
 
-def _settle(future: Any, error: BaseException | None = None) -> None:
+def _settle(future: ReadyFuture, error: BaseException | None = None) -> None:
     if future.done():
         return
     if error is None:

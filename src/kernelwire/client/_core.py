@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Generic
 
 from ..errors import KernelDied, KernelRestarted, ProtocolError, ReplyLost
 from ..protocol import requests
 from ..protocol.codec import Session
 from ..protocol.connection import ChannelName
 from ..protocol.message import Message
-from ..transports.base import WireCodec
+from ..transports.base import UnitT, WireCodec
 from .heartbeat import Heartbeat
 from .routing import MAX_UNCLAIMED, Router
 
 log = logging.getLogger("kernelwire.engine")
 
-Send = Callable[[ChannelName, Any], bool]
+Send = Callable[[ChannelName, UnitT], bool]
 """A transport's ``send``: True if the unit was taken, False to try again later."""
 
 IOPUB_JOIN_WAIT = 0.25
@@ -49,7 +49,7 @@ IDLE_TICK = 1.0
 """Seconds between ticks when nothing is due (no heartbeat channel, no checks)."""
 
 
-class ClientCore:
+class ClientCore(Generic[UnitT]):
     """Protocol state of one client connection; every method is called with the time.
 
     Not thread-safe by itself: the blocking engine calls it under its locks, the
@@ -60,7 +60,7 @@ class ClientCore:
     def __init__(
         self,
         session: Session,
-        codec: WireCodec,
+        codec: WireCodec[UnitT],
         channels: Collection[ChannelName],
         *,
         where: Callable[[ChannelName], str] = str,
@@ -81,10 +81,10 @@ class ClientCore:
         # LIVENESS_INTERVAL while someone waits.
         self.liveness_checks: list[Callable[[], KernelDied | None]] = []
         self._liveness_due = 0.0
-        self.outbox: deque[tuple[ChannelName, Any]] = deque()
+        self.outbox: deque[tuple[ChannelName, UnitT]] = deque()
         """Units to send, in order; the head stays until the transport takes it."""
         # While IOPub is joined, sends are held here (None: not joining).
-        self.held: list[tuple[ChannelName, Any]] | None = None
+        self.held: list[tuple[ChannelName, UnitT]] | None = None
         self._join_probe_at = 0.0
         self._join_give_up = 0.0
         self.server_statuses = server_statuses
@@ -96,7 +96,9 @@ class ClientCore:
         drop is that stop, reconnected quietly, not a loss to warn about."""
 
     # -- sending -------------------------------------------------------------------
-    def send(self, channel: ChannelName, msg: Message, now: float, *, hold: bool = True) -> None:
+    def send(
+        self, channel: ChannelName, msg: Mapping[str, Any], now: float, *, hold: bool = True
+    ) -> None:
         """Queue ``msg`` for ``channel``; the first request (not stdin) starts the IOPub
         join, and what is sent during it is held until it ends (unless ``hold`` is off:
         nobody could wait for the join)."""
@@ -108,7 +110,7 @@ class ClientCore:
         else:
             self.outbox.append((channel, unit))
 
-    def flush(self, send: Send) -> bool:
+    def flush(self, send: Send[UnitT]) -> bool:
         """Send the outbox in order until the transport refuses; True if emptied.
 
         What is refused stays at the head for the next try: a request to a peer that is
@@ -158,7 +160,7 @@ class ClientCore:
             self.outbox.append(("shell", self.probe()))  # not held: it is the question
             self._join_probe_at = now + IOPUB_JOIN_WAIT
 
-    def probe(self) -> Any:
+    def probe(self) -> UnitT:
         """A ``kernel_info_request`` whose answers nobody is shown: its IOPub statuses
         tell that IOPub is subscribed (see :data:`IOPUB_PROBE_LIMIT`)."""
         msg = self.session.request_message(requests.kernel_info())
@@ -166,7 +168,7 @@ class ClientCore:
         return self.codec.encode("shell", msg)
 
     # -- receiving -------------------------------------------------------------------
-    def receive(self, channel: ChannelName, units: list[Any], now: float) -> None:
+    def receive(self, channel: ChannelName, units: list[UnitT], now: float) -> None:
         """Decode and route ``units`` read on ``channel`` (the heartbeat's are pongs)."""
         if channel == "hb":
             for unit in units:
@@ -216,7 +218,7 @@ class ClientCore:
             )
 
     # -- time ------------------------------------------------------------------------
-    def tick(self, now: float, send: Send) -> None:
+    def tick(self, now: float, send: Send[UnitT]) -> None:
         """Run what is due at ``now``: the join's probe or end, liveness checks, the
         heartbeat's verdict and ping."""
         if self.held is not None:

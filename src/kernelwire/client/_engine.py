@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import zmq
@@ -73,7 +73,7 @@ class Engine:
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Transport[Any],
         session: Session,
         *,
         heartbeat: Heartbeat | None = None,
@@ -241,7 +241,7 @@ class Engine:
 class BlockingEngine(Engine):
     """Thread-safe engine where waiting threads take turns pumping the transport."""
 
-    def __init__(self, transport: Transport, session: Session, **kwargs: Any) -> None:
+    def __init__(self, transport: Transport[Any], session: Session, **kwargs: Any) -> None:
         super().__init__(transport, session, **kwargs)
         self._cond = threading.Condition()
         self._pump_lock = threading.Lock()
@@ -298,7 +298,7 @@ class BlockingEngine(Engine):
         self.wake()  # a pump blocked in a poll without this socket polls again
 
     # -- sending -------------------------------------------------------------------
-    def send(self, channel: ChannelName, msg: Message) -> None:
+    def send(self, channel: ChannelName, msg: Mapping[str, Any]) -> None:
         """Queue ``msg`` for ``channel`` and send it (from any thread).
 
         The first request waits for IOPub to be joined (see :data:`IOPUB_PROBE_LIMIT`).
@@ -511,7 +511,7 @@ def _loop_callback(
 class AsyncEngine(Engine):
     """Engine read by the running asyncio loop's reader callbacks (no thread, no polling task)."""
 
-    def __init__(self, transport: Transport, session: Session, **kwargs: Any) -> None:
+    def __init__(self, transport: Transport[Any], session: Session, **kwargs: Any) -> None:
         super().__init__(transport, session, **kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -645,7 +645,7 @@ class AsyncEngine(Engine):
             if not fut.done():
                 fut.set_result(None)
 
-    def send(self, channel: ChannelName, msg: Message) -> None:
+    def send(self, channel: ChannelName, msg: Mapping[str, Any]) -> None:
         """Queue ``msg`` for ``channel`` and send it (from the loop's thread); the first
         request is held until IOPub is joined (with a running loop to wait on)."""
         self._check_open(channel)

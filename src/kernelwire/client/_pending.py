@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ..errors import KernelTimeout
 from ..protocol.message import Channel, Message
@@ -57,11 +57,11 @@ class PendingBase(Generic[EngineT]):
 
         return ready
 
-    def _next_event(self) -> Callable[[], Event | bool | None]:
+    def _next_event(self) -> Callable[[], Event | Literal[False] | None]:
         """A predicate: the next event, ``False`` once done, ``None`` to keep waiting."""
         state, router = self._state, self._engine.router
 
-        def next_event() -> Event | bool | None:
+        def next_event() -> Event | Literal[False] | None:
             if state.events:
                 return state.events.popleft()
             if state.done:
@@ -76,11 +76,11 @@ class PendingBase(Generic[EngineT]):
 
     def _next(self, left: Callable[[], float | None]) -> Steps[Event | None]:
         """The next event, or ``None`` once done (routing then stops)."""
-        event: Event | bool = yield Wait(self._next_event(), left())
+        event: Event | Literal[False] = yield Wait(self._next_event(), left())
         if event is False:
             self.close()
             return None
-        return event  # type: ignore[return-value]
+        return event
 
     def _reply_steps(self, timeout: float | None) -> Steps[Message]:
         reply: Message = yield Wait(self._reply_ready(), timeout)

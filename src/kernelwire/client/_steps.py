@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -47,10 +47,10 @@ class Settle:
 
 
 @dataclass(slots=True)
-class Done:
+class Done(Generic[T]):
     """The algorithm returned ``value``."""
 
-    value: Any
+    value: T
 
 
 Step = Wait | Emit | Settle
@@ -60,7 +60,7 @@ Outcome = tuple[Any, Exception | None]
 NOTHING: Outcome = (None, None)
 
 
-def advance(steps: Steps[Any], value: Any = None, error: Exception | None = None) -> Step | Done:
+def advance(steps: Steps[T], value: Any = None, error: Exception | None = None) -> Step | Done[T]:
     """Resume ``steps`` with the outcome of its last step; its next step, or :class:`Done`."""
     try:
         return steps.throw(error) if error is not None else steps.send(value)

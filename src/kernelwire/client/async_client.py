@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from ..protocol.message import Channel, Message
@@ -28,7 +28,7 @@ AsyncHook = Callable[[Message], Any]
 T = TypeVar("T")
 
 
-async def _settle(value: Any) -> Any:
+async def _settle(value: object) -> object:
     return await value if inspect.isawaitable(value) else value
 
 
@@ -63,7 +63,7 @@ async def arun_steps(engine: AsyncEngine | None, steps: Steps[T]) -> T:
         outcome = NOTHING
         while not isinstance(step := advance(steps, *outcome), Done):
             outcome = await _step_outcome(engine, step)
-        return step.value  # type: ignore[no-any-return]
+        return step.value
     finally:
         steps.close()
 
@@ -87,7 +87,7 @@ class AsyncPendingRequest(PendingBase[AsyncEngine]):
         """``(channel, message)`` pairs as they arrive, until done; ``timeout`` bounds the whole."""
         left, next_event = time_left(timeout), self._next_event()
         while (event := await self._engine.wait_for(next_event, left())) is not False:
-            yield event  # type: ignore[misc]
+            yield event  # type: ignore[misc]  # mypy joins the predicate's union to object
         self.close()
 
     def __aiter__(self) -> AsyncIterator[tuple[Channel, Message]]:
@@ -127,7 +127,7 @@ class AsyncChannel(ChannelBase):
         return await self.client._run(self._ready_steps())
 
 
-class AsyncKernelClient(KernelClientBase[AsyncEngine]):
+class AsyncKernelClient(KernelClientBase[AsyncEngine, Coroutine[Any, Any, Message]]):
     """An asyncio client for one kernel, with jupyter_client's method names.
 
     Must be used from one event loop (the one running when it first waits).
@@ -144,7 +144,7 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
     async def __aexit__(self, *exc: object) -> None:
         self.stop_channels()
 
-    def _run(self, steps: Steps[T]) -> Awaitable[T]:
+    def _run(self, steps: Steps[T]) -> Coroutine[Any, Any, T]:
         return arun_steps(self._engine, steps)
 
     async def _get_unclaimed(self, channel: Channel, timeout: float | None) -> Message:
@@ -206,12 +206,12 @@ class AsyncKernelClient(KernelClientBase[AsyncEngine]):
         """
         return self._submit(request, claims, AsyncPendingRequest, on_iopub)
 
-    def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
+    def _request(
+        self, request: Request, reply: bool, timeout: float | None
+    ) -> str | Coroutine[Any, Any, Message]:
         """The msg_id, or (``reply=True``) an awaitable of the reply."""
         return (
-            self._run(self._reply_steps(request, timeout))
-            if reply
-            else self._send(request)[0]["msg_id"]
+            self._run(self._reply_steps(request, timeout)) if reply else self._send_request(request)
         )
 
     async def execute_interactive(

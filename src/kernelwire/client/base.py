@@ -18,7 +18,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import zmq
 
@@ -27,7 +27,7 @@ from ..errors import ClientClosed, KernelTimeout
 from ..protocol import requests
 from ..protocol.connection import PORT_FIELDS, ChannelName, ConnectionInfo, load_connection_info
 from ..protocol.message import Channel, Message
-from ..protocol.requests import Request
+from ..protocol.requests import HistAccessType, Request
 from ..session import Session
 from ..transports.base import Transport
 from ..transports.zmq import ZmqTransport
@@ -41,6 +41,8 @@ from .routing import MAX_UNCLAIMED, RequestState, Router, Sink, iopub_joined
 
 EngineT = TypeVar("EngineT", BlockingEngine, AsyncEngine)
 PendingT = TypeVar("PendingT", bound=PendingBase[Any])
+ReplyT = TypeVar("ReplyT")
+"""What a request method gives with ``reply=True``: the reply, or an awaitable of it."""
 
 log = logging.getLogger("kernelwire.client")
 
@@ -60,14 +62,14 @@ JUPYTER_CONNECTION_KEYWORDS = frozenset(
     }
 )
 
-TransportFactory = Callable[[list[ChannelName], Session], Transport]
+TransportFactory = Callable[[list[ChannelName], Session], Transport[Any]]
 """Makes the transport of a client's channels: ``(channels, session) -> Transport``."""
 
 ALL_CLAIMS: frozenset[Channel] = frozenset({"shell", "iopub", "stdin", "control"})
 REPLY_CLAIMS: frozenset[Channel] = frozenset({"shell", "control"})
 
 
-class KernelClientBase(Generic[EngineT]):
+class KernelClientBase(Generic[EngineT, ReplyT]):
     """Connection info, session and request building, shared by every client.
 
     ``connection_file`` or ``connection_info`` may be given here or loaded later with
@@ -91,6 +93,10 @@ class KernelClientBase(Generic[EngineT]):
     none yet); ``session`` may be a jupyter_client ``Session`` (its id, key and scheme are
     used); ``parent`` is the manager that made the client, ``log`` a logger, ``config``
     is ignored.
+
+    The class is generic in its engine and in what a request method gives with
+    ``reply=True`` (``ReplyT``): the reply, a :class:`Message`, on the blocking clients;
+    a coroutine of it on the asyncio client.
     """
 
     _engine_class: type[EngineT]
@@ -211,10 +217,16 @@ class KernelClientBase(Generic[EngineT]):
             info = getattr(self.parent, "kernelwire_connection_info", None)
             if callable(info) and info() is not None:
                 self.load_connection_info(info())
-        wanted = {"shell": shell, "iopub": iopub, "stdin": stdin, "control": control, "hb": hb}
-        channels: list[ChannelName] = [name for name, on in wanted.items() if on]  # type: ignore[misc]
+        wanted: dict[ChannelName, bool] = {
+            "shell": shell,
+            "iopub": iopub,
+            "stdin": stdin,
+            "control": control,
+            "hb": hb,
+        }
+        channels = [name for name, on in wanted.items() if on]
         heartbeat = Heartbeat(self.heartbeat_interval, self.time_to_dead)
-        transport: Transport
+        transport: Transport[Any]
         if self._transport_factory is not None:
             transport = self._transport_factory(channels, self.session)
         else:
@@ -363,7 +375,7 @@ class KernelClientBase(Generic[EngineT]):
 
     def send_message(self, channel: Channel, msg: Mapping[str, Any]) -> None:
         """Send a message you built yourself (e.g. with ``client.session.message``)."""
-        self.engine.send(channel, msg)  # type: ignore[arg-type]
+        self.engine.send(channel, msg)
 
     def _execute_request(
         self,
@@ -382,10 +394,56 @@ class KernelClientBase(Generic[EngineT]):
             code, silent, store_history, user_expressions, allow_stdin, stop_on_error
         )
 
-    def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
+    def _request(self, request: Request, reply: bool, timeout: float | None) -> str | ReplyT:
         """Send ``request``; return its msg_id, or its reply when ``reply`` (client-specific)."""
         raise NotImplementedError
 
+    def _send_request(self, request: Request) -> str:
+        """Send ``request`` unclaimed (its answers go to ``get_*_msg``); its msg_id."""
+        return self._send(request)[0].msg_id
+
+    # Each request method has three typed forms: ``reply=False`` (the default) gives the
+    # msg_id, ``reply=True`` gives ``ReplyT`` (the reply, or an awaitable of it), and a
+    # ``reply`` known only at run time gives either.
+    @overload
+    def execute(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        *,
+        reply: Literal[False] = False,
+        timeout: float | None = None,
+    ) -> str: ...
+    @overload
+    def execute(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        *,
+        reply: Literal[True],
+        timeout: float | None = None,
+    ) -> ReplyT: ...
+    @overload
+    def execute(
+        self,
+        code: str,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        *,
+        reply: bool,
+        timeout: float | None = None,
+    ) -> str | ReplyT: ...
     def execute(
         self,
         code: str,
@@ -397,7 +455,7 @@ class KernelClientBase(Generic[EngineT]):
         *,
         reply: bool = False,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> str | ReplyT:
         """Run ``code``; returns the msg_id, or with ``reply=True`` the ``execute_reply``
         (blocking clients) or an awaitable of it (asyncio clients)."""
         request = self._execute_request(
@@ -405,6 +463,28 @@ class KernelClientBase(Generic[EngineT]):
         )
         return self._request(request, reply, timeout)
 
+    @overload
+    def complete(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        *,
+        reply: Literal[False] = False,
+        timeout: float | None = None,
+    ) -> str: ...
+    @overload
+    def complete(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        *,
+        reply: Literal[True],
+        timeout: float | None = None,
+    ) -> ReplyT: ...
+    @overload
+    def complete(
+        self, code: str, cursor_pos: int | None = None, *, reply: bool, timeout: float | None = None
+    ) -> str | ReplyT: ...
     def complete(
         self,
         code: str,
@@ -412,10 +492,40 @@ class KernelClientBase(Generic[EngineT]):
         *,
         reply: bool = False,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> str | ReplyT:
         """Ask for completions; msg_id or ``complete_reply``."""
         return self._request(requests.complete(code, cursor_pos), reply, timeout)
 
+    @overload
+    def inspect(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        detail_level: int = 0,
+        *,
+        reply: Literal[False] = False,
+        timeout: float | None = None,
+    ) -> str: ...
+    @overload
+    def inspect(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        detail_level: int = 0,
+        *,
+        reply: Literal[True],
+        timeout: float | None = None,
+    ) -> ReplyT: ...
+    @overload
+    def inspect(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        detail_level: int = 0,
+        *,
+        reply: bool,
+        timeout: float | None = None,
+    ) -> str | ReplyT: ...
     def inspect(
         self,
         code: str,
@@ -424,66 +534,203 @@ class KernelClientBase(Generic[EngineT]):
         *,
         reply: bool = False,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> str | ReplyT:
         """Ask for documentation; msg_id or ``inspect_reply``."""
         request = requests.inspect(code, cursor_pos, 1 if detail_level else 0)
         return self._request(request, reply, timeout)
 
+    @overload
     def history(
         self,
         raw: bool = True,
         output: bool = False,
-        hist_access_type: str = "range",
+        hist_access_type: HistAccessType = "range",
+        *,
+        reply: Literal[False] = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> str: ...
+    @overload
+    def history(
+        self,
+        raw: bool = True,
+        output: bool = False,
+        hist_access_type: HistAccessType = "range",
+        *,
+        reply: Literal[True],
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ReplyT: ...
+    @overload
+    def history(
+        self,
+        raw: bool = True,
+        output: bool = False,
+        hist_access_type: HistAccessType = "range",
+        *,
+        reply: bool,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> str | ReplyT: ...
+    def history(
+        self,
+        raw: bool = True,
+        output: bool = False,
+        hist_access_type: HistAccessType = "range",
         *,
         reply: bool = False,
         timeout: float | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> str | ReplyT:
         """Ask for history; msg_id or ``history_reply``."""
-        request = requests.history(raw, output, hist_access_type, **kwargs)  # type: ignore[arg-type]
+        request = requests.history(raw, output, hist_access_type, **kwargs)
         return self._request(request, reply, timeout)
 
-    def kernel_info(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+    @overload
+    def kernel_info(
+        self, *, reply: Literal[False] = False, timeout: float | None = None
+    ) -> str: ...
+    @overload
+    def kernel_info(self, *, reply: Literal[True], timeout: float | None = None) -> ReplyT: ...
+    @overload
+    def kernel_info(self, *, reply: bool, timeout: float | None = None) -> str | ReplyT: ...
+    def kernel_info(self, *, reply: bool = False, timeout: float | None = None) -> str | ReplyT:
         """Ask for kernel info; msg_id or ``kernel_info_reply``."""
         return self._request(requests.kernel_info(), reply, timeout)
 
+    @overload
+    def comm_info(
+        self,
+        target_name: str | None = None,
+        *,
+        reply: Literal[False] = False,
+        timeout: float | None = None,
+    ) -> str: ...
+    @overload
+    def comm_info(
+        self, target_name: str | None = None, *, reply: Literal[True], timeout: float | None = None
+    ) -> ReplyT: ...
+    @overload
+    def comm_info(
+        self, target_name: str | None = None, *, reply: bool, timeout: float | None = None
+    ) -> str | ReplyT: ...
     def comm_info(
         self, target_name: str | None = None, *, reply: bool = False, timeout: float | None = None
-    ) -> Any:
+    ) -> str | ReplyT:
         """Ask for open comms; msg_id or ``comm_info_reply``."""
         return self._request(requests.comm_info(target_name), reply, timeout)
 
-    def is_complete(self, code: str, *, reply: bool = False, timeout: float | None = None) -> Any:
+    @overload
+    def is_complete(
+        self, code: str, *, reply: Literal[False] = False, timeout: float | None = None
+    ) -> str: ...
+    @overload
+    def is_complete(
+        self, code: str, *, reply: Literal[True], timeout: float | None = None
+    ) -> ReplyT: ...
+    @overload
+    def is_complete(
+        self, code: str, *, reply: bool, timeout: float | None = None
+    ) -> str | ReplyT: ...
+    def is_complete(
+        self, code: str, *, reply: bool = False, timeout: float | None = None
+    ) -> str | ReplyT:
         """Ask whether ``code`` is complete; msg_id or ``is_complete_reply``."""
         return self._request(requests.is_complete(code), reply, timeout)
 
+    @overload
+    def shutdown(
+        self,
+        restart: bool = False,
+        *,
+        reply: Literal[False] = False,
+        timeout: float | None = None,
+    ) -> str: ...
+    @overload
+    def shutdown(
+        self, restart: bool = False, *, reply: Literal[True], timeout: float | None = None
+    ) -> ReplyT: ...
+    @overload
+    def shutdown(
+        self, restart: bool = False, *, reply: bool, timeout: float | None = None
+    ) -> str | ReplyT: ...
     def shutdown(
         self, restart: bool = False, *, reply: bool = False, timeout: float | None = None
-    ) -> Any:
+    ) -> str | ReplyT:
         """Ask the kernel to shut down (on control); msg_id or ``shutdown_reply``."""
         return self._request(requests.shutdown(restart), reply, timeout)
 
-    def interrupt(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+    @overload
+    def interrupt(self, *, reply: Literal[False] = False, timeout: float | None = None) -> str: ...
+    @overload
+    def interrupt(self, *, reply: Literal[True], timeout: float | None = None) -> ReplyT: ...
+    @overload
+    def interrupt(self, *, reply: bool, timeout: float | None = None) -> str | ReplyT: ...
+    def interrupt(self, *, reply: bool = False, timeout: float | None = None) -> str | ReplyT:
         """Send ``interrupt_request`` on control (for ``interrupt_mode: message`` kernels)."""
         return self._request(requests.interrupt(), reply, timeout)
 
+    @overload
+    def debug_request(
+        self,
+        content: Mapping[str, Any],
+        *,
+        reply: Literal[False] = False,
+        timeout: float | None = None,
+    ) -> str: ...
+    @overload
+    def debug_request(
+        self, content: Mapping[str, Any], *, reply: Literal[True], timeout: float | None = None
+    ) -> ReplyT: ...
+    @overload
+    def debug_request(
+        self, content: Mapping[str, Any], *, reply: bool, timeout: float | None = None
+    ) -> str | ReplyT: ...
     def debug_request(
         self, content: Mapping[str, Any], *, reply: bool = False, timeout: float | None = None
-    ) -> Any:
+    ) -> str | ReplyT:
         """Send a Debug Adapter Protocol request on control."""
         return self._request(requests.debug(content), reply, timeout)
 
-    def create_subshell(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+    @overload
+    def create_subshell(
+        self, *, reply: Literal[False] = False, timeout: float | None = None
+    ) -> str: ...
+    @overload
+    def create_subshell(self, *, reply: Literal[True], timeout: float | None = None) -> ReplyT: ...
+    @overload
+    def create_subshell(self, *, reply: bool, timeout: float | None = None) -> str | ReplyT: ...
+    def create_subshell(self, *, reply: bool = False, timeout: float | None = None) -> str | ReplyT:
         """Create a subshell (protocol 5.5); ``create_subshell_reply`` has its ``subshell_id``."""
         return self._request(requests.create_subshell(), reply, timeout)
 
-    def list_subshell(self, *, reply: bool = False, timeout: float | None = None) -> Any:
+    @overload
+    def list_subshell(
+        self, *, reply: Literal[False] = False, timeout: float | None = None
+    ) -> str: ...
+    @overload
+    def list_subshell(self, *, reply: Literal[True], timeout: float | None = None) -> ReplyT: ...
+    @overload
+    def list_subshell(self, *, reply: bool, timeout: float | None = None) -> str | ReplyT: ...
+    def list_subshell(self, *, reply: bool = False, timeout: float | None = None) -> str | ReplyT:
         """List subshells (protocol 5.5)."""
         return self._request(requests.list_subshell(), reply, timeout)
 
+    @overload
+    def delete_subshell(
+        self, subshell_id: str, *, reply: Literal[False] = False, timeout: float | None = None
+    ) -> str: ...
+    @overload
+    def delete_subshell(
+        self, subshell_id: str, *, reply: Literal[True], timeout: float | None = None
+    ) -> ReplyT: ...
+    @overload
+    def delete_subshell(
+        self, subshell_id: str, *, reply: bool, timeout: float | None = None
+    ) -> str | ReplyT: ...
     def delete_subshell(
         self, subshell_id: str, *, reply: bool = False, timeout: float | None = None
-    ) -> Any:
+    ) -> str | ReplyT:
         """Delete a subshell (protocol 5.5)."""
         return self._request(requests.delete_subshell(subshell_id), reply, timeout)
 
@@ -496,15 +743,15 @@ class KernelClientBase(Generic[EngineT]):
     ) -> str:
         """Open a comm to ``target_name``; returns the msg_id (the comm id is in its content)."""
         request = requests.comm_open(comm_id or uuid.uuid4().hex, target_name, data, **kwargs)
-        return self._request(request, False, None)  # type: ignore[no-any-return]
+        return self._send_request(request)
 
     def comm_msg(self, comm_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
         """Send data on an open comm; returns the msg_id."""
-        return self._request(requests.comm_msg(comm_id, data, **kwargs), False, None)  # type: ignore[no-any-return]
+        return self._send_request(requests.comm_msg(comm_id, data, **kwargs))
 
     def comm_close(self, comm_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
         """Close a comm; returns the msg_id."""
-        return self._request(requests.comm_close(comm_id, data, **kwargs), False, None)  # type: ignore[no-any-return]
+        return self._send_request(requests.comm_close(comm_id, data, **kwargs))
 
     def input(self, string: str) -> None:
         """Answer the kernel's pending ``input_request`` with ``string``."""
@@ -668,7 +915,7 @@ class ChannelOf(Generic[ChannelT]):
 class ChannelBase:
     """One channel of a client, with jupyter_client's channel methods."""
 
-    def __init__(self, client: KernelClientBase[Any], name: Channel) -> None:
+    def __init__(self, client: KernelClientBase[Any, Any], name: Channel) -> None:
         self.client = client
         self.name = name
 
@@ -713,7 +960,7 @@ class ChannelBase:
 class HeartbeatChannel:
     """The heartbeat channel: ``is_beating()``, ``pause()``, ``unpause()``."""
 
-    def __init__(self, client: KernelClientBase[Any]) -> None:
+    def __init__(self, client: KernelClientBase[Any, Any]) -> None:
         self.client = client
 
     @property

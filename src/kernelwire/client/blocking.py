@@ -45,7 +45,7 @@ def run_steps(engine: BlockingEngine | None, steps: Steps[T]) -> T:
     with contextlib.closing(steps):  # an interrupted algorithm's cleanup runs now
         while not isinstance(step := advance(steps, *outcome), Done):
             outcome = _outcome(engine, step)
-    return step.value  # type: ignore[no-any-return]
+    return step.value
 
 
 def iterate_steps(engine: BlockingEngine, steps: Steps[Any]) -> Iterator[Any]:
@@ -97,7 +97,7 @@ class PendingRequest(PendingBase[BlockingEngine]):
         # The hot path of every round trip: one wait per event, no steps to run.
         left, next_event, wait_for = time_left(timeout), self._next_event(), self._engine.wait_for
         while (event := wait_for(next_event, left())) is not False:
-            yield event  # type: ignore[misc]
+            yield event  # type: ignore[misc]  # mypy joins the predicate's union to object
         self.close()
 
     __iter__ = events
@@ -140,7 +140,7 @@ class BlockingChannel(ChannelBase):
         return self.client._run(self._ready_steps())
 
 
-class BlockingKernelClient(KernelClientBase[BlockingEngine]):
+class BlockingKernelClient(KernelClientBase[BlockingEngine, Message]):
     """A blocking client for one kernel, with jupyter_client's method names.
 
     Request methods return the request's ``msg_id``; with ``reply=True`` they wait
@@ -218,9 +218,9 @@ class BlockingKernelClient(KernelClientBase[BlockingEngine]):
         """
         return self._submit(request, claims, PendingRequest, on_iopub)
 
-    def _request(self, request: Request, reply: bool, timeout: float | None) -> Any:
+    def _request(self, request: Request, reply: bool, timeout: float | None) -> str | Message:
         if not reply:
-            return self._send(request)[0]["msg_id"]
+            return self._send_request(request)
         return self._run(self._reply_steps(request, timeout))
 
     def execute_interactive(

@@ -189,7 +189,7 @@ class CallbackKernelClient(BlockingKernelClient):
             callbacks.succeed(state.reply)
         elif self.engine.router.death is not None:
             self._end_all(self.engine.router.death)
-        return msg["msg_id"]  # type: ignore[no-any-return]
+        return msg.msg_id
 
     def execute_callback(
         self,

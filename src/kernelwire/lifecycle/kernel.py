@@ -25,7 +25,7 @@ from ..client.blocking import BlockingKernelClient
 from ..connection_file import write_connection_file
 from ..errors import KernelDied, KernelLaunchError, KernelRestarted, KernelwireError
 from ..execution import RunsCode
-from ..protocol.connection import ConnectionInfo
+from ..protocol.connection import ConnectionInfo, Transport
 from .launcher import (
     CLOSING_GRACE,
     PORT_RETRIES,
@@ -77,7 +77,7 @@ class Kernel(RunsCode):
         kernel_id: str | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
-        transport: str = "tcp",
+        transport: Transport = "tcp",
         encrypt: bool | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
         auto_restart: bool = False,
@@ -103,7 +103,7 @@ class Kernel(RunsCode):
         self._process: KernelProcess | None = None
         self._processes: list[KernelProcess] = []
         self._files: list[str] = []
-        self._clients: weakref.WeakSet[KernelClientBase[Any]] = weakref.WeakSet()
+        self._clients: weakref.WeakSet[KernelClientBase[Any, Any]] = weakref.WeakSet()
         self._expected_exit = False
         self._lock = threading.RLock()
         self._monitor: threading.Thread | None = None
@@ -174,7 +174,7 @@ class Kernel(RunsCode):
 
     def _new_connection(self) -> tuple[str, ConnectionInfo]:
         info = reserved_connection_info(
-            transport=self.transport,  # type: ignore[arg-type]
+            transport=self.transport,
             kernel_name=self.spec.name,
             curve=self.encrypt,
         )
@@ -219,7 +219,7 @@ class Kernel(RunsCode):
         self._expected_exit = False
 
     # -- clients -----------------------------------------------------------------
-    def _attach(self, client: KernelClientBase[Any]) -> None:
+    def _attach(self, client: KernelClientBase[Any, Any]) -> None:
         client.engine.add_liveness_check(self.death)
         self._clients.add(client)
 

@@ -4,8 +4,7 @@ A connection file names the transport, address, five ports, the HMAC key and the
 signature scheme. :meth:`ConnectionInfo.from_dict` validates every field and raises
 :class:`~kernelwire.errors.ConnectionFileError` naming the file and the field.
 Reading, writing and finding connection files, and choosing free ports, are I/O: they
-live in :mod:`kernelwire.connection_file` (their old names here still work, loaded
-from there on first use).
+live in :mod:`kernelwire.connection_file`, which this module does not import.
 """
 
 from __future__ import annotations
@@ -156,19 +155,10 @@ def load_connection_info(
 ) -> ConnectionInfo:
     """Validate connection info given as a mapping or a JSON document (read from
     ``path``, which errors name)."""
-    if isinstance(data, (str, bytes)):
-        try:
-            data = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ConnectionFileError(f"is not valid JSON: {exc}", path=path) from None
-    return ConnectionInfo.from_dict(data, path)  # type: ignore[arg-type]
-
-
-def __getattr__(name: str) -> Any:
-    """The connection-file functions, by their old names here (imported on first use,
-    so that this package imports no I/O)."""
-    from .. import connection_file
-
-    if name in connection_file.__all__:
-        return getattr(connection_file, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not isinstance(data, (str, bytes)):
+        return ConnectionInfo.from_dict(data, path)
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ConnectionFileError(f"is not valid JSON: {exc}", path=path) from None
+    return ConnectionInfo.from_dict(parsed, path)

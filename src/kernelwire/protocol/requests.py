@@ -17,6 +17,9 @@ from typing import Any, Literal
 
 from .message import Buffer, Channel, channel_for
 
+HistAccessType = Literal["range", "tail", "search"]
+"""How ``history_request`` selects: a range of a session, the last ``n``, a search."""
+
 
 @dataclass(frozen=True)
 class Request:
@@ -87,7 +90,7 @@ def inspect(code: str, cursor_pos: int | None = None, detail_level: Literal[0, 1
 def history(
     raw: bool = True,
     output: bool = False,
-    hist_access_type: Literal["range", "tail", "search"] = "range",
+    hist_access_type: HistAccessType = "range",
     **kwargs: Any,
 ) -> Request:
     """``history_request``.

@@ -14,10 +14,13 @@ without I/O; the engine's core uses the codec, the engine's driver the transport
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..protocol.connection import ChannelName
 from ..protocol.message import Channel, Message
+
+UnitT = TypeVar("UnitT")
+"""What one message is on a wire: a ZeroMQ multipart list, a WebSocket frame."""
 
 Waitable = Any
 """What a driver waits on: a ZeroMQ socket or a file descriptor (``zmq.Poller`` takes both;
@@ -29,25 +32,25 @@ def fileno(waitable: Waitable) -> int:
     return waitable if isinstance(waitable, int) else int(waitable.FD)
 
 
-class WireCodec(Protocol):
+class WireCodec(Protocol[UnitT]):
     """Turns one transport's units into messages and back; pure (no I/O)."""
 
-    def encode(self, channel: ChannelName, msg: Mapping[str, Any]) -> Any:
+    def encode(self, channel: ChannelName, msg: Mapping[str, Any]) -> UnitT:
         """The unit that carries ``msg`` on ``channel``."""
 
-    def decode(self, channel: ChannelName, unit: Any) -> tuple[Channel, Message] | None:
+    def decode(self, channel: Channel, unit: UnitT) -> tuple[Channel, Message] | None:
         """``(channel, message)`` from a unit read on ``channel``; ``None`` for a unit to
         drop silently (a duplicate replayed after a reconnect). Raises
         :class:`~kernelwire.errors.ProtocolError` for a unit that is not a valid message."""
 
-    def ping(self, payload: bytes) -> Any:
+    def ping(self, payload: bytes) -> UnitT:
         """The heartbeat unit carrying ``payload``."""
 
-    def pong(self, unit: Any) -> bytes:
+    def pong(self, unit: UnitT) -> bytes:
         """The payload a heartbeat echo carries."""
 
 
-class Transport(Protocol):
+class Transport(Protocol[UnitT]):
     """One kernel's channels on some wire. Every method is non-blocking.
 
     ``send`` returns False, having sent nothing, when the wire cannot take the unit
@@ -59,7 +62,7 @@ class Transport(Protocol):
     """
 
     @property
-    def codec(self) -> WireCodec:
+    def codec(self) -> WireCodec[UnitT]:
         """The transport's codec."""
 
     @property
@@ -82,10 +85,10 @@ class Transport(Protocol):
     def where(self, channel: ChannelName) -> str:
         """Where ``channel`` goes, for messages (a URL)."""
 
-    def send(self, channel: ChannelName, unit: Any) -> bool:
+    def send(self, channel: ChannelName, unit: UnitT) -> bool:
         """Send one unit on ``channel``; False if it cannot be taken now."""
 
-    def drain(self, channel: ChannelName) -> list[Any]:
+    def drain(self, channel: ChannelName) -> list[UnitT]:
         """Units ready on ``channel``'s waitable (at most a batch; call again while not
         :attr:`drained`)."""
 

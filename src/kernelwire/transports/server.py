@@ -10,7 +10,7 @@ import inspect
 import logging
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -34,7 +34,13 @@ OPEN_TIMEOUT = 30.0
 REDACTED = "<redacted>"
 
 
-class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # not subscriptable at run time before Python 3.11
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class RedactingLogger(_LoggerAdapter):
     """websockets' logger for our connections: the token never reaches a log record.
 
     websockets logs every handshake header at DEBUG, the ``Authorization`` one with

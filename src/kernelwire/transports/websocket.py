@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
@@ -74,7 +74,7 @@ class WebSocketCodec:
         """The frame of ``msg`` on ``channel``."""
         return self.framing.encode(channel, msg)
 
-    def decode(self, channel: ChannelName, unit: str | bytes) -> tuple[Channel, Message] | None:
+    def decode(self, channel: Channel, unit: str | bytes) -> tuple[Channel, Message] | None:
         """``(channel, message)`` from a frame (the frame names its channel); ``None`` for
         a message delivered already (the server replays after a reconnect)."""
         on, msg = self.framing.decode(unit)
@@ -82,11 +82,11 @@ class WebSocketCodec:
             return None
         return on, msg
 
-    def ping(self, payload: bytes) -> Any:
+    def ping(self, payload: bytes) -> NoReturn:
         """There is no heartbeat channel on a WebSocket."""
         raise NotImplementedError("a WebSocket carries no heartbeat channel")
 
-    def pong(self, unit: Any) -> bytes:
+    def pong(self, unit: str | bytes) -> bytes:
         """There is no heartbeat channel on a WebSocket."""
         raise NotImplementedError("a WebSocket carries no heartbeat channel")
 
@@ -155,7 +155,7 @@ class WebSocketTransport:
         """The kernel's WebSocket URL (every channel shares it)."""
         return f"{self.server.url}api/kernels/{self.kernel_id}/channels"
 
-    def send(self, channel: ChannelName, unit: Any) -> bool:
+    def send(self, channel: ChannelName, unit: str | bytes) -> bool:
         """Send a frame (from any thread); False while the socket is down (the reader
         thread is reconnecting: the engine tries again)."""
         if self.closed:
@@ -248,13 +248,13 @@ class WebSocketTransport:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"!")
 
-    def drain(self, channel: ChannelName) -> list[Any]:
+    def drain(self, channel: ChannelName) -> list[str | bytes]:
         """The frames received so far, of every channel (at most a batch)."""
         with contextlib.suppress(OSError):
             while os.read(self._wake_r, 4096):
                 pass
         frames = self._frames
-        out: list[Any] = []
+        out: list[str | bytes] = []
         while frames and len(out) < BATCH:
             out.append(frames.popleft())
         self.drained = not frames

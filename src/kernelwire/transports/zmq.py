@@ -74,7 +74,7 @@ class ZmqCodec:
         """The signed frames of ``msg``."""
         return self.session.encode(msg)
 
-    def decode(self, channel: ChannelName, unit: list[bytes]) -> tuple[Channel, Message]:
+    def decode(self, channel: Channel, unit: list[bytes]) -> tuple[Channel, Message]:
         """The message in ``unit``, read on ``channel``; :class:`ProtocolError` if refused."""
         limit = self.max_bytes
         if limit is not None and sum(map(len, unit)) > limit:
@@ -86,7 +86,7 @@ class ZmqCodec:
             session = msg["parent_header"].get("session")
             if session is not None and session != self.session.session_id:
                 raise ProtocolError(f"reply to another session ({session!r})")
-        return channel, msg  # type: ignore[return-value]
+        return channel, msg
 
     def ping(self, payload: bytes) -> list[bytes]:
         """An empty delimiter frame first, so both echo styles (ROUTER, REP) answer."""
