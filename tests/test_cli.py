@@ -513,3 +513,24 @@ def test_the_command_imports_what_it_uses(tmp_path: Path) -> None:
     ran = imported("notebook", "run", str(notebook), "-o", str(tmp_path / "out.ipynb"))
     assert {"nbformat", "jsonschema"} <= ran
     assert "rfc3987_syntax.syntax_helpers" not in ran  # where the grammar is built
+
+
+def test_run_on_an_existing_kernel_leaves_it_running(tmp_path: Path) -> None:
+    from kernelwire import run_kernel_in_process
+
+    with run_kernel_in_process(tmp_path / "kernel.json") as kernel:
+        path = kernel.connection_file
+        assert kernelwire("run", "--existing", path, "-c", "x = 5").returncode == 0
+        done = kernelwire("run", "--existing", path, "-c", "print(x * 2)")
+        assert done.returncode == 0 and done.stdout == "10\n", done.stderr
+        # past its timeout, the code is interrupted; the kernel is not stopped
+        done = kernelwire(
+            "run", "--existing", path, "--timeout", "2", "-c", "import time; time.sleep(60)"
+        )
+        assert done.returncode == 1 and "did not finish within 2 s" in done.stderr
+        assert kernel.is_alive()
+        done = kernelwire("run", "--existing", path, "-c", "print(x)")
+        assert done.returncode == 0 and done.stdout == "5\n", done.stderr
+    missing = kernelwire("run", "--existing", str(tmp_path / "nope.json"), "-c", "1")
+    assert missing.returncode == 2 and "nope.json" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -10,7 +10,7 @@ did not.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from .errors import KernelwireError
 from .lifecycle.kernel import Kernel
@@ -24,7 +24,14 @@ kernel of the run's own is stopped (SIGTERM, then SIGKILL 1 s later). Code that 
 interrupts so costs at most about 4 s past its timeout, or after Ctrl-C."""
 
 
-def settle(kernel: Kernel | RemoteKernel, drain: Callable[[float], object]) -> bool:
+class Interruptible(Protocol):
+    """What :func:`settle` needs of a kernel handle."""
+
+    def interrupt(self) -> None:
+        """Interrupt the running code."""
+
+
+def settle(kernel: Interruptible, drain: Callable[[float], object]) -> bool:
     """Interrupt the kernel and ``drain(seconds)`` the request's messages until it ends;
     whether it ended within :data:`STOP_GRACE`."""
     try:
@@ -44,9 +51,8 @@ def stop_now(kernel: Kernel | RemoteKernel) -> None:
         kernel.shutdown()  # the server stops it as it likes; we do not wait
 
 
-def stop_early(
-    kernel: Kernel | RemoteKernel, drain: Callable[[float], object], owned: bool
-) -> None:
-    """:func:`settle`, then :func:`stop_now` for a kernel of our own that is still busy."""
+def stop_early(kernel: Interruptible, drain: Callable[[float], object], owned: bool) -> None:
+    """:func:`settle`, then :func:`stop_now` for a kernel of our own that is still busy
+    (``owned``: a :class:`Kernel` or :class:`RemoteKernel` the run started)."""
     if not settle(kernel, drain) and owned:
-        stop_now(kernel)
+        stop_now(cast("Kernel | RemoteKernel", kernel))

@@ -9,6 +9,7 @@ raised. ``kernelwire notebook run IN.ipynb`` executes a notebook with a progress
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ import orjson
 from . import __version__
 from ._stopping import stop_early
 from .client._hooks import print_output, strip_ansi
+from .client.blocking import BlockingKernelClient
 from .errors import (
     CellExecutionError,
     CellKernelDied,
@@ -75,11 +77,20 @@ def _read_code(args: argparse.Namespace) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``kernelwire run``: run code on a fresh kernel; 0 if it succeeded, 1 if it raised."""
+    """``kernelwire run``: run code on a fresh kernel (or, with ``--existing``, on a running
+    one, left running); 0 if it succeeded, 1 if it raised."""
     code = _read_code(args)
     show = partial(print_output, color=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
-    kernel: Kernel | RemoteKernel
-    with _kernel_for(args) as kernel:
+    kernel: Kernel | RemoteKernel | _ExistingKernel
+    owned = not args.existing
+    with contextlib.ExitStack() as stack:
+        if args.existing:
+            if args.server:
+                raise _usage_error("run: --existing and --server cannot go together")
+            kernel = _ExistingKernel(args.existing)
+            stack.callback(kernel.close)
+        else:
+            kernel = stack.enter_context(_kernel_for(args))
         client = kernel.client()
         pending = client.submit(requests.execute(code, allow_stdin=False))
 
@@ -89,16 +100,42 @@ def run_command(args: argparse.Namespace) -> int:
         try:
             reply = pending.wait(args.timeout, output_hook=show)
         except KernelTimeout:
-            stop_early(kernel, drain, owned=True)
+            stop_early(kernel, drain, owned)
             print(f"kernelwire: the code did not finish within {args.timeout:g} s", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
-            stop_early(kernel, drain, owned=True)
+            stop_early(kernel, drain, owned)
             raise
         except KernelDied as exc:
             print(f"kernelwire: the kernel died while the code ran: {exc}", file=sys.stderr)
             return EXIT_KERNEL_DIED
     return 0 if reply["content"].get("status") == "ok" else 1
+
+
+class _ExistingKernel:
+    """A kernel someone else started, known by its connection file (``run --existing``):
+    interrupted with an ``interrupt_request``, never stopped."""
+
+    def __init__(self, connection_file: str) -> None:
+        self._client = BlockingKernelClient(connection_file)
+        self._client.start_channels(stdin=False)
+        try:
+            self._client.wait_for_ready(30)
+        except BaseException:
+            self._client.stop_channels()
+            raise
+
+    def client(self) -> BlockingKernelClient:
+        """The client connected to it."""
+        return self._client
+
+    def interrupt(self) -> None:
+        """Ask the kernel to interrupt its code (ipykernel answers on control)."""
+        self._client.interrupt(reply=True, timeout=5)
+
+    def close(self) -> None:
+        """Disconnect; the kernel keeps running."""
+        self._client.stop_channels()
 
 
 @contextmanager
@@ -414,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("file", nargs="?", help="a file of code to run, or - for stdin")
     run.add_argument(
         "--timeout", type=_timeout, default=None, help="seconds to allow (default, 0 or -1: none)"
+    )
+    run.add_argument(
+        "--existing",
+        metavar="CONNECTION_FILE",
+        help="run on the kernel of this connection file (left running) instead of a new one",
     )
     _server_options(run)
     run.set_defaults(parser=run, handler=run_command)
