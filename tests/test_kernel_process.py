@@ -91,13 +91,13 @@ def test_a_kernel_hung_in_its_start_times_out_with_its_stacks(tmp_path: Path) ->
     started = time.monotonic()
     with pytest.raises(KernelTimeout) as excinfo:
         run_kernel_in_process(
-            tmp_path / "wedged.json", kernel_class=WedgedKernel, startup_timeout=4
+            tmp_path / "wedged.json", kernel_class=WedgedKernel, startup_timeout=10
         )
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 40
     message = str(excinfo.value)
-    assert "kernel WedgedKernel did not answer within 4 s (it used" in message
+    assert "kernel WedgedKernel did not answer within 10 s (it used" in message
     # Its threads' stacks say where it is: in WedgedKernel's wait, unless a loaded
-    # machine left it still importing after 4 s.
+    # machine left it still importing after 10 s.
     assert "(most recent call first):" in message, message
     assert not (tmp_path / "wedged.json").exists()
 

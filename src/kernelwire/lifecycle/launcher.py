@@ -643,7 +643,11 @@ def _startup_timeout(
     threads' stacks if it can be asked for them."""
     cpu = "" if stall.cpu is None else f" (it used {stall.cpu / _CLOCK_TICKS:.1f} s of CPU)"
     lines = 40
-    if stack_signal is not None and kernel.proc.poll() is None:
+    if (
+        stack_signal is not None
+        and kernel.proc.poll() is None
+        and _catches(kernel.pid, stack_signal)
+    ):
         before = kernel.stderr_tail(10_000)
         with contextlib.suppress(ProcessLookupError):
             os.kill(kernel.pid, stack_signal)
@@ -658,6 +662,19 @@ def _startup_timeout(
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` handles ``sig`` (a kernel too slow to have set its handler
+    up yet would be killed by it); True where ``/proc`` cannot tell."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return True
 
 
 class _Stall:
