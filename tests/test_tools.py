@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from test_notebook import NOTEBOOKS, normalised
+from test_notebook import NOTEBOOKS, nbclient_on_jupyter_client, normalised
 
 pytest.importorskip("jupyter_client", reason="the manager layer subclasses jupyter_client's")
 
@@ -35,9 +35,7 @@ def test_nbclient_on_kernelwire_manager_gives_nbclients_outputs(path: Path) -> N
 
         theirs = notebook.execute(path, allow_errors=True, timeout=120)
     else:
-        nbclient.NotebookClient(
-            theirs, kernel_name="python3", allow_errors=True, timeout=120
-        ).execute()
+        nbclient_on_jupyter_client(nbclient, theirs, allow_errors=True)
     ours = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         ours,
