@@ -431,7 +431,9 @@ def _yaml_loader() -> type[Any]:
 
 def papermill_metadata(nb: NotebookNode) -> dict[str, Any]:
     """``nb.metadata.papermill``, made with the keys papermill's reader makes when absent."""
-    section: dict[str, Any] = nb.metadata.setdefault("papermill", {})
+    section: dict[str, Any] = nb.metadata.get("papermill")
+    if not isinstance(section, NotebookNode):  # read back as attributes, as nbformat's are
+        section = nb.metadata["papermill"] = NotebookNode(section or {})  # type: ignore[no-untyped-call]
     section.setdefault("default_parameters", {})
     section.setdefault("parameters", {})
     section.setdefault("environment_variables", {})
@@ -462,13 +464,9 @@ class PapermillRecord:
         self._started = _now()
         self.section["start_time"] = self._started.isoformat()
         for cell in nb.cells:
-            cell.setdefault("metadata", {})["papermill"] = {
-                "exception": None,
-                "start_time": None,
-                "end_time": None,
-                "duration": None,
-                "status": "pending",
-            }
+            cell.setdefault("metadata", {})["papermill"] = NotebookNode(  # type: ignore[no-untyped-call]
+                exception=None, start_time=None, end_time=None, duration=None, status="pending"
+            )
         self._cell_started: dict[int, datetime] = {}
 
     def cell_started(self, index: int) -> None:
