@@ -403,48 +403,25 @@ def _parameter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "parameters (papermill's options: injected after the cell tagged 'parameters')"
     )
-    group.add_argument(
-        "-p",
-        "--parameters",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="a parameter; VALUE is read as True, False, None, an int or float, else a string",
-    )
-    group.add_argument(
-        "-r",
-        "--parameters-raw",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="a parameter whose VALUE is taken as a string",
-    )
-    group.add_argument(
-        "-y",
-        "--parameters-yaml",
-        action="append",
-        default=[],
-        metavar="YAML",
-        help="parameters as a YAML mapping",
-    )
-    group.add_argument(
-        "-f",
-        "--parameters-file",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="parameters from a YAML (or JSON) file",
-    )
-    group.add_argument(
-        "-b",
-        "--parameters-base64",
-        action="append",
-        default=[],
-        metavar="BASE64",
-        help="parameters as base64-encoded YAML",
-    )
+    # papermill's short options and what they take; each may be given several times.
+    options: list[tuple[str, str, str | tuple[str, str], str]] = [
+        ("-p", "--parameters", ("NAME", "VALUE"), "a parameter; VALUE is read as True, "
+         "False, None, an int or float, else a string"),
+        ("-r", "--parameters-raw", ("NAME", "VALUE"), "a parameter whose VALUE is a string"),
+        ("-y", "--parameters-yaml", "YAML", "parameters as a YAML mapping"),
+        ("-f", "--parameters-file", "FILE", "parameters from a YAML (or JSON) file"),
+        ("-b", "--parameters-base64", "BASE64", "parameters as base64-encoded YAML"),
+    ]  # fmt: skip
+    for short, long, metavar, text in options:
+        group.add_argument(
+            short,
+            long,
+            nargs=2 if isinstance(metavar, tuple) else None,
+            action="append",
+            default=[],
+            metavar=metavar,
+            help=text,
+        )
     group.add_argument(
         "--help-notebook",
         action="store_true",
