@@ -8,6 +8,7 @@ import base64
 import copy
 import importlib.util
 import json
+import keyword
 import math
 import subprocess
 import sys
@@ -75,7 +76,7 @@ values = st.recursive(
     max_leaves=12,
 )
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(
-    lambda n: n not in {"if", "in", "is", "or", "as", "def", "del", "for", "and", "not", "try"}
+    lambda n: not keyword.iskeyword(n)
 )
 
 
@@ -182,6 +183,17 @@ def test_the_injected_cell_goes_where_papermill_puts_it(layout: str) -> None:
     assert injected(ours) == [where]
     assert ours.cells[where].source == '# Parameters\nalpha = 0.5\nname = "it\'s \\"quoted\\"\\n"\n'
     assert ours.metadata.papermill.parameters == values
+
+
+def test_an_older_notebook_is_upgraded_so_the_injected_cell_keeps_it_valid() -> None:
+    nb = read(NOTEBOOK)
+    nb.nbformat_minor = 4
+    for cell in nb.cells:
+        del cell["id"]
+    nbformat.validate(nb)
+    params.inject(nb, {"alpha": 1})
+    assert nb.nbformat_minor == 5 and all(cell.get("id") for cell in nb.cells)
+    nbformat.validate(nb)
 
 
 def test_inspection_is_papermills() -> None:

@@ -426,16 +426,19 @@ def execute_many(
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
     runs = [prepare(item) for item in notebooks]
-    runnable = [i for i, run in enumerate(runs) if run.notebook is not None]
-    if parameters is not None:
-        from .parameters import parameter_code
+    from .parameters import parameter_code
 
-        for index in list(runnable):
-            try:
-                parameter_code(runs[index].notebook, parameters, kernel_name)  # type: ignore[arg-type]
+    runnable = []
+    for index, run in enumerate(runs):
+        if run.notebook is None:
+            continue
+        if parameters is not None:
+            try:  # the same check execute() makes, before any kernel starts
+                parameter_code(run.notebook, parameters, kernel_name)
             except KernelwireError as exc:
-                runs[index].error = exc
-                runnable.remove(index)
+                run.error = exc
+                continue
+        runnable.append(index)
 
     def kernel_for(index: int) -> Callable[[], Kernel | RemoteKernel]:
         run = runs[index]

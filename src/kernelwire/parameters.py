@@ -318,6 +318,9 @@ def inject(
     papermill_metadata(nb)["parameters"] = dict(parameters)
     if not parameters:
         return nb
+    # Cell ids came with format 4.5: an older notebook is brought up to it (as papermill
+    # does), or the new cell's id would make it invalid.
+    nbformat.v4.upgrade(nb)  # type: ignore[no-untyped-call]
     known = translator.inspect(_parameters_source(nb))
     if known is not None:
         names = {p.name for p in known}
