@@ -212,6 +212,9 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     for run in prepared:
         if run.error is not None:
             raise run.error  # a missing or broken file is an error before anything runs
+    if args.help_notebook:
+        return _help_notebooks(prepared, args.kernel)
+    parameters = _parameters(args)
     targets = [Path(args.output) if args.output else _default_target(s) for s in sources]
     for target in targets:  # before anything runs: a run's results must have a place
         if str(target) != "-" and not target.parent.is_dir():
@@ -259,6 +262,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             on_notebook_done=notebook_done,
             on_cell_start=cell_started,
             on_cell_done=cell_done,
+            parameters=parameters,
         )
     status = 0
     # The summary goes to stderr when the notebook itself goes to stdout.
@@ -273,6 +277,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             status = max(status, EXIT_USAGE)
             continue
         assert run.notebook is not None  # read above
+        if parameters is not None:  # where papermill records it
+            run.notebook.metadata.papermill["output_path"] = str(target)
         _write(run.notebook, target)
         if failure is not None:
             if isinstance(failure, ExecutionError):
@@ -286,6 +292,53 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             status = max(status, EXIT_KERNEL_DIED if died else EXIT_FAILED)
             continue
         print(_summary(run.notebook, source, target, notebook.cells_to_run(run.notebook)), file=out)
+    return status
+
+
+def _parameters(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The parameters given, merged as papermill merges them (whatever their order on
+    the command line): ``-b``, then ``-f``, then ``-y``, then ``-p``, then ``-r``, a later
+    one replacing an earlier value; ``None`` when none was given."""
+    from . import parameters as papermill_way
+
+    given = (args.parameters_base64, args.parameters_file, args.parameters_yaml)
+    if not any(given) and not args.parameters and not args.parameters_raw:
+        return None
+    merged: dict[str, Any] = {}
+    for text in args.parameters_base64:
+        merged.update(papermill_way.from_base64(text))
+    for path in args.parameters_file:
+        merged.update(papermill_way.from_yaml_file(path))
+    for text in args.parameters_yaml:
+        merged.update(papermill_way.from_yaml(text, "-y"))
+    merged.update((name, papermill_way.parse_value(value)) for name, value in args.parameters)
+    merged.update(args.parameters_raw)
+    return merged
+
+
+def _help_notebooks(runs: list[Any], kernel_name: str | None) -> int:
+    """``--help-notebook``: each notebook's parameters, read from its ``parameters``
+    cell (no kernel started); 1 if a notebook has no such cell, as papermill exits."""
+    from . import parameters as papermill_way
+
+    status = 0
+    for run in runs:
+        where = run.source or "<stdin>"
+        found = papermill_way.inspect(run.notebook, kernel_name)
+        if papermill_way.parameters_cell(run.notebook) is None:
+            print(f"{where}: no cell tagged 'parameters'")
+            status = 1
+            continue
+        if not found:
+            why = "its language's cells cannot be read" if found is None else "it assigns none"
+            print(f"{where}: no parameters found in the cell tagged 'parameters' ({why})")
+            continue
+        print(f"Parameters of {where} (override with -p NAME VALUE):")
+        width = max(len(p.name) for p in found)
+        for p in found:
+            kind = "unknown type" if p.inferred_type_name == "None" else p.inferred_type_name
+            line = f"  {p.name:<{width}}  {kind} = {p.default}"
+            print(f"{line}  # {p.help}" if p.help else line)
     return status
 
 
@@ -439,6 +492,36 @@ def _server_options(
     parser.add_argument("--token", help="the server's token (default: $JUPYTER_TOKEN)")
 
 
+def _parameter_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "parameters (papermill's options: injected after the cell tagged 'parameters')"
+    )
+    # papermill's short options and what they take; each may be given several times.
+    options: list[tuple[str, str, str | tuple[str, str], str]] = [
+        ("-p", "--parameters", ("NAME", "VALUE"), "a parameter; VALUE is read as True, "
+         "False, None, an int or float, else a string"),
+        ("-r", "--parameters-raw", ("NAME", "VALUE"), "a parameter whose VALUE is a string"),
+        ("-y", "--parameters-yaml", "YAML", "parameters as a YAML mapping"),
+        ("-f", "--parameters-file", "FILE", "parameters from a YAML (or JSON) file"),
+        ("-b", "--parameters-base64", "BASE64", "parameters as base64-encoded YAML"),
+    ]  # fmt: skip
+    for short, long, metavar, text in options:
+        group.add_argument(
+            short,
+            long,
+            nargs=2 if isinstance(metavar, tuple) else None,
+            action="append",
+            default=[],
+            metavar=metavar,
+            help=text,
+        )
+    group.add_argument(
+        "--help-notebook",
+        action="store_true",
+        help="print the notebooks' parameters (defaults, types, comments) and exit; runs nothing",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kernelwire`` command."""
     parser = argparse.ArgumentParser(prog="kernelwire", description="Talk to Jupyter kernels.")
@@ -494,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="how many notebooks run at once (default: 1)",
     )
+    _parameter_options(nb_run)
     _server_options(nb_run)
     nb_run.set_defaults(parser=nb_run, handler=notebook_run_command)
     kernels = commands.add_parser("kernels", help="list installed kernel specs")

@@ -21,6 +21,8 @@ Each also derives from the builtin a caller of ``jupyter_client`` would catch
     ├── ExecutionError                         code run on the kernel raised
     │   └── CellExecutionError                 ... in a notebook's cell
     ├── NotebookError (ValueError)             a notebook that cannot be read
+    ├── ParameterError (ValueError)            notebook parameters that cannot be used
+    │   └── NoParameterTranslator              ... in the kernel's language
     ├── ClientClosed (RuntimeError)            the client's channels are not running
     ├── JupyterClientMissing (ImportError)     the manager layer without jupyter_client
     └── ServerError                            a Jupyter Server answered with an error
@@ -205,6 +207,26 @@ class KernelSpecError(KernelwireError, ValueError):
 
 class NotebookError(KernelwireError, ValueError):
     """A notebook that cannot be read or is not a valid notebook; names the file."""
+
+
+class ParameterError(KernelwireError, ValueError):
+    """Notebook parameters that cannot be used: bad YAML or base64, or a value the
+    kernel's language cannot be given; says which parameter or option."""
+
+
+class NoParameterTranslator(ParameterError):
+    """The notebook's kernel language has no parameter translator; names the language
+    and kernel, and ``supported`` lists the languages that have one."""
+
+    def __init__(self, kernel_name: str, language: str, supported: Sequence[str]) -> None:
+        self.kernel_name = kernel_name
+        self.language = language
+        self.supported = sorted(supported)
+        super().__init__(
+            f"cannot inject parameters into a {language or 'unknown'}-language notebook "
+            f"(kernel {kernel_name!r}): parameters can be written in "
+            f"{', '.join(self.supported)} only"
+        )
 
 
 class ClientClosed(KernelwireError, RuntimeError):

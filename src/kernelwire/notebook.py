@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -129,6 +129,8 @@ def execute(
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
     own_kernel: bool = False,
+    parameters: Mapping[str, Any] | None = None,
+    input_path: str | None = None,
 ) -> NotebookNode:
     """Run every code cell of a notebook in order and return it with its outputs.
 
@@ -150,8 +152,28 @@ def execute(
     Each executed cell gets nbclient's ``metadata.execution`` timestamps. An IPython
     kernel started here keeps its history in ``history_file``, as nbclient's do (see
     :func:`start_notebook_kernel`).
+
+    ``parameters`` (a dict, even empty) runs it the papermill way: the values go into
+    an ``injected-parameters`` cell (see :func:`kernelwire.parameters.inject`), and the
+    notebook and its cells get papermill's ``metadata.papermill`` (parameters, timings,
+    statuses; ``input_path``: ``input_path``, else the path given), so papermill's tools
+    read the result. A kernel language with no translator raises
+    :class:`~kernelwire.errors.NoParameterTranslator` before any kernel starts.
     """
-    nb = _node(nb_or_path) if isinstance(nb_or_path, dict) else read(nb_or_path)
+    if isinstance(nb_or_path, dict):
+        nb = _node(nb_or_path)
+    else:
+        nb = read(nb_or_path)
+        input_path = input_path or os.fspath(nb_or_path)
+    record = None
+    if parameters is not None:
+        from . import parameters as papermill_way
+
+        spec = kernel.spec if isinstance(kernel, Kernel) else None  # the kernel it runs on
+        papermill_way.inject(
+            nb, parameters, spec.name if spec else kernel_name, spec.language if spec else None
+        )
+        record = papermill_way.PapermillRecord(nb, input_path)
     if timeout is not None and timeout <= 0:
         timeout = None  # nbclient's reading: 0 and -1 mean no limit
     name = kernel_name or kernel_name_of(nb)
@@ -167,26 +189,38 @@ def execute(
         displays: dict[str, list[OutputNode]] = {}
         widgets = WidgetFrontEnd(lambda comm_id, data: client.comm_msg(comm_id, data))
         stack.callback(widgets.save, nb)  # a partial run's widgets render too
+        if record is not None:
+            stack.callback(record.finish)
         for index in cells_to_run(nb):
             cell = nb.cells[index]
             tags = cell.get("metadata", {}).get("tags", [])
             if on_cell_start is not None:
                 on_cell_start(index, cell)
+            if record is not None:
+                record.cell_started(index)
             collector = OutputCollector(
                 front_end=front_end,
                 max_output_chars=max_output_chars,
                 displays=displays,
                 node_from=nbformat.from_dict,  # a notebook's outputs are nbformat's own nodes
             )
-            reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets, owned)
-            if on_cell_done is not None:
-                on_cell_done(index, cell)
+            try:
+                reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets, owned)
+            except BaseException:  # a timeout, the kernel's death, Ctrl-C: recorded, raised
+                if record is not None:
+                    record.cell_done(index, failed=True)
+                raise
             # The reply's status decides, as in nbclient: a failed line magic replies
             # ``error`` with only a stderr line, and an error shown inside an Output
             # widget is no failure of the cell.
-            if reply["content"].get("status") == "error" and not (
+            failed = reply["content"].get("status") == "error" and not (
                 allow_errors or "raises-exception" in tags
-            ):
+            )
+            if record is not None:
+                record.cell_done(index, failed)
+            if on_cell_done is not None:
+                on_cell_done(index, cell)
+            if failed:
                 raise _cell_error(index, cell, reply["content"])
     return nb
 
@@ -375,6 +409,7 @@ def execute_many(
     on_notebook_done: NotebookHook | None = None,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> list[NotebookRun]:
     """Execute notebooks, each on a fresh kernel of its own; return them in the order given.
 
@@ -387,11 +422,26 @@ def execute_many(
     error. ``cwd`` defaults to each notebook file's own directory (the current directory
     for a notebook given in memory); ``server`` runs them on a Jupyter Server or Gateway
     instead. Notebooks already read by :func:`prepare` are not read again. Every kernel
-    is shut down when this returns or raises.
+    is shut down when this returns or raises. ``parameters`` go into every notebook as
+    :func:`execute` puts them; a notebook they cannot go into (its kernel's language has
+    no translator) fails with that error before its kernel starts.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
     runs = [prepare(item) for item in notebooks]
+    from .parameters import parameter_code
+
+    runnable = []
+    for index, run in enumerate(runs):
+        if run.notebook is None:
+            continue
+        if parameters is not None:
+            try:  # the same check execute() makes, before any kernel starts
+                parameter_code(run.notebook, parameters, kernel_name)
+            except KernelwireError as exc:
+                run.error = exc
+                continue
+        runnable.append(index)
 
     def kernel_for(index: int) -> Callable[[], Kernel | RemoteKernel]:
         run = runs[index]
@@ -404,9 +454,10 @@ def execute_many(
         )
         return lambda: start_notebook_kernel(name, where, history_file)
 
-    def run_notebook(kernel: Kernel | RemoteKernel, nb: NotebookNode) -> None:
+    def run_notebook(kernel: Kernel | RemoteKernel, run: NotebookRun) -> None:
+        assert run.notebook is not None
         execute(
-            nb,
+            run.notebook,
             timeout=timeout,
             allow_errors=allow_errors,
             kernel=kernel,
@@ -415,9 +466,10 @@ def execute_many(
             max_output_chars=max_output_chars,
             on_cell_start=on_cell_start,
             on_cell_done=on_cell_done,
+            parameters=parameters,
+            input_path=run.source,
         )
 
-    runnable = [i for i, run in enumerate(runs) if run.notebook is not None]
     # Per lane, side by side: up to two kernel starts (its own and one ahead) and the
     # shutdown of its last kernel.
     with ThreadPoolExecutor(3 * jobs, thread_name_prefix="kernelwire-notebooks") as workers:
@@ -450,7 +502,7 @@ class _Batch:
         runnable: list[int],
         workers: ThreadPoolExecutor,
         kernel_for: Callable[[int], Callable[[], Kernel | RemoteKernel]],
-        run_notebook: Callable[[Kernel | RemoteKernel, NotebookNode], None],
+        run_notebook: Callable[[Kernel | RemoteKernel, NotebookRun], None],
         *,
         ahead: int,
         on_notebook_start: NotebookHook | None,
@@ -520,8 +572,7 @@ class _Batch:
             try:
                 if stopped:
                     return  # the batch was interrupted while this kernel started
-                assert run.notebook is not None
-                self.run_notebook(kernel, run.notebook)
+                self.run_notebook(kernel, run)
             except KernelwireError as exc:
                 run.error = exc
             finally:

@@ -1,0 +1,441 @@
+"""Notebook parameters the papermill way, checked against papermill itself: its
+translators, its parameter injection and inspection, its reader, and a papermill run of
+the same notebook with the same parameters."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import importlib.util
+import json
+import keyword
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernelwire import notebook
+from kernelwire import parameters as params
+from kernelwire.errors import CellExecutionError, NoParameterTranslator, ParameterError
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+NOTEBOOK = Path(__file__).parent / "notebooks" / "parameters.ipynb"
+
+papermill = pytest.importorskip("papermill")
+from papermill import translators as pm_translators  # noqa: E402
+
+# papermill formats its Python parameters with black when black is installed; the
+# text compared below is papermill's own, unformatted.
+BLACK = importlib.util.find_spec("black") is not None
+
+
+def kernelwire(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kernelwire.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def read(path: Path) -> Any:
+    return nbformat.read(path, as_version=4)
+
+
+def injected(nb: Any) -> list[int]:
+    return [
+        i for i, cell in enumerate(nb.cells) if params.INJECTED_TAG in cell.metadata.get("tags", [])
+    ]
+
+
+def texts(cell: Any) -> list[str]:
+    """A cell's streams and plain-text results, in order."""
+    return [o.get("text") or o.get("data", {}).get("text/plain", "") for o in cell.outputs]
+
+
+# -- translators: the text papermill writes ------------------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(
+    lambda n: not keyword.iskeyword(n)
+)
+
+
+@pytest.mark.skipif(BLACK, reason="papermill formats its output with black when installed")
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(names, values, max_size=5))
+def test_python_code_is_papermills_and_evaluates_to_the_values(given: dict[str, Any]) -> None:
+    code = params.PythonTranslator.code(given)
+    assert code == pm_translators.PythonTranslator.codify(given)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    for name, value in given.items():
+        assert same(namespace[name], value), (name, value)
+
+
+def same(got: Any, want: Any) -> bool:
+    """Equal, NaN equal to NaN."""
+    if isinstance(want, float) and math.isnan(want):
+        return isinstance(got, float) and math.isnan(got)
+    if isinstance(want, list):
+        return len(got) == len(want) and all(map(same, got, want))
+    if isinstance(want, dict):
+        return got.keys() == want.keys() and all(same(got[k], want[k]) for k in want)
+    return type(got) is type(want) and bool(got == want)
+
+
+bash_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(names, bash_values, max_size=5))
+def test_bash_code_is_papermills(given: dict[str, Any]) -> None:
+    assert params.BashTranslator.code(given) == pm_translators.BashTranslator.codify(given)
+
+
+def test_values_no_language_can_take_are_clear_errors() -> None:
+    with pytest.raises(ParameterError, match="'cfg': a bash kernel cannot be given a mapping"):
+        params.BashTranslator.code({"cfg": {"a": 1}})
+    with pytest.raises(ParameterError, match="'class' is not a Python name"):
+        params.PythonTranslator.code({"class": 1})
+    with pytest.raises(ParameterError, match="'my var' is not a shell variable name"):
+        params.BashTranslator.code({"my var": 1})
+
+
+@pytest.mark.parametrize(
+    "text", ["True", "False", "None", "12", "-3", "1.5", "1e3", "nan", "inf", "0x10", "true", "a b"]
+)
+def test_p_values_are_read_as_papermill_reads_them(text: str) -> None:
+    from papermill.cli import _resolve_type
+
+    assert same(params.parse_value(text), _resolve_type(text))
+
+
+def test_yaml_and_base64_as_papermill_reads_them() -> None:
+    text = "when: 2024-01-02\nn: 3\nitems: [a, 1.5]\n"
+    assert params.from_yaml(text, "-y") == {"when": "2024-01-02", "n": 3, "items": ["a", 1.5]}
+    encoded = base64.b64encode(text.encode()).decode()
+    assert params.from_base64(encoded) == params.from_yaml(text, "-y")
+    assert params.from_yaml("", "-y") == {}
+    with pytest.raises(ParameterError, match=r"-y: expected a mapping .* got list"):
+        params.from_yaml("[1, 2]", "-y")
+    with pytest.raises(ParameterError, match="-y: not valid YAML"):
+        params.from_yaml("a: [1", "-y")
+    with pytest.raises(ParameterError, match="not valid base64"):
+        params.from_base64("not base64!")
+    with pytest.raises(ParameterError, match=r"cannot read parameters file /no/such\.yaml"):
+        params.from_yaml_file("/no/such.yaml")
+
+
+# -- injection and inspection: where papermill puts the cell, what it reads -----------------
+
+
+def papermill_injected(nb: Any, values: dict[str, Any]) -> Any:
+    from papermill.parameterize import parameterize_notebook
+
+    theirs = copy.deepcopy(nb)
+    theirs.metadata.setdefault("papermill", {})
+    for cell in theirs.cells:  # what papermill's reader adds, and its injection needs
+        cell.metadata.setdefault("tags", [])
+    return parameterize_notebook(theirs, values, kernel_name="python3", language="python")
+
+
+def sources(nb: Any) -> list[tuple[str, list[str]]]:
+    return [(cell.source, list(cell.metadata.get("tags", []))) for cell in nb.cells]
+
+
+@pytest.mark.parametrize("layout", ["after-parameters", "no-parameters-cell", "re-run"])
+def test_the_injected_cell_goes_where_papermill_puts_it(layout: str) -> None:
+    nb = read(NOTEBOOK)
+    if layout == "no-parameters-cell":
+        nb.cells[1].metadata.tags = []
+    if layout == "re-run":  # an earlier run's cell is replaced where it is, even if moved
+        params.inject(nb, {"alpha": 1})
+        nb.cells.append(nb.cells.pop(2))
+    values = {"alpha": 0.5, "name": 'it\'s "quoted"\n'}
+    ours = params.inject(copy.deepcopy(nb), values)
+    assert sources(ours) == sources(papermill_injected(nb, values))
+    assert len(injected(ours)) == 1
+    where = {"after-parameters": 2, "no-parameters-cell": 0, "re-run": len(nb.cells) - 1}[layout]
+    assert injected(ours) == [where]
+    assert ours.cells[where].source == '# Parameters\nalpha = 0.5\nname = "it\'s \\"quoted\\"\\n"\n'
+    assert ours.metadata.papermill.parameters == values
+
+
+def test_an_older_notebook_is_upgraded_so_the_injected_cell_keeps_it_valid() -> None:
+    nb = read(NOTEBOOK)
+    nb.nbformat_minor = 4
+    for cell in nb.cells:
+        del cell["id"]
+    nbformat.validate(nb)
+    params.inject(nb, {"alpha": 1})
+    assert nb.nbformat_minor == 5 and all(cell.get("id") for cell in nb.cells)
+    nbformat.validate(nb)
+
+
+def test_inspection_is_papermills() -> None:
+    from papermill import inspect_notebook
+
+    ours = params.inspect(read(NOTEBOOK))
+    assert ours is not None and [p.name for p in ours] == ["alpha", "name", "n", "flags", "opts"]
+    assert {p.name: p._asdict() for p in ours} == inspect_notebook(str(NOTEBOOK))
+    assert ours[0] == params.Parameter("alpha", "None", "0.1", "the learning rate")
+    assert ours[2].inferred_type_name == "int" and ours[1].default == '"world"'
+
+
+def test_inspection_reads_what_a_regular_expression_misreads() -> None:
+    cell = (
+        "%matplotlib inline\n"
+        'url = "http://x/#anchor"  # where to fetch\n'
+        "opts = dict(a=1, b=2)\n"
+        "items = [\n    1,  # one\n    2,\n]  # the items\n"
+        "size: 'int' = 3\n"
+        "if True:\n    hidden = 1\n"
+    )
+    found = params.PythonTranslator.inspect(cell)
+    assert found == [
+        params.Parameter("url", "None", '"http://x/#anchor"', "where to fetch"),
+        params.Parameter("opts", "None", "dict(a=1, b=2)", ""),
+        params.Parameter("size", "int", "3", ""),
+    ]
+    found = params.PythonTranslator.inspect(cell.replace("%matplotlib inline\n", ""))
+    assert [p.name for p in found] == ["url", "opts", "items", "size"]
+    assert found[2] == params.Parameter("items", "None", "[ 1, # one 2, ]", "the items")
+
+
+def r_notebook() -> Any:
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("x <- 1", metadata={"tags": ["parameters"]})]
+    )
+    nb.metadata.kernelspec = {"name": "ir", "display_name": "R", "language": "R"}
+    return nb
+
+
+def test_a_language_without_a_translator_is_named_before_any_kernel_starts(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(NoParameterTranslator) as excinfo:
+        notebook.execute(r_notebook(), parameters={"x": 2})  # no 'ir' kernel: never started
+    assert excinfo.value.language == "R" and excinfo.value.kernel_name == "ir"
+    assert "R-language notebook (kernel 'ir')" in str(excinfo.value)
+    assert "bash, python" in str(excinfo.value)
+    (runs,) = notebook.execute_many([r_notebook()], parameters={"x": 2})
+    assert isinstance(runs.error, NoParameterTranslator)
+    source = tmp_path / "r.ipynb"
+    nbformat.write(r_notebook(), source)
+    done = kernelwire("notebook", "run", str(source), "-p", "x", "2")
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("kernelwire: cannot inject parameters into a R-language notebook (kernel 'ir')")
+    )
+
+
+# -- the CLI, no kernel: --help-notebook and bad input ---------------------------------------
+
+
+def test_help_notebook_lists_what_papermill_infers(tmp_path: Path) -> None:
+    done = kernelwire("notebook", "run", str(NOTEBOOK), "--help-notebook")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"Parameters of {NOTEBOOK} (override with -p NAME VALUE):",
+        "  alpha  unknown type = 0.1  # the learning rate",
+        '  name   str = "world"',
+        "  n      int = 3",
+        "  flags  unknown type = [1, 2]",
+        '  opts   unknown type = {"deep": True}',
+    ]
+    assert not NOTEBOOK.with_suffix(".executed.ipynb").exists()  # nothing ran
+    plain = tmp_path / "plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), plain)
+    none = kernelwire("notebook", "run", str(plain), "--help-notebook")
+    assert none.returncode == 1 and "no cell tagged 'parameters'" in none.stdout
+    assert not (tmp_path / "plain.executed.ipynb").exists()
+
+
+def test_bad_parameter_options_are_one_line_errors(tmp_path: Path) -> None:
+    for option, expected in (
+        (["-y", "[1"], "-y: not valid YAML"),
+        (["-b", "%%%"], "not valid base64"),
+        (["-f", str(tmp_path / "none.yaml")], "cannot read parameters file"),
+        (["-p", "not a name", "1"], "'not a name' is not a Python name"),
+    ):
+        done = kernelwire("notebook", "run", str(NOTEBOOK), "-o", str(tmp_path / "o"), *option)
+        assert done.returncode == 2, (option, done.stderr)
+        assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# -- real runs ------------------------------------------------------------------------------
+
+
+def test_every_option_reaches_the_kernel_in_papermills_order(tmp_path: Path) -> None:
+    """-b, then -f, then -y, then -p, then -r, whatever their order on the line."""
+    (tmp_path / "p.yaml").write_text("name: from-file\nn: 10\nflags: [f]\n")
+    encoded = base64.b64encode(b"name: from-base64\nalpha: 9.5\nopts: {b64: 1}\n").decode()
+    out = tmp_path / "out.ipynb"
+    done = kernelwire(
+        "notebook", "run", str(NOTEBOOK), "-o", str(out),
+        "-r", "n", "7",
+        "-p", "name", "from-p",
+        "-y", "flags: [y, 2]\nname: from-yaml",
+        "-f", str(tmp_path / "p.yaml"),
+        "-b", encoded,
+        "-p", "alpha", "0.25",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    nb = read(out)
+    (at,) = injected(nb)
+    assert at == 2
+    assert "".join(texts(nb.cells[3])) == "alpha=0.25 name='from-p' n='7'\n['y', 2] {'b64': 1}\n"
+    assert nb.metadata.papermill.parameters == {
+        "name": "from-p",
+        "alpha": 0.25,
+        "opts": {"b64": 1},
+        "n": "7",
+        "flags": ["y", 2],
+    }
+    assert nb.metadata.papermill.input_path == str(NOTEBOOK)
+    assert nb.metadata.papermill.output_path == str(out)
+
+
+def test_execute_overrides_defaults_and_a_rerun_replaces_the_injected_cell() -> None:
+    nb = notebook.execute(NOTEBOOK, parameters={"alpha": 0.5, "name": "kernel"})
+    (at,) = injected(nb)
+    assert at == 2 and nb.cells[at].source == '# Parameters\nalpha = 0.5\nname = "kernel"\n'
+    assert "".join(texts(nb.cells[3])).startswith("alpha=0.5 name='kernel' n=3\n")
+    again = notebook.execute(nb, parameters={"alpha": 2})
+    assert injected(again) == [2] and len(again.cells) == 5
+    assert again.cells[2].source == "# Parameters\nalpha = 2\n"
+    assert "".join(texts(again.cells[3])).startswith("alpha=2 name='world' n=3\n")
+    # No parameters: nbclient's run, no papermill metadata on a fresh notebook.
+    plain = notebook.execute(NOTEBOOK)
+    assert "papermill" not in plain.metadata and not injected(plain)
+    assert "".join(texts(plain.cells[2])).startswith("alpha=0.1 name='world' n=3\n")
+
+
+def test_papermill_reads_the_metadata_back(tmp_path: Path) -> None:
+    from papermill.execute import raise_for_execution_errors
+    from papermill.iorw import load_notebook_node
+
+    out = tmp_path / "out.ipynb"
+    done = kernelwire("notebook", "run", str(NOTEBOOK), "-o", str(out), "-p", "alpha", "3")
+    assert done.returncode == 0, done.stderr
+    nb = load_notebook_node(str(out))
+    section = nb.metadata.papermill
+    assert section.parameters == {"alpha": 3}
+    assert section.exception is None and section.duration >= 0
+    assert section.start_time <= section.end_time
+    assert {"default_parameters", "environment_variables", "version"} <= section.keys()
+    assert [cell.metadata.papermill.status for cell in nb.cells] == ["completed"] * 5
+    assert all(cell.metadata.papermill.duration >= 0 for cell in nb.cells[1:])
+    # Nothing failed: papermill raises nothing.
+    raise_for_execution_errors(nb, str(tmp_path / "marked.ipynb"))
+    assert papermill.inspect_notebook(str(out))["alpha"]["default"] == "0.1"
+
+    failing = read(NOTEBOOK)
+    failing.cells.insert(3, nbformat.v4.new_code_cell("1 / 0"))
+    with pytest.raises(CellExecutionError) as excinfo:
+        notebook.execute(failing, parameters={})
+    assert excinfo.value.cell_index == 3  # no parameters given: no cell injected
+    assert failing.metadata.papermill.exception is True
+    statuses = [cell.metadata.papermill.status for cell in failing.cells]
+    assert statuses == ["completed", "completed", "completed", "failed", "pending"]
+    assert failing.cells[3].metadata.papermill.exception is True
+    with pytest.raises(papermill.PapermillExecutionError) as theirs:
+        raise_for_execution_errors(copy.deepcopy(failing), str(tmp_path / "marked.ipynb"))
+    assert theirs.value.cell_index == 3 and theirs.value.ename == "ZeroDivisionError"
+
+
+def comparable(nb: Any) -> list[Any]:
+    """Cells' sources, tags, counts, outputs (streams joined) and papermill statuses."""
+    cells = []
+    for cell in nb.cells:
+        streams: dict[str, str] = {}
+        others = []
+        for output in cell.get("outputs", []):
+            if output["output_type"] == "stream":
+                streams[output["name"]] = streams.get(output["name"], "") + output["text"]
+            else:
+                others.append(dict(output))
+        cells.append(
+            (
+                cell.source,
+                [t for t in cell.metadata.get("tags", [])],
+                cell.get("execution_count"),
+                others,
+                streams,
+                cell.metadata.papermill.status,
+            )
+        )
+    return cells
+
+
+@pytest.mark.skipif(BLACK, reason="papermill formats its output with black when installed")
+def test_same_notebook_as_papermill(tmp_path: Path) -> None:
+    values = {"alpha": -1.5, "name": "naïve 🚀", "flags": [None, True], "opts": {"k": [1]}}
+    theirs_path = tmp_path / "theirs.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(theirs_path),
+        parameters=values,
+        progress_bar=False,
+        kernel_name="python3",
+    )
+    ours = notebook.execute(NOTEBOOK, parameters=values)
+    theirs = read(theirs_path)
+    assert comparable(ours) == comparable(theirs)
+    for key in ("parameters", "default_parameters", "environment_variables", "exception"):
+        assert ours.metadata.papermill[key] == theirs.metadata.papermill[key], key
+    assert set(ours.metadata.papermill) == set(theirs.metadata.papermill)
+    for mine, its in zip(ours.cells, theirs.cells, strict=True):
+        assert set(mine.metadata.papermill) == set(its.metadata.papermill)
+
+
+def test_bash_notebooks_take_parameters(bash_kernel_installed: str, tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell('greeting="hi"\ncount=1', metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell('echo "$greeting x$count ${items[1]} [$none] $flag"'),
+        ]
+    )
+    nb.metadata.kernelspec = {"name": "bash", "display_name": "Bash", "language": "bash"}
+    source = tmp_path / "bash.ipynb"
+    nbformat.write(nb, source)
+    values = {"greeting": "it's a 'test' $HOME", "count": 3, "items": ["a b", 2], "none": None}
+    out = tmp_path / "out.ipynb"
+    done = kernelwire(
+        "notebook", "run", str(source), "-o", str(out),
+        "-y", json.dumps(values), "-p", "flag", "True",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ran = read(out)
+    assert ran.cells[1].source == pm_translators.BashTranslator.codify({**values, "flag": True})
+    assert texts(ran.cells[2]) == ["it's a 'test' $HOME x3 2 [] true\n"]
+    help_text = kernelwire("notebook", "run", str(source), "--help-notebook")
+    assert help_text.returncode == 0
+    assert "its language's cells cannot be read" in help_text.stdout
