@@ -375,7 +375,9 @@ def mcp_command(args: argparse.Namespace) -> int:
     try:
         from .mcp_server import serve
     except ImportError as exc:  # the optional extra
-        raise _usage_error(f"mcp needs the MCP SDK: pip install 'kernelwire[mcp]' ({exc})") from None
+        raise _usage_error(
+            f"mcp needs the MCP SDK: pip install 'kernelwire[mcp]' ({exc})"
+        ) from None
     serve(args.http)
     return 0
 

@@ -43,9 +43,7 @@ MAX_OUTPUT_CHARS = 1_000_000
 IMAGE_TYPES = ("image/png", "image/jpeg")
 """Outputs sent as MCP image content, for a multimodal model to see."""
 
-STDIN_HINT = (
-    "[kernelwire mcp: input() is not available here: put the values in the code instead]"
-)
+STDIN_HINT = "[kernelwire mcp: input() is not available here: put the values in the code instead]"
 
 _T = TypeVar("_T")
 
@@ -255,7 +253,7 @@ class KernelTools:
         entry = self.registry.remove(session, kernel_id)
         if entry is None:
             self.registry.get(session, kernel_id)  # raises, naming the session's kernels
-        assert entry is not None
+            raise ToolError(f"no kernel {kernel_id!r} in this session")
         entry.kernel.shutdown(now=entry.dead is not None)
         return f"kernel {kernel_id} is shut down"
 
@@ -274,9 +272,7 @@ class KernelTools:
     ) -> CallToolResult:
         with self._alive(session, kernel_id) as entry, entry.busy:
             try:
-                result = entry.kernel.run(
-                    code, timeout=timeout, max_output_chars=MAX_OUTPUT_CHARS
-                )
+                result = entry.kernel.run(code, timeout=timeout, max_output_chars=MAX_OUTPUT_CHARS)
             except KernelTimeout as exc:
                 return self._timed_out(entry, exc, timeout)
         return CallToolResult(content=result_content(result))
