@@ -392,14 +392,33 @@ def build_server(registry: KernelRegistry) -> MCPServer[Any]:
 
 def serve(http: tuple[str, int] | None = None) -> None:
     """Run the server over stdio (or streamable HTTP at ``http``) until its client
-    leaves or a signal stops it; then shut every kernel down."""
+    leaves or a signal stops it; then shut every kernel down.
+
+    The server runs on a thread of its own: the main thread, where Python delivers
+    signals, only waits. A SIGTERM (raised there as an exception by the command's
+    handler) would otherwise land in the event loop, whose clean-up then waits for its
+    thread blocked reading stdin, forever, with the kernels still running.
+    """
     registry = KernelRegistry()
     server = build_server(registry)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if http is None:
+                anyio.run(server.run_stdio_async)
+            else:
+                host, port = http
+                anyio.run(lambda: server.run_streamable_http_async(host=host, port=port))
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="kernelwire-mcp", daemon=True)
+    thread.start()
     try:
-        if http is None:
-            anyio.run(server.run_stdio_async)
-        else:
-            host, port = http
-            anyio.run(lambda: server.run_streamable_http_async(host=host, port=port))
+        while thread.is_alive():
+            thread.join(0.5)
     finally:
         registry.shutdown_all()
+    if failure:
+        raise failure[0]
