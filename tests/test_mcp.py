@@ -407,3 +407,36 @@ def test_http_sessions_have_their_own_kernels(
     left = wait_gone(pids)
     assert not left, f"kernels left running: {left}"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("kernel-")]
+
+
+def test_interrupt_kernel_stops_a_running_call(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        results: list[str] = []
+
+        async def long_run() -> None:
+            code = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)"
+            results.append(await server.run(kernel_id, code, timeout=SAFETY - 30))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(long_run)
+            await anyio.sleep(2)  # the run has begun (if not, the interrupt finds it idle)
+            while not results:
+                await server.text("interrupt_kernel", kernel_id=kernel_id)
+                await anyio.sleep(1)
+        (text,) = results
+        assert "KeyboardInterrupt" in text
+        assert "interrupted after" not in text  # stopped by the tool, not the timeout
+        assert await server.run(kernel_id, "1 + 1") == "Out[2]: 2"
+
+    scenario(body)
+
+
+def test_without_the_sdk_the_command_says_how_to_get_it() -> None:
+    code = (
+        "import sys; sys.modules['mcp'] = None\n"
+        "from kernelwire.cli import main; sys.exit(main(['mcp']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "pip install 'kernelwire[mcp]'" in out.stderr
