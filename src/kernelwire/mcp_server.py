@@ -48,7 +48,8 @@ STDIN_HINT = "[kernelwire mcp: input() is not available here: put the values in 
 _T = TypeVar("_T")
 
 Session = object
-"""The key of a session's kernels: the SDK's connection-scoped session object."""
+"""The key of a session's kernels: the SDK's ``Connection`` (one per stdio process, one
+per HTTP session)."""
 
 
 @dataclass
@@ -62,7 +63,7 @@ class _Entry:
 
 
 class KernelRegistry:
-    """The kernels each MCP session started, by MCP session."""
+    """The kernels each MCP session started, by session."""
 
     def __init__(self) -> None:
         self._sessions: dict[Session, dict[str, _Entry]] = {}
