@@ -459,6 +459,27 @@ def start_command(args: argparse.Namespace) -> int:
         kernel.shutdown()
 
 
+def mcp_command(args: argparse.Namespace) -> int:
+    """``kernelwire mcp``: a Model Context Protocol server for AI agents (stdio, or
+    streamable HTTP with ``--http``); its kernels are shut down when it stops."""
+    try:
+        from .mcp_server import serve
+    except ImportError as exc:  # the optional extra
+        raise _usage_error(
+            f"mcp needs the MCP SDK: pip install 'kernelwire[mcp]' ({exc})"
+        ) from None
+    serve(args.http)
+    return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, e.g. ``127.0.0.1:8765``."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:8765, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
 def _server_and_token(args: argparse.Namespace) -> tuple[str, str | None]:
     """The server's URL and token: ``--token``, else the ``?token=`` of the URL a
     Jupyter Server prints (taken off the URL), else ``$JUPYTER_TOKEN``."""
@@ -597,6 +618,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _server_options(start, "start it on this Jupyter Server or Gateway URL instead")
     start.set_defaults(parser=start, handler=start_command)
+    mcp = commands.add_parser("mcp", help="serve kernels to AI agents (Model Context Protocol)")
+    mcp.add_argument(
+        "--http", type=_host_port, metavar="HOST:PORT", help="streamable HTTP (default: stdio)"
+    )
+    mcp.set_defaults(parser=mcp, handler=mcp_command)
     return parser
 
 

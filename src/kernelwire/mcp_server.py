@@ -1,0 +1,425 @@
+"""``kernelwire mcp``: a Model Context Protocol server that gives AI agents Jupyter kernels.
+
+Built on the official MCP Python SDK (``pip install kernelwire[mcp]``); imported only by
+that command, so ``import kernelwire`` never loads ``mcp``. Each MCP session has its own
+kernels; every kernel is shut down when the server stops (its stdin closed, SIGTERM,
+Ctrl-C). A run past its timeout is interrupted and waited to idle before the call
+returns, so no run keeps executing behind a returned call; ``input()`` fails at once
+(the kernel is told there is no stdin); a kernel that died is a tool error.
+
+The kernelwire API is blocking: each tool call runs it on a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import orjson
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
+from pydantic import Field
+
+from .client._hooks import strip_ansi
+from .errors import KernelDied, KernelRestarted, KernelTimeout, KernelwireError
+from .execution import ExecutionResult
+from .lifecycle.kernel import Kernel, start_kernel
+from .lifecycle.specs import list_kernel_specs
+from .outputs import OutputNode
+
+log = logging.getLogger("kernelwire.mcp")
+
+MAX_OUTPUT_CHARS = 1_000_000
+"""Output a run keeps (text and images' base64); past it, kernelwire's truncation marker."""
+
+IMAGE_TYPES = ("image/png", "image/jpeg")
+"""Outputs sent as MCP image content, for a multimodal model to see."""
+
+STDIN_HINT = "[kernelwire mcp: input() is not available here: put the values in the code instead]"
+
+_T = TypeVar("_T")
+
+Session = object
+"""The key of a session's kernels: the SDK's ``Connection`` (one per stdio process, one
+per HTTP session)."""
+
+
+@dataclass
+class _Entry:
+    """One kernel of a session; ``busy`` lets one run at a time use it."""
+
+    kernel: Kernel
+    busy: threading.Lock = field(default_factory=threading.Lock)
+    dead: str | None = None
+    """Why the kernel is gone (set once it died): every later call says so."""
+
+
+class KernelRegistry:
+    """The kernels each MCP session started, by session."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[Session, dict[str, _Entry]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self, session: Session, kernel_name: str) -> Kernel:
+        """Start a kernel of spec ``kernel_name`` for ``session``."""
+        kernel = start_kernel(kernel_name)
+        with self._lock:
+            if self._closed:  # the server stopped while it started
+                kernel.shutdown(now=True)
+                raise ToolError("the server is shutting down")
+            self._sessions.setdefault(session, {})[kernel.kernel_id] = _Entry(kernel)
+        return kernel
+
+    def entries(self, session: Session) -> dict[str, _Entry]:
+        """``session``'s kernels by id."""
+        with self._lock:
+            return dict(self._sessions.get(session, {}))
+
+    def get(self, session: Session, kernel_id: str) -> _Entry:
+        """``session``'s kernel ``kernel_id``; a :class:`ToolError` naming the ones it has."""
+        entries = self.entries(session)
+        entry = entries.get(kernel_id)
+        if entry is None:
+            known = ", ".join(entries) or "none: call start_kernel first"
+            raise ToolError(f"no kernel {kernel_id!r} in this session (its kernels: {known})")
+        if entry.dead is not None:
+            raise ToolError(entry.dead)
+        return entry
+
+    def remove(self, session: Session, kernel_id: str) -> _Entry | None:
+        """Forget ``session``'s kernel ``kernel_id``; the entry, if there was one."""
+        with self._lock:
+            return self._sessions.get(session, {}).pop(kernel_id, None)
+
+    def shutdown_session(self, session: Session) -> None:
+        """Shut down ``session``'s kernels (the session ended)."""
+        with self._lock:
+            entries = list(self._sessions.pop(session, {}).values())
+        _shutdown(entries)
+
+    def shutdown_all(self) -> None:
+        """Shut down every session's kernels; no kernel can be started afterwards."""
+        with self._lock:
+            self._closed = True
+            entries = [e for kernels in self._sessions.values() for e in kernels.values()]
+            self._sessions.clear()
+        _shutdown(entries)
+
+
+def _shutdown(entries: list[_Entry]) -> None:
+    for entry in entries:
+        try:
+            entry.kernel.shutdown(now=entry.dead is not None)
+        except KernelwireError as exc:  # the next kernel must still be stopped
+            log.warning("shutting down kernel %s failed: %s", entry.kernel.kernel_id, exc)
+
+
+def mark_dead(entry: _Entry, error: KernelwireError) -> ToolError:
+    """Record that ``entry``'s kernel died (removing its files); the tool error to raise."""
+    kernel = entry.kernel
+    code = kernel.exit_code
+    how = f"exit code {code}" if code is not None else str(error)
+    entry.dead = (
+        f"kernel {kernel.kernel_id} ({kernel.spec.name}) died ({how}); its variables are "
+        "lost: shut it down with shutdown_kernel and start a new one with start_kernel"
+    )
+    kernel.shutdown(now=True)
+    return ToolError(entry.dead)
+
+
+def _image_data(value: object) -> str | None:
+    """``value`` as clean base64 (a notebook may wrap it in lines), or ``None`` if it is not."""
+    if not isinstance(value, str):
+        return None
+    data = "".join(value.split())
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data
+
+
+def _rich(output: OutputNode, texts: list[str], images: list[ImageContent]) -> None:
+    """A display or result: its images as image content, its ``text/plain``, and the
+    names of the other MIME types a model cannot see here."""
+    data: dict[str, Any] = dict(output.get("data", {}))
+    shown = []
+    for mime in IMAGE_TYPES:
+        image = _image_data(data.get(mime))
+        if image is not None:
+            images.append(ImageContent(type="image", data=image, mime_type=mime))
+            shown.append(mime)
+    others = [m for m in data if m not in shown and m != "text/plain"]
+    text = data.get("text/plain")
+    if isinstance(text, str) and not shown:  # an image's text/plain is just its repr
+        count = output.get("execution_count")
+        texts.append(f"Out[{count}]: {text}" if count is not None else text)
+    if others:
+        texts.append(f"[also shown as: {', '.join(others)}]")
+
+
+def result_content(result: ExecutionResult) -> list[ContentBlock]:
+    """What a run showed, for a model: streams, results, errors (without ANSI colours)
+    as text, in order; PNG and JPEG outputs as images after the text."""
+    texts: list[str] = []
+    images: list[ImageContent] = []
+    for output in result.outputs:
+        kind = output.get("output_type")
+        if kind == "stream":
+            text = str(output.get("text", ""))
+            texts.append(text if output.get("name") == "stdout" else f"[stderr]\n{text}")
+        elif kind == "error":
+            trace = strip_ansi("\n".join(output.get("traceback", [])))
+            texts.append(trace or f"{output.get('ename')}: {output.get('evalue')}")
+            if output.get("ename") == "StdinNotImplementedError":
+                texts.append(STDIN_HINT)
+        elif kind in ("display_data", "execute_result"):
+            _rich(output, texts, images)
+    text = "\n".join(t.rstrip("\n") for t in texts if t) or "(no output)"
+    return [TextContent(type="text", text=text), *images]
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+def _describe(entry: _Entry) -> dict[str, Any]:
+    kernel = entry.kernel
+    state = "dead" if entry.dead is not None else "alive" if kernel.is_alive() else "stopped"
+    return {
+        "kernel_id": kernel.kernel_id,
+        "kernel_name": kernel.spec.name,
+        "language": kernel.spec.language,
+        "state": state,
+        "pid": kernel.pid if state == "alive" else None,
+    }
+
+
+class KernelTools:
+    """The blocking work behind each tool; run on a worker thread by :func:`build_server`."""
+
+    def __init__(self, registry: KernelRegistry) -> None:
+        self.registry = registry
+
+    @contextmanager
+    def _alive(self, session: Session, kernel_id: str) -> Iterator[_Entry]:
+        """``session``'s kernel ``kernel_id``, checked alive; a death while it is used is
+        recorded and turned into a clear :class:`ToolError`."""
+        entry = self.registry.get(session, kernel_id)
+        try:
+            if not entry.kernel.is_alive():
+                raise KernelDied("the kernel's process is gone", exit_code=entry.kernel.exit_code)
+            yield entry
+        except KernelRestarted:
+            raise ToolError(
+                f"kernel {kernel_id} was restarted while the call waited: its variables are gone"
+            ) from None
+        except KernelDied as exc:
+            raise mark_dead(entry, exc) from None
+        except KernelwireError as exc:
+            if not entry.kernel.is_alive():
+                raise mark_dead(entry, exc) from None
+            raise ToolError(f"kernel {kernel_id}: {exc}") from None
+
+    def list_kernel_specs(self) -> str:
+        specs = list_kernel_specs()
+        return _json(
+            [
+                {"name": name, "display_name": spec.display_name, "language": spec.language}
+                for name, spec in sorted(specs.items())
+            ]
+        )
+
+    def start_kernel(self, session: Session, kernel_name: str) -> str:
+        try:
+            kernel = self.registry.start(session, kernel_name)
+        except KernelwireError as exc:
+            raise ToolError(f"could not start kernel {kernel_name!r}: {exc}") from None
+        return _json({"kernel_id": kernel.kernel_id, "kernel_name": kernel.spec.name})
+
+    def list_kernels(self, session: Session) -> str:
+        return _json([_describe(e) for e in self.registry.entries(session).values()])
+
+    def shutdown_kernel(self, session: Session, kernel_id: str) -> str:
+        entry = self.registry.remove(session, kernel_id)
+        if entry is None:
+            self.registry.get(session, kernel_id)  # raises, naming the session's kernels
+            raise ToolError(f"no kernel {kernel_id!r} in this session")
+        entry.kernel.shutdown(now=entry.dead is not None)
+        return f"kernel {kernel_id} is shut down"
+
+    def interrupt_kernel(self, session: Session, kernel_id: str) -> str:
+        with self._alive(session, kernel_id) as entry:
+            entry.kernel.interrupt()
+        return f"kernel {kernel_id} was interrupted"
+
+    def restart_kernel(self, session: Session, kernel_id: str) -> str:
+        with self._alive(session, kernel_id) as entry:
+            entry.kernel.restart()
+        return f"kernel {kernel_id} was restarted: its variables are gone"
+
+    def run_code(
+        self, session: Session, kernel_id: str, code: str, timeout: float
+    ) -> CallToolResult:
+        with self._alive(session, kernel_id) as entry, entry.busy:
+            try:
+                result = entry.kernel.run(code, timeout=timeout, max_output_chars=MAX_OUTPUT_CHARS)
+            except KernelTimeout as exc:
+                return self._timed_out(entry, exc, timeout)
+        return CallToolResult(content=result_content(result))
+
+    def _timed_out(self, entry: _Entry, exc: KernelTimeout, timeout: float) -> CallToolResult:
+        """A run interrupted at its timeout: what it printed, and that it was interrupted.
+
+        A kernel that did not go idle after the interrupt (code that ignores
+        KeyboardInterrupt) is restarted, so that nothing runs behind the returned call.
+        """
+        partial: ExecutionResult | None = getattr(exc, "result", None)
+        content = result_content(partial) if partial is not None else []
+        note = f"[kernelwire mcp: interrupted after {timeout:g} s (the timeout)]"
+        if partial is None:
+            entry.kernel.restart(now=True)
+            note = (
+                f"[kernelwire mcp: interrupted after {timeout:g} s (the timeout), but it kept "
+                "running: the kernel was restarted and its variables are gone]"
+            )
+        if content and isinstance(content[0], TextContent) and content[0].text != "(no output)":
+            content[0] = TextContent(type="text", text=f"{content[0].text}\n{note}")
+        else:
+            content[:1] = [TextContent(type="text", text=note)]
+        return CallToolResult(content=content)
+
+
+KernelId = Annotated[str, Field(description="A kernel id from start_kernel or list_kernels.")]
+
+
+def _session(ctx: Context[Any, Any], registry: KernelRegistry) -> Session:
+    """The calling client's connection (one per stdio process, one per HTTP session),
+    the key of its kernels; they are shut down when it closes."""
+    # The SDK builds a ServerSession per request around the connection-scoped
+    # Connection, and mcp 2.3 gives a handler no public way to reach the latter.
+    connection = ctx.request_context.session._connection
+    if "kernelwire" not in connection.state:
+        connection.state["kernelwire"] = True
+
+        async def end() -> None:
+            await anyio.to_thread.run_sync(registry.shutdown_session, connection)
+
+        connection.exit_stack.push_async_callback(end)
+    return connection
+
+
+def build_server(registry: KernelRegistry) -> MCPServer[Any]:
+    """The MCP server: its tools work on ``registry``'s kernels."""
+    tools = KernelTools(registry)
+    server: MCPServer[Any] = MCPServer(
+        "kernelwire",
+        instructions=(
+            "Run code on Jupyter kernels. Start a kernel with start_kernel, run code on it "
+            "with run_code (its variables persist between calls), shut it down when done."
+        ),
+        log_level="WARNING",
+    )
+
+    async def call(work: Callable[[], _T]) -> _T:
+        return await anyio.to_thread.run_sync(work)
+
+    @server.tool(structured_output=False)
+    async def list_kernel_specs() -> str:
+        """List the installed kernel specs (languages) that start_kernel can start."""
+        return await call(tools.list_kernel_specs)
+
+    @server.tool(structured_output=False)
+    async def start_kernel(
+        ctx: Context[Any, Any],
+        kernel_name: Annotated[
+            str, Field(description="A kernel spec name from list_kernel_specs.")
+        ] = "python3",
+    ) -> str:
+        """Start a new kernel (a fresh, empty namespace) and return its kernel_id."""
+        session = _session(ctx, registry)
+        return await call(lambda: tools.start_kernel(session, kernel_name))
+
+    @server.tool(structured_output=False)
+    async def list_kernels(ctx: Context[Any, Any]) -> str:
+        """List the kernels this session started, with their ids and whether they are alive."""
+        session = _session(ctx, registry)
+        return await call(lambda: tools.list_kernels(session))
+
+    @server.tool(structured_output=False)
+    async def shutdown_kernel(ctx: Context[Any, Any], kernel_id: KernelId) -> str:
+        """Shut down a kernel of this session; its variables are lost."""
+        session = _session(ctx, registry)
+        return await call(lambda: tools.shutdown_kernel(session, kernel_id))
+
+    @server.tool(structured_output=False)
+    async def run_code(
+        ctx: Context[Any, Any],
+        kernel_id: KernelId,
+        code: Annotated[str, Field(description="The code to run, as in a notebook cell.")],
+        timeout: Annotated[
+            float,
+            Field(gt=0, description="Seconds to allow; then the run is interrupted."),
+        ] = 30,
+    ) -> CallToolResult:
+        """Run code on a kernel; returns its printed output, result, error and images."""
+        session = _session(ctx, registry)
+        return await call(lambda: tools.run_code(session, kernel_id, code, timeout))
+
+    @server.tool(structured_output=False)
+    async def interrupt_kernel(ctx: Context[Any, Any], kernel_id: KernelId) -> str:
+        """Interrupt the code a kernel is running (KeyboardInterrupt); variables are kept."""
+        session = _session(ctx, registry)
+        return await call(lambda: tools.interrupt_kernel(session, kernel_id))
+
+    @server.tool(structured_output=False)
+    async def restart_kernel(ctx: Context[Any, Any], kernel_id: KernelId) -> str:
+        """Restart a kernel: same kernel_id, but all its variables and imports are lost."""
+        session = _session(ctx, registry)
+        return await call(lambda: tools.restart_kernel(session, kernel_id))
+
+    return server
+
+
+def serve(http: tuple[str, int] | None = None) -> None:
+    """Run the server over stdio (or streamable HTTP at ``http``) until its client
+    leaves or a signal stops it; then shut every kernel down.
+
+    The server runs on a thread of its own: the main thread, where Python delivers
+    signals, only waits. A SIGTERM (raised there as an exception by the command's
+    handler) would otherwise land in the event loop, whose clean-up then waits for its
+    thread blocked reading stdin, forever, with the kernels still running.
+    """
+    registry = KernelRegistry()
+    server = build_server(registry)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if http is None:
+                anyio.run(server.run_stdio_async)
+            else:
+                host, port = http
+                anyio.run(lambda: server.run_streamable_http_async(host=host, port=port))
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="kernelwire-mcp", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    finally:
+        registry.shutdown_all()
+    if failure:
+        raise failure[0]

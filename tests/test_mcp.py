@@ -1,0 +1,442 @@
+"""``kernelwire mcp``: the server run as a real subprocess (``python -m kernelwire mcp``)
+and driven over stdio by the MCP SDK's own client, as an agent's MCP client drives it."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+mcp = pytest.importorskip("mcp", reason="the MCP SDK is installed by the test extras")
+anyio = pytest.importorskip("anyio")
+psutil = pytest.importorskip("psutil")
+
+from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
+from mcp.types import CallToolResult, ImageContent, TextContent  # noqa: E402
+
+SAFETY = 90.0
+"""Seconds a whole scenario may take before it fails (a safety net under load, not a
+measure of speed)."""
+
+TOOLS = {
+    "list_kernel_specs",
+    "start_kernel",
+    "list_kernels",
+    "shutdown_kernel",
+    "run_code",
+    "interrupt_kernel",
+    "restart_kernel",
+}
+
+
+class Server:
+    """One ``kernelwire mcp`` subprocess's client session, and the kernel pids it showed."""
+
+    def __init__(self, session: ClientSession, runtime: Path) -> None:
+        self.session = session
+        self.runtime = runtime
+        self.pids: list[int] = []
+
+    async def call(self, tool: str, **arguments: Any) -> CallToolResult:
+        return await self.session.call_tool(tool, arguments)
+
+    async def text(self, tool: str, **arguments: Any) -> str:
+        """The tool's text, which must not be an error."""
+        result = await self.call(tool, **arguments)
+        assert not result.is_error, text_of(result)
+        return text_of(result)
+
+    async def start(self) -> str:
+        """Start a python3 kernel; its id (and its pid, remembered for the leak check)."""
+        kernel_id = eval_json(await self.text("start_kernel", kernel_name="python3"))["kernel_id"]
+        self.pids.append(await self.pid(kernel_id))
+        return str(kernel_id)
+
+    async def pid(self, kernel_id: str) -> int:
+        kernels = eval_json(await self.text("list_kernels"))
+        (kernel,) = [k for k in kernels if k["kernel_id"] == kernel_id]
+        return int(kernel["pid"])
+
+    async def run(self, kernel_id: str, code: str, timeout: float = 60) -> str:
+        return await self.text("run_code", kernel_id=kernel_id, code=code, timeout=timeout)
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def eval_json(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids: list[int], within: float = 30.0) -> list[int]:
+    """The pids still running after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while any(not gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if not gone(p)]
+
+
+@contextlib.asynccontextmanager
+async def mcp_server(tmp_path: Path) -> AsyncIterator[Server]:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(exist_ok=True)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "kernelwire", "mcp"],
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)},
+        cwd=tmp_path,
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield Server(session, runtime)
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Iterator[Callable[[Callable[[Server], Awaitable[None]]], None]]:
+    """Run an async scenario against a fresh server; afterwards, no kernel it started
+    may be left running (any that is, is killed and the test fails)."""
+    servers: list[Server] = []
+
+    def run(body: Callable[[Server], Awaitable[None]]) -> None:
+        async def main() -> None:
+            with anyio.fail_after(SAFETY):
+                async with mcp_server(tmp_path) as server:
+                    servers.append(server)
+                    await body(server)
+
+        anyio.run(main)
+
+    yield run
+    pids = [pid for server in servers for pid in server.pids]
+    left = wait_gone(pids)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"kernel processes left running after the server exited: {left}"
+    for server in servers:
+        assert not list(server.runtime.iterdir()), "connection files left behind"
+
+
+def test_every_tool(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        tools = (await server.session.list_tools()).tools
+        assert {t.name for t in tools} == TOOLS
+        for tool in tools:
+            assert tool.description, tool.name
+            assert tool.input_schema["type"] == "object"
+        run_schema = next(t for t in tools if t.name == "run_code").input_schema
+        assert set(run_schema["required"]) == {"kernel_id", "code"}
+
+        specs = eval_json(await server.text("list_kernel_specs"))
+        assert "python3" in {s["name"] for s in specs}
+
+        kernel_id = await server.start()
+        assert await server.run(kernel_id, "x = 6 * 7\nprint('hello')\nx") == "hello\nOut[1]: 42"
+        error = await server.run(kernel_id, "1 / 0")
+        assert "ZeroDivisionError" in error and "\x1b[" not in error
+        stderr = await server.run(kernel_id, "import sys; print('oops', file=sys.stderr)")
+        assert stderr == "[stderr]\noops"
+        html = await server.run(kernel_id, "from IPython.display import HTML; HTML('<b>x</b>')")
+        assert "text/html" in html
+
+        assert "interrupted" in await server.text("interrupt_kernel", kernel_id=kernel_id)
+        assert "42" in await server.run(kernel_id, "x")  # an idle kernel keeps its variables
+
+        await server.text("restart_kernel", kernel_id=kernel_id)
+        assert "NameError" in await server.run(kernel_id, "x")  # the namespace is new
+        server.pids.append(await server.pid(kernel_id))
+
+        await server.text("shutdown_kernel", kernel_id=kernel_id)
+        assert eval_json(await server.text("list_kernels")) == []
+        assert not wait_gone(server.pids)
+        unknown = await server.call("run_code", kernel_id=kernel_id, code="1")
+        assert unknown.is_error and "no kernel" in text_of(unknown)
+        bad_spec = await server.call("start_kernel", kernel_name="no-such-kernel")
+        assert bad_spec.is_error and "no-such-kernel" in text_of(bad_spec)
+
+    scenario(body)
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def test_image_output_is_image_content(scenario: Callable[..., None]) -> None:
+    png = tiny_png()
+
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        code = (
+            "from IPython.display import Image, display\n"
+            f"print('before')\ndisplay(Image(data={png!r}))\nprint('after')"
+        )
+        result = await server.call("run_code", kernel_id=kernel_id, code=code)
+        assert not result.is_error
+        images = [c for c in result.content if isinstance(c, ImageContent)]
+        assert len(images) == 1
+        assert images[0].mime_type == "image/png"
+        assert base64.b64decode(images[0].data) == png
+        assert text_of(result) == "before\nafter"  # not the image's text/plain repr
+
+    scenario(body)
+
+
+def test_timeout_interrupts_and_the_kernel_answers_next(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        await server.run(kernel_id, "import time; n = 0")
+        for attempt in range(3):
+            text = await server.run(
+                kernel_id, "n += 1\nprint('started', flush=True)\ntime.sleep(600)", timeout=1
+            )
+            assert "started" in text
+            assert "interrupted after 1 s" in text
+            assert "KeyboardInterrupt" in text
+            # The next call is answered at once: nothing runs behind the returned call.
+            # (Its generous timeout is a safety net; had it waited, it would say so.)
+            after = await server.run(kernel_id, "n", timeout=30)
+            assert after.startswith("Out[") and after.endswith(f"]: {attempt + 1}"), after
+
+    scenario(body)
+
+
+def test_code_that_ignores_the_interrupt_gets_a_restarted_kernel(
+    scenario: Callable[..., None],
+) -> None:
+    stubborn = (
+        "import time\nx = 1\nwhile True:\n"
+        "    try:\n        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass"
+    )
+
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        text = await server.run(kernel_id, stubborn, timeout=1)
+        assert "kept running: the kernel was restarted" in text
+        assert "NameError" in await server.run(kernel_id, "x", timeout=30)
+        server.pids.append(await server.pid(kernel_id))
+
+    scenario(body)
+
+
+def test_input_fails_at_once(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        text = await server.run(kernel_id, "name = input('name? ')", timeout=60)
+        assert "StdinNotImplementedError" in text
+        assert "input() is not available" in text
+        assert "interrupted" not in text  # it failed, not waited for the timeout
+        assert await server.run(kernel_id, "1 + 1") == "Out[2]: 2"
+
+    scenario(body)
+
+
+def test_killed_kernel_is_a_tool_error(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        idle = await server.start()
+        busy = await server.start()
+        os.kill(await server.pid(idle), signal.SIGKILL)
+        result = await server.call("run_code", kernel_id=idle, code="1", timeout=60)
+        assert result.is_error and "died" in text_of(result), text_of(result)
+
+        async def kill_soon() -> None:
+            await anyio.sleep(1)
+            os.kill(server.pids[1], signal.SIGKILL)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(kill_soon)
+            result = await server.call(
+                "run_code", kernel_id=busy, code="import time; time.sleep(600)", timeout=60
+            )
+        assert result.is_error and "died" in text_of(result), text_of(result)
+        assert "interrupted" not in text_of(result)  # found dead, not timed out
+
+        kernels = {k["kernel_id"]: k["state"] for k in eval_json(await server.text("list_kernels"))}
+        assert kernels == {idle: "dead", busy: "dead"}
+        again = await server.call("interrupt_kernel", kernel_id=idle)
+        assert again.is_error and "died" in text_of(again)
+        await server.text("shutdown_kernel", kernel_id=idle)
+
+    scenario(body)
+
+
+def test_server_exit_leaves_no_kernel(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        for _ in range(2):
+            kernel_id = await server.start()
+            await server.run(kernel_id, "1")
+        # Leaving the scenario closes the server's stdin; the fixture checks the pids.
+
+    scenario(body)
+
+
+def test_sigterm_shuts_the_kernels_down(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        pid = await server.pid(kernel_id)
+        server_pid = psutil.Process(pid).ppid()
+        assert "kernelwire" in " ".join(psutil.Process(server_pid).cmdline())
+        os.kill(server_pid, signal.SIGTERM)
+        assert not await anyio.to_thread.run_sync(wait_gone, [pid, server_pid])
+
+    scenario(body)
+
+
+def test_import_kernelwire_does_not_import_mcp() -> None:
+    code = "import sys, kernelwire, kernelwire.cli; print('mcp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``kernelwire mcp --http`` on a free port: its URL and process (stopped after)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernelwire", "mcp", "--http", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)},
+        cwd=tmp_path,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/mcp", proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+async def listening(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the server at ``url`` accepts connections."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    while True:
+        try:
+            stream = await anyio.connect_tcp(parts.hostname or "", parts.port or 0)
+        except OSError:
+            assert proc.poll() is None, proc.communicate()
+            await anyio.sleep(0.2)
+        else:
+            await stream.aclose()
+            return
+
+
+def test_http_sessions_have_their_own_kernels(
+    http_server: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    from mcp.client.streamable_http import streamable_http_client
+
+    url, proc = http_server
+    pids: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[Server]:
+        async with (
+            streamable_http_client(url) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            server = Server(session, tmp_path)
+            yield server
+            pids.extend(server.pids)
+
+    async def main() -> None:
+        with anyio.fail_after(SAFETY):
+            await listening(url, proc)
+            async with connect() as first, connect() as second:
+                one, two = await first.start(), await second.start()
+                await first.run(one, "secret = 'first'")
+                await second.run(two, "secret = 'second'")
+                assert await first.run(one, "secret") == "Out[2]: 'first'"
+                assert await second.run(two, "secret") == "Out[2]: 'second'"
+                # Neither sees, nor can use, the other's kernel.
+                assert [k["kernel_id"] for k in eval_json(await first.text("list_kernels"))] == [
+                    one
+                ]
+                foreign = await second.call("run_code", kernel_id=one, code="secret")
+                assert foreign.is_error and "no kernel" in text_of(foreign)
+            # Closing a session shuts its kernels down, with the server still running.
+            assert not await anyio.to_thread.run_sync(wait_gone, pids)
+            async with connect() as third:
+                await third.start()
+            assert proc.poll() is None
+
+    anyio.run(main)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=SAFETY)
+    left = wait_gone(pids)
+    assert not left, f"kernels left running: {left}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("kernel-")]
+
+
+def test_interrupt_kernel_stops_a_running_call(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        results: list[str] = []
+
+        async def long_run() -> None:
+            code = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)"
+            results.append(await server.run(kernel_id, code, timeout=SAFETY - 30))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(long_run)
+            await anyio.sleep(2)  # the run has begun (if not, the interrupt finds it idle)
+            while not results:
+                await server.text("interrupt_kernel", kernel_id=kernel_id)
+                await anyio.sleep(1)
+        (text,) = results
+        assert "KeyboardInterrupt" in text
+        assert "interrupted after" not in text  # stopped by the tool, not the timeout
+        assert await server.run(kernel_id, "1 + 1") == "Out[2]: 2"
+
+    scenario(body)
+
+
+def test_without_the_sdk_the_command_says_how_to_get_it() -> None:
+    code = (
+        "import sys; sys.modules['mcp'] = None\n"
+        "from kernelwire.cli import main; sys.exit(main(['mcp']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "pip install 'kernelwire[mcp]'" in out.stderr
