@@ -28,6 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
     folder = tempfile.mkdtemp(prefix="kernelwire-tests-ipython-")
     config.stash[_IPYTHONDIR] = (folder, os.environ.get("IPYTHONDIR"))
     os.environ["IPYTHONDIR"] = folder
+    # Python kernels that time out while starting then show where they hang (the
+    # launcher asks them with SIGABRT): a start-up hang was seen in CI with nothing else.
+    os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -466,7 +466,6 @@ def test_no_color_is_honoured_on_a_terminal() -> None:
                 env=env,
                 timeout=120,
             )
-            assert proc.returncode == 1
             os.close(follower)
             follower = -1
             chunks = []
@@ -478,7 +477,9 @@ def test_no_color_is_honoured_on_a_terminal() -> None:
                 if not chunk:
                     break
                 chunks.append(chunk)
-            return b"".join(chunks)
+            shown = b"".join(chunks)
+            assert proc.returncode == 1, shown.decode(errors="replace")
+            return shown
         finally:
             os.close(leader)
             if follower != -1:

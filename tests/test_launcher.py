@@ -174,3 +174,33 @@ def test_ports_held_by_someone_else_are_found_while_the_kernel_runs(tmp_path: Pa
                 moved._finalizer.detach()
         assert lost is not None and lost.field == "stdin_port"
         assert "taken by another process" in str(lost)
+
+
+def test_a_python_kernel_hung_in_its_start_shows_its_stacks(tmp_path: Path) -> None:
+    """With PYTHONFAULTHANDLER in its environment (the tests set it), a kernel spec's
+    Python kernel that does not answer in time is asked for its stacks with SIGABRT."""
+    import sys
+
+    import kernelwire
+
+    spec = kernelwire.KernelSpec(
+        name="hangs",
+        argv=(
+            sys.executable,
+            "-c",
+            "import threading; threading.Event().wait()",
+            "{connection_file}",
+        ),
+        display_name="Hangs",
+        language="python",
+        resource_dir=str(tmp_path),
+    )
+    kernel = kernelwire.Kernel(spec, env={"PYTHONFAULTHANDLER": "1"}, startup_timeout=8)
+    try:
+        with pytest.raises(kernelwire.KernelTimeout) as excinfo:
+            kernel.start()
+    finally:
+        kernel.shutdown(now=True)
+    message = str(excinfo.value)
+    assert "did not answer within 8 s" in message
+    assert "(most recent call first):" in message and "in wait" in message, message

@@ -510,12 +510,16 @@ def launch(
     (:func:`ports_in_use`). ``stdin`` is written to the kernel's standard input. The
     process is removed (and with ``owns_connection_file``, its connection file too) by
     :meth:`KernelProcess.stop`, garbage collection or interpreter exit. A kernel that
-    dumps its threads' stacks on ``stack_signal`` is asked for them when it times out.
+    dumps its threads' stacks on ``stack_signal`` is asked for them when it times out
+    (by default SIGABRT, when ``PYTHONFAULTHANDLER`` is in the kernel's environment).
 
     Raises :class:`KernelLaunchError` if the command cannot run, :class:`KernelDied`
     (with the kernel's output) if it exits during start-up, :class:`KernelTimeout` after
     ``timeout`` seconds, :class:`PortInUse` if it lost a port on its last try.
     """
+    if stack_signal is None and (os.environ if env is None else env).get("PYTHONFAULTHANDLER"):
+        # A Python kernel with faulthandler on prints every thread's stack on SIGABRT.
+        stack_signal = getattr(signal, "SIGABRT", None)
     for attempt in itertools.count(1):
         path, info = connect()
         kernel = _spawn(command(path), path, info, env, cwd, stdin, owns_connection_file, what)
