@@ -10,7 +10,7 @@ did not.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import KernelwireError
 from .lifecycle.kernel import Kernel
@@ -51,8 +51,9 @@ def stop_now(kernel: Kernel | RemoteKernel) -> None:
         kernel.shutdown()  # the server stops it as it likes; we do not wait
 
 
-def stop_early(kernel: Interruptible, drain: Callable[[float], object], owned: bool) -> None:
-    """:func:`settle`, then :func:`stop_now` for a kernel of our own that is still busy
-    (``owned``: a :class:`Kernel` or :class:`RemoteKernel` the run started)."""
+def stop_early(
+    kernel: Kernel | RemoteKernel, drain: Callable[[float], object], owned: bool
+) -> None:
+    """:func:`settle`, then :func:`stop_now` for a kernel of our own that is still busy."""
     if not settle(kernel, drain) and owned:
-        stop_now(cast("Kernel | RemoteKernel", kernel))
+        stop_now(kernel)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import __version__
-from ._stopping import stop_early
+from ._stopping import settle, stop_early
 from .client._hooks import print_output, strip_ansi
 from .client.blocking import BlockingKernelClient
 from .errors import (
@@ -82,7 +82,6 @@ def run_command(args: argparse.Namespace) -> int:
     code = _read_code(args)
     show = partial(print_output, color=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
     kernel: Kernel | RemoteKernel | _ExistingKernel
-    owned = not args.existing
     with contextlib.ExitStack() as stack:
         if args.existing:
             if args.server:
@@ -97,14 +96,20 @@ def run_command(args: argparse.Namespace) -> int:
         def drain(grace: float) -> None:
             pending.wait(grace, output_hook=show)
 
+        def stop() -> None:
+            if isinstance(kernel, _ExistingKernel):
+                settle(kernel, drain)  # not ours: interrupted, never stopped
+            else:
+                stop_early(kernel, drain, owned=True)
+
         try:
             reply = pending.wait(args.timeout, output_hook=show)
         except KernelTimeout:
-            stop_early(kernel, drain, owned)
+            stop()
             print(f"kernelwire: the code did not finish within {args.timeout:g} s", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
-            stop_early(kernel, drain, owned)
+            stop()
             raise
         except KernelDied as exc:
             print(f"kernelwire: the kernel died while the code ran: {exc}", file=sys.stderr)

@@ -334,6 +334,11 @@ class OutputCollector:
         self._update_marker()
         return False
 
+    def mark_lost(self) -> None:
+        """Say, once, in a stderr output, that output of the run may have been lost."""
+        if not any(o.get("text") == LOST_MARKER for o in self.outputs):
+            self.outputs.append(self._node(output_type="stream", name="stderr", text=LOST_MARKER))
+
     def _update_marker(self) -> None:
         marker = self.outputs[-1]
         marker["text"] = TRUNCATION_MARKER.format(dropped=self.dropped_chars)
@@ -457,10 +462,8 @@ def _answer(
 def _result(
     collector: OutputCollector, pending: PendingRequest | AsyncPendingRequest
 ) -> ExecutionResult:
-    if pending.incomplete and not any(o.get("text") == LOST_MARKER for o in collector.outputs):
-        collector.outputs.append(
-            collector._node(output_type="stream", name="stderr", text=LOST_MARKER)
-        )
+    if pending.incomplete:
+        collector.mark_lost()
     reply = pending._state.reply
     content = reply["content"] if reply else {}
     count = as_execution_count(content.get("execution_count"))

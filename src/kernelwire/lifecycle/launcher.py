@@ -119,6 +119,13 @@ class KernelLog:
         except OSError:
             return ""
 
+    def size(self) -> int:
+        """How many bytes have been written (0 once the log is gone)."""
+        try:
+            return os.path.getsize(self.path)
+        except OSError:
+            return 0
+
     def close(self) -> None:
         """Close and delete the log."""
         self.file.close()
@@ -652,11 +659,11 @@ def _startup_timeout(
         and kernel.proc.poll() is None
         and _catches(kernel.pid, stack_signal)
     ):
-        before = kernel.stderr_tail(10_000)
+        before = kernel.log.size()
         with contextlib.suppress(ProcessLookupError):
             os.kill(kernel.pid, stack_signal)
             give_up = time.monotonic() + 2.0
-            while kernel.stderr_tail(10_000) == before and time.monotonic() < give_up:
+            while kernel.log.size() == before and time.monotonic() < give_up:
                 time.sleep(0.05)
             time.sleep(0.2)  # the rest of the dump
             lines = 400
