@@ -39,6 +39,8 @@ class FakeKernel:
     def __init__(self, answer: Answer | None = None) -> None:
         self.answer: Answer = answer or FakeKernel.normal
         self.requests: list[tuple[str, Message]] = []
+        self.subscriptions: list[bytes] = []
+        """The IOPub topics subscribed to, in order (each client adds its own)."""
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self.sockets: dict[str, zmq.Socket[bytes]] = {}
@@ -146,6 +148,7 @@ class FakeKernel:
     def _handle(self, channel: str, frames: list[bytes]) -> None:
         if channel == "iopub":
             if frames[0][:1] == b"\x01":  # a subscription: welcome it (protocol 5.5)
+                self.subscriptions.append(frames[0][1:])
                 welcome = self.message("iopub_welcome", {"subscription": frames[0][1:].decode()})
                 self.sockets["iopub"].send_multipart([frames[0][1:], *self.session.encode(welcome)])
             return

@@ -204,6 +204,8 @@ class Router:
         self.dropped_from: dict[Channel, int] = dict.fromkeys(CHANNELS, 0)
         self.rejected = 0
         self.received = 0
+        self.received_on: dict[Channel, int] = dict.fromkeys(CHANNELS, 0)
+        """Messages read per channel (refused ones included)."""
         self.death: KernelDied | None = None
         self.iopub_welcomed = False
         """IOPub is known to be subscribed: its welcome, or any IOPub message, has come."""
@@ -247,6 +249,7 @@ class Router:
         however long ago: see :meth:`_answered`).
         """
         self.received += 1
+        self.received_on[channel] += 1
         parent = msg["parent_header"]
         parent_id = parent.get("msg_id", "") if parent else ""
         state = self.pending.get(parent_id) if parent_id else None
@@ -370,6 +373,7 @@ class Router:
         """Counters for diagnostics."""
         return {
             "received": self.received,
+            "received_on": dict(self.received_on),
             "rejected": self.rejected,
             "dropped": self.dropped,
             "iopub_resets": self.iopub_resets,

@@ -47,6 +47,9 @@ STOP_GRACE = 3.0
 """Seconds a kernel gets to exit after SIGTERM when it is stopped, before SIGKILL."""
 PORT_RESERVATION = 60.0
 """Seconds a port handed out by this process is kept from being handed out again."""
+IOPUB_SILENCE = 15.0
+"""Seconds a starting kernel that answers on shell may leave its IOPub silent before the
+launcher connects to it afresh."""
 CLASH_CHECK_WAIT = 0.5
 """Seconds between checks for a lost port of a kernel that neither answers nor runs; the
 wait doubles after each check that finds none. Reading the OS's socket table costs 10 ms
@@ -608,10 +611,15 @@ def _wait_until_answering(
             f"{what} exited during start-up", exit_code=code, stderr=kernel.stderr_tail()
         )
 
-    client = BlockingKernelClient(connection_info=kernel.connection_info)
-    client.start_channels(stdin=False, control=False)
-    # The process is watched: the heartbeat only tells whether its port is the kernel's.
-    client.engine.add_liveness_check(exited)
+    def connect() -> BlockingKernelClient:
+        client = BlockingKernelClient(connection_info=kernel.connection_info)
+        client.start_channels(stdin=False, control=False)
+        # The process is watched: the heartbeat only tells whether its port is the kernel's.
+        client.engine.add_liveness_check(exited)
+        return client
+
+    started = time.monotonic()
+    client = connect()
     stall = _Stall(kernel.pid)
     first = client.submit(requests.kernel_info())
     try:
@@ -631,11 +639,41 @@ def _wait_until_answering(
                 break
             except KernelTimeout:
                 continue
-        try:
-            # It is up: the IOPub join and one more round take milliseconds.
-            client.wait_for_ready(max(deadline - time.monotonic(), 5.0))
-        except KernelTimeout:
-            raise _startup_timeout(kernel, timeout, what, stall, stack_signal) from None
+        answered = time.monotonic()
+        tries = 0
+        while True:
+            # It is up: the IOPub join and one more round take milliseconds. A connection
+            # that brings nothing on IOPub for IOPUB_SILENCE seconds is replaced by a
+            # fresh one (seen once in CI: a kernel idle, answering on shell, and not one
+            # IOPub message in the 170 s left).
+            left = deadline - time.monotonic()
+            try:
+                client.wait_for_ready(min(max(left, 5.0), IOPUB_SILENCE))
+                break
+            except KernelTimeout:
+                tries += 1
+                heard = client.engine.router.received_on["iopub"]
+                if time.monotonic() >= deadline:
+                    detail = (
+                        f"it answered kernel_info {answered - started:.1f} s after the "
+                        f"launch; then {tries} connection(s) to its IOPub port waited "
+                        f"{time.monotonic() - answered:.1f} s for its statuses "
+                        f"(the last one read {heard} IOPub message(s))"
+                    )
+                    raise _startup_timeout(
+                        kernel, timeout, what, stall, stack_signal, detail
+                    ) from None
+                log.warning(
+                    "%s answers on shell but IOPub brought %d message(s) in %.0f s: "
+                    "connecting again",
+                    what,
+                    heard,
+                    IOPUB_SILENCE,
+                )
+                first.discard()
+                client.stop_channels()
+                client = connect()
+                first = client.submit(requests.kernel_info())
         # ipykernel binds its heartbeat in a thread of its own, whose failure leaves a
         # kernel that answers requests and never its heartbeat.
         if not client.is_alive():
@@ -648,10 +686,15 @@ def _wait_until_answering(
 
 
 def _startup_timeout(
-    kernel: KernelProcess, timeout: float, what: str, stall: _Stall, stack_signal: int | None
+    kernel: KernelProcess,
+    timeout: float,
+    what: str,
+    stall: _Stall,
+    stack_signal: int | None,
+    detail: str = "",
 ) -> KernelTimeout:
-    """The error for a kernel that did not answer in time: how much CPU it used, and its
-    threads' stacks if it can be asked for them."""
+    """The error for a kernel that did not answer in time: how much CPU it used, what it
+    did answer (``detail``), and its threads' stacks if it can be asked for them."""
     cpu = "" if stall.cpu is None else f" (it used {stall.cpu / _CLOCK_TICKS:.1f} s of CPU)"
     lines = 40
     if (
@@ -668,7 +711,9 @@ def _startup_timeout(
             time.sleep(0.2)  # the rest of the dump
             lines = 400
     return KernelTimeout(
-        f"{what} did not answer within {timeout:g} s{cpu}\n{kernel.stderr_tail(lines)}"
+        f"{what} did not answer within {timeout:g} s{cpu}"
+        + (f": {detail}" if detail else "")
+        + f"\n{kernel.stderr_tail(lines)}"
     )
 
 

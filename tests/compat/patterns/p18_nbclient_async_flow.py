@@ -17,6 +17,7 @@ async def main():
     outputs = []
     for code in ["print('a')", "2 + 3", "import sys; print('e', file=sys.stderr)"]:
         msg_id = kc.execute(code, store_history=True, stop_on_error=False)
+        parts = []  # one cell's text: a kernel may split a stream write in two messages
         while True:
             msg = await kc.iopub_channel.get_msg(timeout=30)
             if msg["parent_header"].get("msg_id") != msg_id:
@@ -25,7 +26,8 @@ async def main():
                 break
             if msg["msg_type"] in ("stream", "execute_result"):
                 c = msg["content"]
-                outputs.append(c.get("text") or c["data"]["text/plain"])
+                parts.append(c.get("text") or c["data"]["text/plain"])
+        outputs.append("".join(parts))
         while True:  # nbclient's _async_poll_for_reply skips replies to other requests
             reply = await kc.shell_channel.get_msg(timeout=30)
             if reply["parent_header"].get("msg_id") == msg_id:
