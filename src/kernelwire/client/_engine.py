@@ -111,6 +111,10 @@ class Engine:
         """Whether ``channel`` is open on this engine."""
         return channel in self.transport.channels
 
+    def messages_read(self, channel: Channel) -> int:
+        """How many messages were read on ``channel`` (refused ones included)."""
+        return self.core.router.received_on[channel]
+
     def watch(self, channel: ChannelName) -> None:
         """Make sure ``channel``'s messages are read (engines that read all, always do)."""
 

@@ -652,7 +652,7 @@ def _wait_until_answering(
                 break
             except KernelTimeout:
                 tries += 1
-                heard = client.engine.router.received_on["iopub"]
+                heard = client.engine.messages_read("iopub")
                 if time.monotonic() >= deadline:
                     detail = (
                         f"it answered kernel_info {answered - started:.1f} s after the "
