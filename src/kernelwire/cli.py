@@ -41,6 +41,8 @@ from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from .remote import RemoteKernel
 
 EXIT_OK = 0
@@ -52,6 +54,8 @@ EXIT_USAGE = 2
 EXIT_KERNEL_DIED = 3
 """The kernel died while a cell ran (the partial notebook is written)."""
 # Stopped by a signal: 128 + its number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+DASK_CONNECT_TIMEOUT = "10s"
+"""How long ``--dask`` waits for the scheduler to answer."""
 
 
 def _usage_error(message: str) -> SystemExit:
@@ -235,7 +239,12 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     from .remote import connect_server
 
     server = connect_server(*_server_and_token(args)) if args.server else None
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+    if args.dask and server is not None:
+        raise _usage_error("notebook run: give --dask or --server, not both")
+    with (
+        _dask_executor(args.dask) as executor,
+        Progress(*columns, console=console, disable=not console.is_terminal) as progress,
+    ):
         # A notebook's hooks all come on one thread; with --jobs, notebooks run on several.
         current = threading.local()
 
@@ -268,6 +277,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             on_cell_start=cell_started,
             on_cell_done=cell_done,
             parameters=parameters,
+            executor=executor,
         )
     status = 0
     # The summary goes to stderr when the notebook itself goes to stdout.
@@ -510,6 +520,27 @@ def _server_url(text: str) -> str:
     return text
 
 
+@contextlib.contextmanager
+def _dask_executor(address: str | None) -> Iterator[Executor | None]:
+    """The executor of a Dask client connected to ``address`` (``None``: no Dask)."""
+    if address is None:
+        yield None
+        return
+    try:
+        import distributed
+    except ImportError:
+        raise _usage_error(
+            "--dask needs Dask's distributed package: pip install 'kernelwire[dask]'"
+        ) from None
+    client_class: Any = distributed.Client  # distributed is not typed
+    try:
+        client = client_class(address, timeout=DASK_CONNECT_TIMEOUT)
+    except (OSError, ValueError) as exc:
+        raise _usage_error(f"--dask {address}: cannot reach the scheduler: {exc}") from None
+    with client:
+        yield client.get_executor()
+
+
 def _server_options(
     parser: argparse.ArgumentParser,
     what: str = "run on this Jupyter Server or Gateway URL instead",
@@ -605,6 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _parameter_options(nb_run)
     _server_options(nb_run)
+    nb_run.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the notebooks on this Dask scheduler's workers (tcp://HOST:PORT), "
+        "--jobs at once; the workers need kernelwire and the notebooks' kernels",
+    )
     nb_run.set_defaults(parser=nb_run, handler=notebook_run_command)
     kernels = commands.add_parser("kernels", help="list installed kernel specs")
     kernels.add_argument("--json", action="store_true", help="print the specs as JSON")

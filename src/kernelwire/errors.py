@@ -25,6 +25,7 @@ Each also derives from the builtin a caller of ``jupyter_client`` would catch
     │   └── NoParameterTranslator              ... in the kernel's language
     ├── ClientClosed (RuntimeError)            the client's channels are not running
     ├── JupyterClientMissing (ImportError)     the manager layer without jupyter_client
+    ├── ExecutorError                          an executor could not run a notebook's task
     └── ServerError                            a Jupyter Server answered with an error
         ├── AuthenticationError                it refused the token
         └── ServerConnectionError (ConnectionError)  it could not be reached
@@ -37,10 +38,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from os import PathLike
+from typing import Any
 
 
 class KernelwireError(Exception):
-    """Base class of every error raised by kernelwire."""
+    """Base class of every error raised by kernelwire.
+
+    Each pickles with its message and attributes (a notebook's error comes back from a
+    worker process so), whatever its ``__init__`` takes.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(
+    cls: type[KernelwireError], args: tuple[Any, ...], state: dict[str, Any]
+) -> KernelwireError:
+    """An unpickled error: its class, message and attributes, without calling ``__init__``."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConnectionFileError(KernelwireError, ValueError):
@@ -260,6 +279,11 @@ class AuthenticationError(ServerError):
 
 class ServerConnectionError(ServerError, ConnectionError):
     """The server could not be reached (down, wrong address, TLS failure)."""
+
+
+class ExecutorError(KernelwireError):
+    """An executor (Dask, a process pool, ...) could not run a notebook's task: a worker
+    was lost, or the task or its result did not pickle; names the notebook."""
 
 
 class JupyterClientMissing(KernelwireError, ImportError):

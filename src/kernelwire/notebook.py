@@ -12,7 +12,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -383,6 +383,8 @@ class NotebookRun:
     """The notebook with its outputs so far (``None`` if it could not be read)."""
     error: KernelwireError | None = None
     """Why it stopped early: a cell's error, a timeout, a kernel that died or never started."""
+    worker: str | None = None
+    """The executor's worker it ran on (``execute_many(executor=...)``), else ``None``."""
 
     @property
     def ok(self) -> bool:
@@ -410,6 +412,7 @@ def execute_many(
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
     parameters: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> list[NotebookRun]:
     """Execute notebooks, each on a fresh kernel of its own; return them in the order given.
 
@@ -425,9 +428,17 @@ def execute_many(
     is shut down when this returns or raises. ``parameters`` go into every notebook as
     :func:`execute` puts them; a notebook they cannot go into (its kernel's language has
     no translator) fails with that error before its kernel starts.
+
+    With ``executor`` (a ``concurrent.futures.Executor``: Dask's
+    ``client.get_executor()``, a process pool, ...) each notebook runs as a task on it,
+    ``jobs`` at a time, on a kernel its worker starts (see
+    :mod:`kernelwire.notebook_executor`); cell hooks are not called then, and ``cwd``
+    (by default the notebook's folder) must exist on the workers.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
+    if executor is not None and server is not None:
+        raise ValueError("give executor or server, not both: an executor's workers start kernels")
     runs = [prepare(item) for item in notebooks]
     from .parameters import parameter_code
 
@@ -443,15 +454,41 @@ def execute_many(
                 continue
         runnable.append(index)
 
+    def folder_of(run: NotebookRun) -> str | os.PathLike[str] | None:
+        return (
+            cwd if cwd is not None else (Path(run.source).resolve().parent if run.source else None)
+        )
+
+    if executor is not None:
+        from .notebook_executor import NotebookTask, run_on_executor
+
+        def task_for(run: NotebookRun) -> NotebookTask:
+            assert run.notebook is not None
+            where = folder_of(run)
+            return NotebookTask(
+                dict(run.notebook),
+                kernel_name,
+                None if where is None else os.fspath(where),
+                timeout,
+                allow_errors,
+                max_output_chars,
+                history_file,
+                parameters,
+                run.source,
+            )
+
+        run_on_executor(
+            executor, runs, runnable, task_for, jobs, on_notebook_start, on_notebook_done
+        )
+        return runs
+
     def kernel_for(index: int) -> Callable[[], Kernel | RemoteKernel]:
         run = runs[index]
         assert run.notebook is not None
         name = kernel_name or kernel_name_of(run.notebook)
         if server is not None:
             return lambda: server.start_kernel(name)
-        where = (
-            cwd if cwd is not None else (Path(run.source).resolve().parent if run.source else None)
-        )
+        where = folder_of(run)
         return lambda: start_notebook_kernel(name, where, history_file)
 
     def run_notebook(kernel: Kernel | RemoteKernel, run: NotebookRun) -> None:

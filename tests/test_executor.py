@@ -1,0 +1,214 @@
+"""Notebook batches on an executor: a real Dask LocalCluster with worker processes, and a
+process pool (issue 16)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from kernelwire import notebook
+from kernelwire.errors import CellExecutionError, KernelDied, NoSuchKernel
+from test_notebook import normalised
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def write_notebook(path: Path, *sources: str, kernel: str = "python3") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """Two worker processes, one thread each: a notebook's run moves between processes."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            scheduler_port=0,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_a_batch_on_dask_workers_equals_a_local_run(dask_client: Any, tmp_path: Path) -> None:
+    paths = [
+        write_notebook(tmp_path / "a.ipynb", "print('a')", "1 + 1"),
+        write_notebook(tmp_path / "b.ipynb", "import os; print(os.getcwd())", "'b' * 3"),
+        write_notebook(tmp_path / "c.ipynb", "from IPython.display import HTML; HTML('<b>c</b>')"),
+    ]
+    local = notebook.execute_many(paths)
+    seen: list[int] = []
+    remote = notebook.execute_many(
+        paths,
+        executor=dask_client.get_executor(),
+        jobs=2,
+        on_notebook_done=lambda index, run: seen.append(index),
+    )
+    assert sorted(seen) == [0, 1, 2]
+    workers = set(dask_client.scheduler_info()["workers"])
+    for here, there in zip(local, remote, strict=True):
+        assert here.ok and there.ok, (here.error, there.error)
+        assert normalised(there.notebook) == normalised(here.notebook)
+        assert there.worker is not None and there.worker.split(" ")[0] in workers
+        assert here.worker is None
+    # Each ran in its notebook's folder, on the worker too.
+    assert remote[1].notebook is not None
+    assert remote[1].notebook.cells[0].outputs[0]["text"] == f"{tmp_path}\n"
+
+
+def test_a_failing_notebook_on_a_worker_names_its_cell_and_traceback(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    paths = [
+        write_notebook(tmp_path / "ok.ipynb", "1"),
+        write_notebook(tmp_path / "fails.ipynb", "x = 1", "1 / 0", "print('never')"),
+        write_notebook(tmp_path / "nokernel.ipynb", "1", kernel="no-such-kernel-here"),
+    ]
+    runs = notebook.execute_many(paths, executor=dask_client.get_executor(), jobs=2)
+    assert runs[0].ok
+    error = runs[1].error
+    assert isinstance(error, CellExecutionError)
+    assert error.cell_index == 1 and error.ename == "ZeroDivisionError"
+    assert any("ZeroDivisionError" in line for line in error.traceback)
+    assert str(error).startswith("cell In [2] (index 1) raised ZeroDivisionError")
+    assert f"(on worker {runs[1].worker})" in str(error)
+    assert runs[1].notebook is not None
+    assert runs[1].notebook.cells[2].outputs == []  # the run stopped at the failing cell
+    missing = runs[2].error
+    assert isinstance(missing, NoSuchKernel)
+    assert f"no kernel named 'no-such-kernel-here' on worker {runs[2].worker}" in str(missing)
+    assert "python3" in missing.available
+
+
+def test_any_executor_works_a_process_pool(tmp_path: Path) -> None:
+    paths = [write_notebook(tmp_path / f"n{i}.ipynb", f"print({i} * 7)") for i in range(2)]
+    spawn = multiprocessing.get_context("spawn")  # this process has threads: no fork
+    with ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        runs = notebook.execute_many(paths, executor=pool, jobs=2)
+    for i, run in enumerate(runs):
+        assert run.ok, run.error
+        assert run.notebook is not None
+        assert run.notebook.cells[0].outputs[0]["text"] == f"{i * 7}\n"
+        assert run.worker is not None and str(os.getpid()) not in run.worker
+
+
+def test_errors_pickle_with_their_message_and_attributes() -> None:
+    died = KernelDied("kernel python3 exited", exit_code=3, stderr="boom")
+    again = pickle.loads(pickle.dumps(died))
+    assert type(again) is KernelDied and str(again) == str(died)
+    assert (again.exit_code, again.stderr) == (3, "boom")
+    cell = pickle.loads(pickle.dumps(CellExecutionError(4, "E", "v", ["tb"], 7)))
+    assert (cell.cell_index, cell.execution_count, cell.traceback) == (4, 7, ["tb"])
+    assert str(cell) == "cell In [7] (index 4) raised E: v"
+
+
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import logging, signal, sys, psutil, distributed
+    from kernelwire import notebook
+
+    def kernels_here():
+        return sum(
+            "ipykernel" in " ".join(child.cmdline())
+            for child in psutil.Process().children(recursive=True)
+        )
+
+    if __name__ == "__main__":
+        # As in a terminal: a child of a non-interactive shell may start with SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+            scheduler_port=0, silence_logs=logging.ERROR,
+        ) as cluster, distributed.Client(cluster) as client:
+            try:
+                notebook.execute_many(sys.argv[1:], executor=client.get_executor())
+            except KeyboardInterrupt:
+                counts = client.run(kernels_here)
+                print("KERNELS", sum(counts.values()), flush=True)
+    """
+)
+
+
+def test_ctrl_c_during_a_dask_batch_leaves_no_kernel_on_the_workers(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    slow = write_notebook(
+        tmp_path / "slow.ipynb",
+        f"open({str(started)!r}, 'w').close()\nimport time; time.sleep(120)",
+    )
+    never = write_notebook(tmp_path / "never.ipynb", f"open({str(tmp_path / 'ran')!r}, 'w')")
+    script = tmp_path / "batch.py"
+    script.write_text(CTRL_C_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(slow), str(never)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        give_up = time.monotonic() + 120
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < give_up, "the slow notebook never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "KERNELS 0" in output, output
+    assert not (tmp_path / "ran").exists(), "a notebook not yet begun was not cancelled"
+
+
+def test_the_cli_runs_notebooks_on_a_dask_scheduler(dask_client: Any, tmp_path: Path) -> None:
+    paths = [
+        write_notebook(tmp_path / "one.ipynb", "print('one')"),
+        write_notebook(tmp_path / "two.ipynb", "1 / 0"),
+    ]
+    address = dask_client.scheduler.address
+    done = subprocess.run(
+        [sys.executable, "-m", "kernelwire", "notebook", "run", "--dask", address, "-j", "2"]
+        + [str(p) for p in paths],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 1, done.stderr  # a cell failed
+    one = nbformat.read(tmp_path / "one.executed.ipynb", as_version=4)
+    assert one.cells[0].outputs[0]["text"] == "one\n"
+    assert "two.ipynb: cell In [1] (index 0) raised ZeroDivisionError" in done.stderr
+    assert "(on worker tcp://" in done.stderr
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "kernelwire", "notebook", "run", "--dask", "tcp://127.0.0.1:9"]
+        + [str(paths[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unreachable.returncode == 2
+    assert "--dask tcp://127.0.0.1:9: cannot reach the scheduler" in unreachable.stderr
