@@ -204,8 +204,8 @@ def test_the_cli_runs_notebooks_on_a_dask_scheduler(dask_client: Any, tmp_path: 
     assert "two.ipynb: cell In [1] (index 0) raised ZeroDivisionError" in done.stderr
     assert "(on worker tcp://" in done.stderr
     unreachable = subprocess.run(
-        [sys.executable, "-m", "kernelwire", "notebook", "run", "--dask", "tcp://127.0.0.1:9"]
-        + [str(paths[0])],
+        [sys.executable, "-m", "kernelwire", "notebook", "run"]
+        + ["--dask", "tcp://127.0.0.1:9", str(paths[0])],
         capture_output=True,
         text=True,
         timeout=120,

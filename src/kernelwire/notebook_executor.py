@@ -128,7 +128,8 @@ def _watch_stop(name: str, stop: Callable[..., object], done: threading.Event) -
         while not done.is_set():
             try:
                 if event.wait(STOP_POLL):
-                    stop(now=True)
+                    if not done.is_set():
+                        stop(now=True)
                     return
             except Exception:  # the scheduler went away: nobody can stop us any more
                 return
@@ -213,4 +214,7 @@ def run_on_executor(
         raise
     finally:
         if stop_event is not None:
+            # Set, the watchers of finished runs return now rather than at their next
+            # poll (a wait still open when the cluster closes is logged as an error).
+            stop_event.set()
             stop_event.clear()
