@@ -47,6 +47,7 @@ from .kernel_process import KernelProcess, run_kernel_in_process
 from .lifecycle import (
     AsyncKernel,
     AsyncKernelSet,
+    ForkServer,
     Kernel,
     KernelEvent,
     KernelPool,
@@ -135,6 +136,7 @@ __all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
     "ConnectionInfo",
     "ExecutionError",
     "ExecutionResult",
+    "ForkServer",
     "InvalidSignature",
     "JupyterClientMissing",
     "JupyterServer",
