@@ -246,11 +246,12 @@ def reseed() -> None:
     draw the same numbers."""
     import random
 
-    random.seed()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
+    random.seed()  # CPython reseeds it after a fork too; this says so where it is read
+    # numpy imports numpy.random on first use: one not imported yet seeds itself afresh.
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
         with contextlib.suppress(Exception):  # a numpy too broken to reseed is the user's
-            numpy.random.seed()
+            numpy_random.seed()
 
 
 def main() -> None:
