@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -211,6 +212,32 @@ def test_a_spec_that_is_not_ipykernel_is_spawned(
         assert not isinstance(kernel.proc, ForkedProcess)
         assert kernel.run("1 + 1").text == "2"
     assert any("ipykernel_launcher" in r.getMessage() for r in caplog.records)
+
+
+def test_without_fork_kernels_are_spawned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_leaks: None
+) -> None:
+    monkeypatch.delattr(os, "fork")
+    caplog.set_level(logging.WARNING, logger="kernelwire.forkserver")
+    with ForkServer("python3") as server:
+        assert server.pid is None  # no template at all
+        with server.start_kernel() as kernel:
+            assert not isinstance(kernel.proc, ForkedProcess)
+            assert kernel.run("1 + 1").text == "2"
+    assert any("no fork()" in r.getMessage() for r in caplog.records)
+
+
+def test_another_interpreter_is_spawned(
+    forks: ForkServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    python = tmp_path / "python-elsewhere"
+    python.symlink_to(sys.executable)
+    spec = dataclasses.replace(forks.spec, argv=(str(python), *forks.spec.argv[1:]))
+    caplog.set_level(logging.WARNING, logger="kernelwire.forkserver")
+    with start_kernel(spec, fork=forks) as kernel:
+        assert not isinstance(kernel.proc, ForkedProcess)
+        assert kernel.run("1 + 1").text == "2"
+    assert any("python-elsewhere" in r.getMessage() for r in caplog.records)
 
 
 def test_pool_refills_by_forking() -> None:
