@@ -39,7 +39,6 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelLaunchError
@@ -347,12 +346,7 @@ class ForkServer:
     def __enter__(self) -> ForkServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- kernels -----------------------------------------------------------------
