@@ -11,6 +11,9 @@ Rows (medians; forked and spawned starts alternate, so both see the same load):
   answer, forked against spawned; then the memory each kernel uses alone (USS, pages
   no other process shares: a forked kernel shares the template's until it writes them).
 
+- ``kill -9 to KernelDied``: a busy kernel killed, until its waiting request raises
+  (the forked kernel's exit status comes from its template);
+
 The template's own start (a one-off cost per template) is printed apart.
 
     python bench/fork.py              # 20 starts each, 20 at once
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import time
@@ -30,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 
 import kernelwire
-from kernelwire import ForkServer, Kernel
+from kernelwire import ForkServer, Kernel, KernelDied
 
 
 def _timed(start: Callable[[], Kernel]) -> float:
@@ -87,6 +91,28 @@ def starts(n: int) -> None:
     )
 
 
+def _death_seen(start: Callable[[], Kernel]) -> float:
+    """Seconds from SIGKILL of a busy kernel to :class:`KernelDied` in its client."""
+    with start() as kernel:
+        client = kernel.client()
+        pending = client.submit(kernelwire.requests.execute("import time; time.sleep(100)"))
+        time.sleep(0.2)
+        os.kill(kernel.pid, signal.SIGKILL)
+        began = time.perf_counter()
+        try:
+            pending.reply(timeout=60)
+        except KernelDied:
+            return time.perf_counter() - began
+    raise AssertionError("the kill went unseen")
+
+
+def deaths(n: int) -> None:
+    with ForkServer("python3") as server:
+        forked = [_death_seen(server.start_kernel) for _ in range(n)]
+    spawned = [_death_seen(kernelwire.start_kernel) for _ in range(n)]
+    _row("kill -9 to KernelDied", forked, spawned)
+
+
 def _uss(pid: int) -> float:
     return float(psutil.Process(pid).memory_full_info().uss)
 
@@ -129,6 +155,7 @@ def main() -> None:
         args.n, args.at_once = 5, 5
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     starts(args.n)
+    deaths(min(args.n, 5))
     if args.at_once:
         at_once(args.at_once)
     print(f"load after: {os.getloadavg()}")
