@@ -191,6 +191,7 @@ def test_the_cli_runs_notebooks_on_a_dask_scheduler(dask_client: Any, tmp_path: 
         write_notebook(tmp_path / "two.ipynb", "1 / 0"),
     ]
     address = dask_client.scheduler.address
+    kernelwire_cli = [sys.executable, "-m", "kernelwire"]
     done = subprocess.run(
         [sys.executable, "-m", "kernelwire", "notebook", "run", "--dask", address, "-j", "2"]
         + [str(p) for p in paths],
@@ -204,8 +205,7 @@ def test_the_cli_runs_notebooks_on_a_dask_scheduler(dask_client: Any, tmp_path: 
     assert "two.ipynb: cell In [1] (index 0) raised ZeroDivisionError" in done.stderr
     assert "(on worker tcp://" in done.stderr
     unreachable = subprocess.run(
-        [sys.executable, "-m", "kernelwire", "notebook", "run"]
-        + ["--dask", "tcp://127.0.0.1:9", str(paths[0])],
+        [*kernelwire_cli, "notebook", "run", "--dask", "tcp://127.0.0.1:9", str(paths[0])],
         capture_output=True,
         text=True,
         timeout=120,

@@ -48,6 +48,7 @@ from .kernel_process import KernelProcess, run_kernel_in_process
 from .lifecycle import (
     AsyncKernel,
     AsyncKernelSet,
+    ForkServer,
     Kernel,
     KernelEvent,
     KernelPool,
@@ -136,6 +137,7 @@ __all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
     "ConnectionInfo",
     "ExecutionError",
     "ExecutionResult",
+    "ForkServer",
     "InvalidSignature",
     "ExecutorError",
     "JupyterClientMissing",

@@ -88,8 +88,9 @@ def run_command(args: argparse.Namespace) -> int:
     kernel: Kernel | RemoteKernel | _ExistingKernel
     with contextlib.ExitStack() as stack:
         if args.existing:
-            if args.server:
-                raise _usage_error("run: --existing and --server cannot go together")
+            if args.server or args.fork:
+                other = "--server" if args.server else "--fork"
+                raise _usage_error(f"run: --existing and {other} cannot go together")
             kernel = _ExistingKernel(args.existing)
             stack.callback(kernel.close)
         else:
@@ -151,6 +152,8 @@ class _ExistingKernel:
 def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
     """A kernel of spec ``args.kernel``: local, or on ``args.server`` when given."""
     if args.server:
+        if args.fork:
+            raise _usage_error("run: --fork starts a local kernel, not with --server")
         from .remote import connect_server  # httpx and websockets: only for a server
 
         with (
@@ -159,7 +162,7 @@ def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
         ):
             yield remote
     else:
-        with start_kernel(args.kernel) as local:
+        with start_kernel(args.kernel, fork=args.fork) as local:
             yield local
 
 
@@ -224,6 +227,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     if args.help_notebook:
         return _help_notebooks(prepared, args.kernel)
     parameters = _parameters(args)
+    if args.fork and args.server:
+        raise _usage_error("notebook run: --fork starts local kernels, not with --server")
     targets = [Path(args.output) if args.output else _default_target(s) for s in sources]
     for target in targets:  # before anything runs: a run's results must have a place
         if str(target) != "-" and not target.parent.is_dir():
@@ -278,6 +283,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             on_cell_done=cell_done,
             parameters=parameters,
             executor=executor,
+            fork=args.fork,
         )
     status = 0
     # The summary goes to stderr when the notebook itself goes to stdout.
@@ -579,6 +585,15 @@ def _parameter_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fork_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--fork",
+        action="store_true",
+        help="fork kernels from a template that has imported ipykernel once (spawned, "
+        "with a warning, where that cannot be done safely)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kernelwire`` command."""
     parser = argparse.ArgumentParser(prog="kernelwire", description="Talk to Jupyter kernels.")
@@ -597,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CONNECTION_FILE",
         help="run on the kernel of this connection file (left running) instead of a new one",
     )
+    _fork_option(run)
     _server_options(run)
     run.set_defaults(parser=run, handler=run_command)
     notebook = commands.add_parser("notebook", help="work with notebooks")
@@ -635,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many notebooks run at once (default: 1)",
     )
     _parameter_options(nb_run)
+    _fork_option(nb_run)
     _server_options(nb_run)
     nb_run.add_argument(
         "--dask",

@@ -16,6 +16,7 @@ from .lifecycle.launcher import (
     STARTUP_TIMEOUT,
     KernelProcess,
     child_env,
+    file_command,
     launch,
     ports_in_use,
     reserved_connection_info,
@@ -25,10 +26,8 @@ from .protocol.connection import ConnectionInfo
 __all__ = ["KernelProcess", "run_kernel_in_process"]
 
 _LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launch.py")
-_RUN_SCRIPT = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
-"""The child runs ``_launch.py`` as a file: importing the kernelwire package there would
-cost every kernel start seconds (nbformat's schema validator) for nothing, and running
-it as ``python FILE`` would put this package's folder first on the kernel's path."""
+"""The child runs ``_launch.py`` as a file (:func:`file_command`): importing the kernelwire
+package there would cost every kernel start for nothing."""
 
 
 def _kernel_payload(kernel_class: type | None) -> bytes:
@@ -96,7 +95,7 @@ def run_kernel_in_process(
     env = child_env({"PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p))})
     name = "ipykernel" if kernel_class is None else kernel_class.__name__
     return launch(
-        lambda file: [sys.executable, "-c", _RUN_SCRIPT, _LAUNCH_SCRIPT, file],
+        lambda file: file_command(sys.executable, _LAUNCH_SCRIPT, file),
         connect,
         retries=retries,
         owns_connection_file=owned,

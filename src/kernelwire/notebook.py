@@ -131,6 +131,7 @@ def execute(
     own_kernel: bool = False,
     parameters: Mapping[str, Any] | None = None,
     input_path: str | None = None,
+    fork: bool = False,
 ) -> NotebookNode:
     """Run every code cell of a notebook in order and return it with its outputs.
 
@@ -151,7 +152,8 @@ def execute(
     (started here, or ``kernel`` with ``own_kernel=True``).
     Each executed cell gets nbclient's ``metadata.execution`` timestamps. An IPython
     kernel started here keeps its history in ``history_file``, as nbclient's do (see
-    :func:`start_notebook_kernel`).
+    :func:`start_notebook_kernel`). ``fork=True`` forks the kernel it starts from a warm
+    template (see :class:`~kernelwire.ForkServer`) instead of spawning it.
 
     ``parameters`` (a dict, even empty) runs it the papermill way: the values go into
     an ``injected-parameters`` cell (see :func:`kernelwire.parameters.inject`), and the
@@ -180,7 +182,7 @@ def execute(
     owned = own_kernel or (kernel is None and pool is None)
     with ExitStack() as stack:
         if kernel is None:
-            kernel = _own_kernel(stack, name, server, pool, cwd, history_file)
+            kernel = _own_kernel(stack, name, server, pool, cwd, history_file, fork)
         client = kernel.client()
         stack.callback(client.stop_channels)
         info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
@@ -260,6 +262,7 @@ def _own_kernel(
     pool: KernelPool | None,
     cwd: str | os.PathLike[str] | None,
     history_file: str | None,
+    fork: bool = False,
 ) -> Kernel | RemoteKernel:
     """A kernel for one run, released or shut down when ``stack`` closes."""
     if server is not None:
@@ -268,15 +271,17 @@ def _own_kernel(
         kernel = pool.acquire()
         stack.callback(pool.release, kernel)
         return kernel
-    return stack.enter_context(start_notebook_kernel(name, cwd, history_file))
+    return stack.enter_context(start_notebook_kernel(name, cwd, history_file, fork))
 
 
 def start_notebook_kernel(
     name: str,
     cwd: str | os.PathLike[str] | None = None,
     history_file: str | None = IPYTHON_HISTORY_FILE,
+    fork: bool = False,
 ) -> Kernel:
-    """Start a kernel to run a notebook on, as nbclient starts one.
+    """Start a kernel to run a notebook on, as nbclient starts one (``fork=True``: forked
+    from the spec's shared template, see :class:`~kernelwire.ForkServer`).
 
     An IPython kernel keeps its history in ``history_file``: by default in memory, so
     running a notebook does not write (and wait on) the user's history database, which
@@ -286,7 +291,7 @@ def start_notebook_kernel(
     extra = []
     if history_file and spec.is_ipykernel:
         extra.append(f"--HistoryManager.hist_file={history_file}")
-    return start_kernel(spec, cwd=os.fspath(cwd) if cwd else None, extra_arguments=extra)
+    return start_kernel(spec, cwd=os.fspath(cwd) if cwd else None, extra_arguments=extra, fork=fork)
 
 
 def _run_cell(
@@ -413,6 +418,7 @@ def execute_many(
     on_cell_done: CellHook | None = None,
     parameters: Mapping[str, Any] | None = None,
     executor: Executor | None = None,
+    fork: bool = False,
 ) -> list[NotebookRun]:
     """Execute notebooks, each on a fresh kernel of its own; return them in the order given.
 
@@ -427,7 +433,8 @@ def execute_many(
     instead. Notebooks already read by :func:`prepare` are not read again. Every kernel
     is shut down when this returns or raises. ``parameters`` go into every notebook as
     :func:`execute` puts them; a notebook they cannot go into (its kernel's language has
-    no translator) fails with that error before its kernel starts.
+    no translator) fails with that error before its kernel starts. ``fork=True`` forks
+    each kernel from the spec's warm template (see :class:`~kernelwire.ForkServer`).
 
     With ``executor`` (a ``concurrent.futures.Executor``: Dask's
     ``client.get_executor()``, a process pool, ...) each notebook runs as a task on it,
@@ -475,6 +482,7 @@ def execute_many(
                 history_file,
                 parameters,
                 run.source,
+                fork=fork,
             )
 
         run_on_executor(
@@ -489,7 +497,7 @@ def execute_many(
         if server is not None:
             return lambda: server.start_kernel(name)
         where = folder_of(run)
-        return lambda: start_notebook_kernel(name, where, history_file)
+        return lambda: start_notebook_kernel(name, where, history_file, fork)
 
     def run_notebook(kernel: Kernel | RemoteKernel, run: NotebookRun) -> None:
         assert run.notebook is not None

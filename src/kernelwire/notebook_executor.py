@@ -48,6 +48,8 @@ class NotebookTask:
     history_file: str | None
     parameters: Mapping[str, Any] | None
     source: str | None
+    fork: bool = False
+    """Fork the worker's kernels from a warm template (see :class:`~kernelwire.ForkServer`)."""
     stop_event: str | None = None
     """The name of the batch's ``distributed.Event`` (Dask only): set, the run stops."""
 
@@ -86,7 +88,7 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
     try:
         name = task.kernel_name or kernel_name_of(nb)
         try:
-            kernel = start_notebook_kernel(name, task.cwd, task.history_file)
+            kernel = start_notebook_kernel(name, task.cwd, task.history_file, task.fork)
         except NoSuchKernel as exc:
             raise NoSuchKernel(name, exc.available, where=f"on worker {where}") from None
         if task.stop_event is not None:

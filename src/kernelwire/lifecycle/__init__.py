@@ -2,6 +2,7 @@
 
 from ..errors import KernelSpecError
 from .aio import AsyncKernel, start_kernel_async
+from .forkserver import ForkServer
 from .kernel import Kernel, KernelEvent, start_kernel
 from .kernelset import AsyncKernelSet, KernelSet
 from .pool import KernelPool
@@ -10,6 +11,7 @@ from .specs import KernelSpec, get_kernel_spec, list_kernel_specs
 __all__ = [
     "AsyncKernel",
     "AsyncKernelSet",
+    "ForkServer",
     "Kernel",
     "KernelEvent",
     "KernelPool",

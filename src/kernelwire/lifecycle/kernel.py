@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 import weakref
@@ -26,12 +25,15 @@ from ..connection_file import write_connection_file
 from ..errors import KernelDied, KernelLaunchError, KernelRestarted, KernelwireError
 from ..execution import RunsCode
 from ..protocol.connection import ConnectionInfo, Transport
+from .forkserver import ForkServer, shared_fork_server
 from .launcher import (
     CLOSING_GRACE,
     PORT_RETRIES,
     STARTUP_TIMEOUT,
     Connect,
     KernelProcess,
+    ProcessHandle,
+    Starter,
     child_env,
     cleanup,
     launch,
@@ -67,7 +69,10 @@ class Kernel(RunsCode):
     collection and interpreter exit all stop the process and remove the file.
     ``auto_restart`` restarts a kernel that died (at most ``restart_limit`` times),
     reporting ``died`` and ``restarted`` events to ``on_event``. ``extra_arguments`` are
-    appended to the spec's command line.
+    appended to the spec's command line. ``fork=True`` forks the kernel from a template
+    shared by the spec's ``fork=True`` kernels (made on first use), a
+    :class:`~kernelwire.ForkServer` forks it from that one; each restart is a fresh fork.
+    Where a fork would not be sound the kernel is spawned, the reason logged.
     """
 
     def __init__(
@@ -84,8 +89,10 @@ class Kernel(RunsCode):
         restart_limit: int = 5,
         on_event: EventHandler | None = None,
         extra_arguments: Sequence[str] = (),
+        fork: bool | ForkServer = False,
     ) -> None:
         self.spec = spec
+        self.fork = fork
         self.extra_arguments = list(extra_arguments)
         self.kernel_id = kernel_id or os.urandom(8).hex()
         self.cwd = cwd
@@ -113,8 +120,9 @@ class Kernel(RunsCode):
 
     # -- state -------------------------------------------------------------------
     @property
-    def proc(self) -> subprocess.Popen[bytes]:
-        """The running kernel's process."""
+    def proc(self) -> ProcessHandle:
+        """The running kernel's process (a :class:`subprocess.Popen`, or a
+        :class:`~kernelwire.lifecycle.forkserver.ForkedProcess`)."""
         if self._process is None:
             raise KernelwireError("the kernel is not started")
         return self._process.proc
@@ -208,6 +216,7 @@ class Kernel(RunsCode):
                 cwd=self.cwd,
                 timeout=self.startup_timeout,
                 what=f"kernel {self.spec.name}",
+                start=self._starter(),
             )
         except KernelLaunchError as exc:
             raise KernelLaunchError(f"{exc} (spec: {self.spec.resource_dir})") from None
@@ -217,6 +226,13 @@ class Kernel(RunsCode):
         self._processes.append(process)
         self._process = process
         self._expected_exit = False
+
+    def _starter(self) -> Starter | None:
+        """How the process starts: forked from a template, or spawned (``None``)."""
+        if self.fork is False:
+            return None
+        server = self.fork if isinstance(self.fork, ForkServer) else shared_fork_server(self.spec)
+        return server.fork
 
     # -- clients -----------------------------------------------------------------
     def _attach(self, client: KernelClientBase[Any, Any]) -> None:
@@ -394,7 +410,7 @@ def start_kernel(name: str | KernelSpec = "python3", **options: Any) -> Kernel:
 
     ``options`` go to :class:`Kernel` (``cwd``, ``env``, ``transport``, ``encrypt``,
     ``startup_timeout``, ``auto_restart``, ``restart_limit``, ``on_event``,
-    ``extra_arguments``).
+    ``extra_arguments``, ``fork``).
     """
     spec = name if isinstance(name, KernelSpec) else get_kernel_spec(name)
     kernel = Kernel(spec, **options)

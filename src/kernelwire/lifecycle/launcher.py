@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 from ..client.blocking import BlockingKernelClient
 from ..connection_file import free_tcp_ports, new_connection_info
@@ -107,6 +107,41 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class ProcessHandle(Protocol):
+    """What the launcher needs of a kernel's process: a :class:`subprocess.Popen`, or a
+    kernel forked from a template (:class:`~kernelwire.lifecycle.forkserver.ForkedProcess`).
+
+    ``pid`` also names the kernel's process group; ``poll`` and ``wait`` follow
+    :class:`subprocess.Popen` (``wait`` raises :class:`subprocess.TimeoutExpired`).
+    """
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+Starter = Callable[
+    [Sequence[str], "KernelLog", Mapping[str, str] | None, str | None], ProcessHandle
+]
+"""Starts a kernel's command line (argv, its log, env, cwd) and returns its process; the
+default is :func:`spawn`'s, a fork server gives its own."""
+
+_RUN_FILE = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
+
+
+def file_command(python: str, script: str, *args: str) -> list[str]:
+    """The command line that runs ``script`` as a file with ``args``, without putting the
+    script's folder first on the path (as ``python FILE`` would: a child that must not
+    import this package, which lives there)."""
+    return [python, "-c", _RUN_FILE, script, *args]
+
+
 class KernelLog:
     """A temporary file that receives the kernel's stdout and stderr."""
 
@@ -143,6 +178,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     stdin: int | None = subprocess.DEVNULL,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new process group with its output going to ``log``."""
     return subprocess.Popen(
@@ -153,10 +189,11 @@ def spawn(
         env=dict(env) if env is not None else None,
         cwd=cwd,
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
     )
 
 
-def signal_group(proc: subprocess.Popen[bytes], sig: int) -> bool:
+def signal_group(proc: ProcessHandle, sig: int) -> bool:
     """Send ``sig`` to the kernel's process group; False if it is already gone."""
     try:
         os.killpg(proc.pid, sig)
@@ -165,7 +202,7 @@ def signal_group(proc: subprocess.Popen[bytes], sig: int) -> bool:
     return True
 
 
-def terminate(proc: subprocess.Popen[bytes], grace: float = 3.0) -> int | None:
+def terminate(proc: ProcessHandle, grace: float = 3.0) -> int | None:
     """SIGTERM the process group, SIGKILL it after ``grace`` seconds; reap it.
 
     Anything left in the group (processes the kernel started) is killed too.
@@ -182,7 +219,7 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 3.0) -> int | None:
 
 
 @contextlib.contextmanager
-def exit_watch(proc: subprocess.Popen[bytes]) -> Iterator[Callable[[float], bool]]:
+def exit_watch(proc: ProcessHandle) -> Iterator[Callable[[float], bool]]:
     """A ``wait(timeout)`` for the process's exit (True if it exited), for repeated use.
 
     On Linux one pidfd says the moment the process exits; ``Popen.wait`` with a timeout
@@ -211,7 +248,7 @@ def exit_watch(proc: subprocess.Popen[bytes]) -> Iterator[Callable[[float], bool
             os.close(pidfd)
 
 
-def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+def wait_exit(proc: ProcessHandle, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for the process to exit; True if it did."""
     with exit_watch(proc) as wait:
         return wait(timeout)
@@ -228,7 +265,7 @@ the IOPub thread just stopped) until a 10 s flush timeout.
 
 
 def wait_exit_after_reply(
-    proc: subprocess.Popen[bytes], timeout: float, closed: Callable[[], bool]
+    proc: ProcessHandle, timeout: float, closed: Callable[[], bool]
 ) -> Literal["exited", "closed", "timeout"]:
     """Wait for a kernel that answered ``shutdown_request`` to exit.
 
@@ -412,7 +449,7 @@ def remove_files(paths: Iterable[str]) -> None:
                 os.unlink(path)
 
 
-def _release(proc: subprocess.Popen[bytes], log: KernelLog, files: list[str]) -> None:
+def _release(proc: ProcessHandle, log: KernelLog, files: list[str]) -> None:
     terminate(proc, STOP_GRACE)
     log.close()
     remove_files(files)
@@ -430,7 +467,7 @@ class KernelProcess:
 
     def __init__(
         self,
-        proc: subprocess.Popen[bytes],
+        proc: ProcessHandle,
         connection_file: str,
         info: ConnectionInfo,
         log: KernelLog,
@@ -508,6 +545,7 @@ def launch(
     timeout: float = STARTUP_TIMEOUT,
     what: str = "kernel",
     stack_signal: int | None = None,
+    start: Starter | None = None,
 ) -> KernelProcess:
     """Start a kernel and wait until it answers; on a lost port, start it again on new ones.
 
@@ -522,6 +560,8 @@ def launch(
     :meth:`KernelProcess.stop`, garbage collection or interpreter exit. A kernel that
     dumps its threads' stacks on ``stack_signal`` is asked for them when it times out
     (by default SIGABRT, when ``PYTHONFAULTHANDLER`` is in the kernel's environment).
+    ``start`` starts the process instead of :func:`spawn` (a fork server's kernels; it
+    cannot take ``stdin``).
 
     Raises :class:`KernelLaunchError` if the command cannot run, :class:`KernelDied`
     (with the kernel's output) if it exits during start-up, :class:`KernelTimeout` after
@@ -532,7 +572,9 @@ def launch(
         stack_signal = getattr(signal, "SIGABRT", None)
     for attempt in itertools.count(1):
         path, info = connect()
-        kernel = _spawn(command(path), path, info, env, cwd, stdin, owns_connection_file, what)
+        kernel = _spawn(
+            command(path), path, info, env, cwd, stdin, owns_connection_file, what, start
+        )
         try:
             _wait_until_answering(kernel, timeout, what, stack_signal)
             return kernel
@@ -562,12 +604,17 @@ def _spawn(
     stdin: bytes | None,
     owns_connection_file: bool,
     what: str,
+    start: Starter | None = None,
 ) -> KernelProcess:
     kernel_log = KernelLog()
+    proc: ProcessHandle
     try:
-        proc = spawn(
-            argv, kernel_log, env=env, cwd=cwd, stdin=None if stdin is None else subprocess.PIPE
-        )
+        if start is not None and stdin is None:
+            proc = start(argv, kernel_log, env, cwd)
+        else:
+            proc = spawn(
+                argv, kernel_log, env=env, cwd=cwd, stdin=None if stdin is None else subprocess.PIPE
+            )
     except OSError as exc:
         kernel_log.close()
         if owns_connection_file:
@@ -578,7 +625,7 @@ def _spawn(
         ) from None
     kernel = KernelProcess(proc, path, info, kernel_log, [path] if owns_connection_file else [])
     if stdin is not None:
-        assert proc.stdin is not None
+        assert isinstance(proc, subprocess.Popen) and proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # it exited: the wait says why
             proc.stdin.write(stdin)
         with contextlib.suppress(BrokenPipeError):
