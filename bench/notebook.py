@@ -200,6 +200,43 @@ def batch(nb: nbformat.NotebookNode, rounds: int) -> None:
     )
 
 
+FORK_BATCH = 8
+
+
+def forked(nb: nbformat.NotebookNode, rounds: int) -> None:
+    """``fork=True``: kernels forked from the spec's warm template (started once, before
+    the clock runs: what a process pays for its first forked kernel only), against
+    nbclient, one notebook and a batch of FORK_BATCH two at a time."""
+    one, many = (
+        "kernelwire execute(fork=True)",
+        f"kernelwire execute_many x{FORK_BATCH} fork jobs=2",
+    )
+    single, loop = "nbclient NotebookClient", f"nbclient loop x{FORK_BATCH}"
+    times: dict[str, list[float]] = {one: [], single: [], many: [], loop: []}
+    notebook.execute(copy.deepcopy(nb), fork=True)  # the template starts here
+    for _ in range(rounds):
+        started = time.perf_counter()
+        notebook.execute(copy.deepcopy(nb), fork=True)
+        times[one].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        nbclient.NotebookClient(copy.deepcopy(nb), kernel_name=kernel_of(nb)).execute()
+        times[single].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        runs = notebook.execute_many(
+            [copy.deepcopy(nb) for _ in range(FORK_BATCH)], jobs=2, fork=True
+        )
+        times[many].append(time.perf_counter() - started)
+        assert all(run.ok for run in runs), [run.error for run in runs]
+        started = time.perf_counter()
+        for _ in range(FORK_BATCH):
+            nbclient.NotebookClient(copy.deepcopy(nb), kernel_name=kernel_of(nb)).execute()
+        times[loop].append(time.perf_counter() - started)
+    print(f"Forked kernels ({CELLS}-cell notebooks; the template was started before the clock):")
+    table(times, "s", 1.0)
+    print(f"=> one notebook: {ratio(times, single, one):.2f}x faster than nbclient (goal >= 1.6x)")
+    print(f"=> {FORK_BATCH} notebooks: {ratio(times, loop, many):.2f}x faster (goal >= 3x)\n")
+
+
 def pooled(nb: nbformat.NotebookNode, rounds: int) -> None:
     """``notebook.execute(pool=...)``: a warm pool lends the kernel, restarted after use.
 
@@ -226,13 +263,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs")
     parser.add_argument("--kernel", default="python3", help="kernel spec to run on")
+    parser.add_argument("--fork-only", action="store_true", help="only the forked figures")
     args = parser.parse_args()
     rounds = 2 if args.quick else 7
     nb = trivial_notebook(CELLS, args.kernel)
+    if args.fork_only:
+        forked(nb, rounds)
+        return
     one_notebook(nb, rounds)
     breakdown(nb, rounds)
     pooled(nb, rounds)
     batch(nb, max(2, rounds - 2))
+    forked(nb, max(2, rounds - 2))
 
 
 if __name__ == "__main__":
