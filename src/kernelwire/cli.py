@@ -225,6 +225,9 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         if str(target) != "-" and not target.parent.is_dir():
             print(f"kernelwire: cannot write {target}: no folder {target.parent}", file=sys.stderr)
             return 2
+    for run, target in zip(prepared, targets, strict=True):
+        if str(target) != "-":  # kept up to date while it runs: a killed run leaves it
+            run.save_to = target
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -351,11 +354,13 @@ def _write(nb: Any, target: Path) -> None:
     """Write an executed notebook to ``target`` (``-``: stdout)."""
     import nbformat
 
+    from . import notebook
+
     if str(target) == "-":
         nbformat.write(nb, sys.stdout)  # type: ignore[no-untyped-call]
         sys.stdout.flush()
     else:
-        nbformat.write(nb, str(target))  # type: ignore[no-untyped-call]
+        notebook.write(nb, target)
 
 
 def _summary(nb: Any, source: Path, target: Path, ran: list[int]) -> str:

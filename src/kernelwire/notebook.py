@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import nbformat
 from nbformat import NotebookNode
 
+from ._saving import Autosave, write_atomic
 from ._stopping import stop_early
 from .errors import (
     CellExecutionError,
@@ -79,6 +80,13 @@ def read(path: str | os.PathLike[str] | TextIO) -> NotebookNode:
     return nb
 
 
+def write(nb: NotebookNode, path: str | os.PathLike[str]) -> None:
+    """Write a notebook as nbformat writes it, but whole or not at all: to a temporary
+    file beside ``path``, then renamed over it, so that a reader (or a run killed while
+    it writes) never finds half a notebook."""
+    write_atomic(path, nbformat.writes(nb).encode())  # type: ignore[no-untyped-call]
+
+
 def _unrunnable(nb: NotebookNode) -> str | None:
     """Why ``nb`` cannot be run (cells that are not cells), or ``None``."""
     cells = nb.get("cells")
@@ -131,6 +139,7 @@ def execute(
     own_kernel: bool = False,
     parameters: Mapping[str, Any] | None = None,
     input_path: str | None = None,
+    save_to: str | os.PathLike[str] | None = None,
 ) -> NotebookNode:
     """Run every code cell of a notebook in order and return it with its outputs.
 
@@ -159,6 +168,12 @@ def execute(
     statuses; ``input_path``: ``input_path``, else the path given), so papermill's tools
     read the result. A kernel language with no translator raises
     :class:`~kernelwire.errors.NoParameterTranslator` before any kernel starts.
+
+    ``save_to`` keeps that file up to date while the notebook runs, a little after each
+    cell (see :class:`~kernelwire._saving.Autosave` for the pace), and when it ends or
+    stops: a run killed mid-way leaves the cells done so far on disk. Each write is
+    atomic. The file is plain JSON, not nbformat's layout; write the returned notebook
+    with :func:`write` for that.
     """
     if isinstance(nb_or_path, dict):
         nb = _node(nb_or_path)
@@ -179,25 +194,32 @@ def execute(
     name = kernel_name or kernel_name_of(nb)
     owned = own_kernel or (kernel is None and pool is None)
     with ExitStack() as stack:
+        autosave = Autosave(nb, save_to) if save_to is not None else None
+        guard: AbstractContextManager[Any] = nullcontext()
+        if autosave is not None:
+            stack.callback(autosave.close)  # the last callback: after widgets and timings
+            guard = autosave.lock
         if kernel is None:
             kernel = _own_kernel(stack, name, server, pool, cwd, history_file)
         client = kernel.client()
         stack.callback(client.stop_channels)
         info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
         if info and isinstance(info, dict):
-            nb.metadata["language_info"] = info
+            with guard:
+                nb.metadata["language_info"] = info
         displays: dict[str, list[OutputNode]] = {}
         widgets = WidgetFrontEnd(lambda comm_id, data: client.comm_msg(comm_id, data))
-        stack.callback(widgets.save, nb)  # a partial run's widgets render too
+        stack.callback(_guarded, guard, widgets.save, nb)  # a partial run's widgets render too
         if record is not None:
-            stack.callback(record.finish)
+            stack.callback(_guarded, guard, record.finish)
         for index in cells_to_run(nb):
             cell = nb.cells[index]
             tags = cell.get("metadata", {}).get("tags", [])
             if on_cell_start is not None:
                 on_cell_start(index, cell)
             if record is not None:
-                record.cell_started(index)
+                with guard:
+                    record.cell_started(index)
             collector = OutputCollector(
                 front_end=front_end,
                 max_output_chars=max_output_chars,
@@ -205,10 +227,13 @@ def execute(
                 node_from=nbformat.from_dict,  # a notebook's outputs are nbformat's own nodes
             )
             try:
-                reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets, owned)
+                reply = _run_cell(
+                    kernel, client, index, cell, timeout, collector, widgets, owned, guard
+                )
             except BaseException:  # a timeout, the kernel's death, Ctrl-C: recorded, raised
                 if record is not None:
-                    record.cell_done(index, failed=True)
+                    with guard:
+                        record.cell_done(index, failed=True)
                 raise
             # The reply's status decides, as in nbclient: a failed line magic replies
             # ``error`` with only a stderr line, and an error shown inside an Output
@@ -217,12 +242,20 @@ def execute(
                 allow_errors or "raises-exception" in tags
             )
             if record is not None:
-                record.cell_done(index, failed)
+                with guard:
+                    record.cell_done(index, failed)
+            if autosave is not None:
+                autosave.changed()
             if on_cell_done is not None:
                 on_cell_done(index, cell)
             if failed:
                 raise _cell_error(index, cell, reply["content"])
     return nb
+
+
+def _guarded(guard: AbstractContextManager[Any], func: Callable[..., Any], *args: Any) -> None:
+    with guard:
+        func(*args)
 
 
 def cells_to_run(nb: NotebookNode) -> list[int]:
@@ -298,21 +331,26 @@ def _run_cell(
     collector: OutputCollector,
     widgets: WidgetFrontEnd,
     owned: bool,
+    guard: AbstractContextManager[Any],
 ) -> Message:
     """Run one cell: its outputs, count and timings go into ``cell``; return the reply.
 
     On a timeout, Ctrl-C or SIGTERM the kernel is interrupted and the cell gets
     ``STOP_GRACE`` seconds to end; a kernel of our own whose cell does not end is
-    stopped at once, since a busy kernel would only make its shutdown wait.
+    stopped at once, since a busy kernel would only make its shutdown wait. Every
+    change to ``cell`` (and, through displays updated, to other cells) is made holding
+    ``guard``, the lock of the notebook's autosave.
     """
-    cell.outputs = []
-    cell.execution_count = None
-    timing = cell.setdefault("metadata", {}).setdefault("execution", {})
+    with guard:
+        cell.outputs = []
+        cell.execution_count = None
+        timing = cell.setdefault("metadata", {}).setdefault("execution", {})
     pending = client.submit(requests.execute(cell.source, allow_stdin=False))
 
     def consume(events: Iterable[tuple[str, Any]]) -> None:
         for channel, msg in events:
-            _consume(collector, widgets, timing, channel, msg)
+            with guard:
+                _consume(collector, widgets, timing, channel, msg)
 
     def settle() -> None:
         stop_early(kernel, lambda grace: consume(pending.events(grace)), owned)
@@ -322,24 +360,28 @@ def _run_cell(
             consume(pending.events(timeout))
         except KernelTimeout:
             settle()
-            cell.outputs = collector.outputs
+            with guard:
+                cell.outputs = collector.outputs
             label = cell_label(index, collector.execution_count)
             raise KernelTimeout(
                 f"{label} did not finish within {timeout:g} s: interrupted"
             ) from None
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP in the CLI
             settle()
-            cell.outputs = collector.outputs
+            with guard:
+                cell.outputs = collector.outputs
             raise
         except KernelDied as died:
-            cell.outputs = collector.outputs
+            with guard:
+                cell.outputs = collector.outputs
             raise CellKernelDied(index, died, collector.execution_count) from died
     finally:
         pending.close()
     reply: Message = pending.reply(0)
-    cell.outputs = collector.outputs
     count = as_execution_count(reply["content"].get("execution_count"))
-    cell.execution_count = collector.execution_count if count is None else count
+    with guard:
+        cell.outputs = collector.outputs
+        cell.execution_count = collector.execution_count if count is None else count
     return reply
 
 
@@ -383,6 +425,8 @@ class NotebookRun:
     """The notebook with its outputs so far (``None`` if it could not be read)."""
     error: KernelwireError | None = None
     """Why it stopped early: a cell's error, a timeout, a kernel that died or never started."""
+    save_to: str | os.PathLike[str] | None = None
+    """A file kept up to date while it runs (``execute``'s ``save_to``), or ``None``."""
 
     @property
     def ok(self) -> bool:
@@ -468,6 +512,7 @@ def execute_many(
             on_cell_done=on_cell_done,
             parameters=parameters,
             input_path=run.source,
+            save_to=run.save_to,
         )
 
     # Per lane, side by side: up to two kernel starts (its own and one ahead) and the
