@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -60,6 +60,32 @@ def _usage_error(message: str) -> SystemExit:
     return SystemExit(EXIT_USAGE)
 
 
+def _color() -> bool:
+    """Whether tracebacks keep their colours: on a terminal, unless ``NO_COLOR``."""
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+@contextmanager
+def _stream_files(args: argparse.Namespace) -> Iterator[dict[str, TextIO]]:
+    """The files ``--stdout-file`` and ``--stderr-file`` name, by stream name, open for
+    writing (a file that cannot be opened: a usage error, before anything runs)."""
+    with contextlib.ExitStack() as stack:
+        files: dict[str, TextIO] = {}
+        for name, path in (("stdout", args.stdout_file), ("stderr", args.stderr_file)):
+            if path is None:
+                continue
+            if name == "stderr" and path == args.stdout_file:
+                files[name] = files["stdout"]  # both streams into one file, in order
+                continue
+            try:
+                files[name] = stack.enter_context(open(path, "w", encoding="utf-8"))
+            except OSError as exc:
+                raise _usage_error(
+                    f"cannot write --{name}-file {path}: {exc.strerror or exc}"
+                ) from None
+        yield files
+
+
 def _read_code(args: argparse.Namespace) -> str:
     if args.code is not None:
         return str(args.code)
@@ -80,7 +106,7 @@ def run_command(args: argparse.Namespace) -> int:
     """``kernelwire run``: run code on a fresh kernel (or, with ``--existing``, on a running
     one, left running); 0 if it succeeded, 1 if it raised."""
     code = _read_code(args)
-    show = partial(print_output, color=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
+    show = partial(print_output, color=_color())
     kernel: Kernel | RemoteKernel | _ExistingKernel
     with contextlib.ExitStack() as stack:
         if args.existing:
@@ -199,6 +225,12 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     read or its kernel could not be started, 3 if a kernel died while a cell ran; with
     several notebooks, the highest of these.
     """
+    with contextlib.ExitStack() as stack:
+        return _notebook_run(args, stack)
+
+
+def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
+    """``notebook run``, its files (``--stdout-file``, ...) kept open by ``stack``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -228,6 +260,19 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     for run, target in zip(prepared, targets, strict=True):
         if str(target) != "-":  # kept up to date while it runs: a killed run leaves it
             run.save_to = target
+    streams = stack.enter_context(_stream_files(args))
+    show = partial(print_output, color=_color(), out=sys.stderr)
+
+    def output_arrived(index: int, msg: Any) -> None:
+        if args.log_output:
+            show(msg)
+        content = msg["content"]
+        file = streams.get(content.get("name")) if msg["msg_type"] == "stream" else None
+        text = content.get("text")
+        if file is not None and isinstance(text, str):
+            file.write(text)
+            file.flush()  # followed as it runs (tail -f), as papermill's files are
+
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -238,7 +283,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     from .remote import connect_server
 
     server = connect_server(*_server_and_token(args)) if args.server else None
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+    quiet = not console.is_terminal or args.log_output  # a bar would cut through the log
+    with Progress(*columns, console=console, disable=quiet) as progress:
         # A notebook's hooks all come on one thread; with --jobs, notebooks run on several.
         current = threading.local()
 
@@ -250,6 +296,8 @@ def notebook_run_command(args: argparse.Namespace) -> int:
         def cell_started(index: int, cell: Any) -> None:
             first_line = (cell.source.strip().splitlines() or [""])[0][:40]
             progress.update(current.task, description=f"{current.name} cell {index}: {first_line}")
+            if args.log_output:
+                print(f"--- {current.name}: cell index {index} ---", file=sys.stderr, flush=True)
 
         def cell_done(index: int, cell: Any) -> None:
             progress.advance(current.task)
@@ -270,6 +318,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             on_notebook_done=notebook_done,
             on_cell_start=cell_started,
             on_cell_done=cell_done,
+            on_output=output_arrived if args.log_output or streams else None,
             parameters=parameters,
         )
     status = 0
@@ -523,6 +572,22 @@ def _server_options(
     parser.add_argument("--token", help="the server's token (default: $JUPYTER_TOKEN)")
 
 
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output as it arrives (papermill's options)")
+    group.add_argument(
+        "--log-output",
+        action="store_true",
+        help="show the cells' outputs on stderr as they arrive, also when piped "
+        "(instead of the progress bar)",
+    )
+    group.add_argument(
+        "--stdout-file", metavar="FILE", help="write the cells' stdout streams to FILE"
+    )
+    group.add_argument(
+        "--stderr-file", metavar="FILE", help="write the cells' stderr streams to FILE"
+    )
+
+
 def _parameter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "parameters (papermill's options: injected after the cell tagged 'parameters')"
@@ -608,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="how many notebooks run at once (default: 1)",
     )
+    _log_options(nb_run)
     _parameter_options(nb_run)
     _server_options(nb_run)
     nb_run.set_defaults(parser=nb_run, handler=notebook_run_command)

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +48,10 @@ from .widgets import WidgetFrontEnd
 log = logging.getLogger("kernelwire.notebook")
 
 CellHook = Callable[[int, NotebookNode], None]
+OutputHook = Callable[[int, Message], None]
+"""Called with a cell's index and each output message of it (``stream``,
+``display_data``, ``execute_result``, ``error``) as it arrives."""
+OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
 IPYTHON_HISTORY_FILE = ":memory:"
 """Where IPython kernels started for a notebook keep their history (nbclient's default)."""
 
@@ -136,6 +141,7 @@ def execute(
     history_file: str | None = IPYTHON_HISTORY_FILE,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
+    on_output: OutputHook | None = None,
     own_kernel: bool = False,
     parameters: Mapping[str, Any] | None = None,
     input_path: str | None = None,
@@ -174,6 +180,10 @@ def execute(
     stops: a run killed mid-way leaves the cells done so far on disk. Each write is
     atomic. The file is plain JSON, not nbformat's layout; write the returned notebook
     with :func:`write` for that.
+
+    ``on_output(index, msg)`` sees each output message of a cell as it arrives, whole
+    (before ``max_output_chars`` caps what the cell keeps), except what an Output widget
+    captures: for logs that follow a run live.
     """
     if isinstance(nb_or_path, dict):
         nb = _node(nb_or_path)
@@ -227,8 +237,9 @@ def execute(
                 node_from=nbformat.from_dict,  # a notebook's outputs are nbformat's own nodes
             )
             try:
+                shown = None if on_output is None else partial(on_output, index)
                 reply = _run_cell(
-                    kernel, client, index, cell, timeout, collector, widgets, owned, guard
+                    kernel, client, index, cell, timeout, collector, widgets, owned, guard, shown
                 )
             except BaseException:  # a timeout, the kernel's death, Ctrl-C: recorded, raised
                 if record is not None:
@@ -332,6 +343,7 @@ def _run_cell(
     widgets: WidgetFrontEnd,
     owned: bool,
     guard: AbstractContextManager[Any],
+    on_output: Callable[[Message], None] | None = None,
 ) -> Message:
     """Run one cell: its outputs, count and timings go into ``cell``; return the reply.
 
@@ -350,7 +362,9 @@ def _run_cell(
     def consume(events: Iterable[tuple[str, Any]]) -> None:
         for channel, msg in events:
             with guard:
-                _consume(collector, widgets, timing, channel, msg)
+                output = _consume(collector, widgets, timing, channel, msg)
+            if output and on_output is not None:
+                on_output(msg)
 
     def settle() -> None:
         stop_early(kernel, lambda grace: consume(pending.events(grace)), owned)
@@ -397,7 +411,8 @@ def _consume(
     timing: dict[str, str],
     channel: str,
     msg: Any,
-) -> None:
+) -> bool:
+    """Take one message of a cell; whether it is an output of the cell."""
     msg_type = msg["msg_type"]
     if channel == "iopub":
         if msg_type == "status":
@@ -408,11 +423,13 @@ def _consume(
             timing["iopub.execute_input"] = timestamp(msg)
         if not widgets.feed(msg):  # an Output widget's capture is not the cell's
             collector.feed(msg)
+            return msg_type in OUTPUT_TYPES
     elif channel == "shell":
         started = msg["metadata"].get("started")
         if started and isinstance(started, str):
             timing["shell.execute_reply.started"] = started
         timing["shell.execute_reply"] = timestamp(msg)
+    return False
 
 
 @dataclass
@@ -453,6 +470,7 @@ def execute_many(
     on_notebook_done: NotebookHook | None = None,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
+    on_output: OutputHook | None = None,
     parameters: Mapping[str, Any] | None = None,
 ) -> list[NotebookRun]:
     """Execute notebooks, each on a fresh kernel of its own; return them in the order given.
@@ -510,6 +528,7 @@ def execute_many(
             max_output_chars=max_output_chars,
             on_cell_start=on_cell_start,
             on_cell_done=on_cell_done,
+            on_output=on_output,
             parameters=parameters,
             input_path=run.source,
             save_to=run.save_to,
