@@ -3,6 +3,7 @@ the command run in a subprocess, on a real ipykernel, with notebooks written her
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -155,3 +156,117 @@ def test_stdout_and_stderr_files_get_the_cells_streams(tmp_path: Path) -> None:
     assert bad.stderr.strip().splitlines() == [
         f"kernelwire: cannot write --stdout-file {tmp_path / 'no' / 'x'}: No such file or directory"
     ]
+
+
+def test_cwd_sets_the_kernels_working_directory(tmp_path: Path) -> None:
+    """``--cwd DIR`` runs the kernel in DIR (default: the notebook's folder); a folder
+    that does not exist, or ``--cwd`` with ``--server``, is a one-line usage error."""
+    source = write_notebook(tmp_path / "where.ipynb", "import os\nprint(os.getcwd())")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = kernelwire("notebook", "run", str(source), "--cwd", str(elsewhere))
+    assert done.returncode == 0, done.stderr
+    written = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4)
+    assert texts(written) == [f"{elsewhere}\n"]
+    missing = kernelwire("notebook", "run", str(source), "--cwd", str(tmp_path / "nope"))
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [
+        f"kernelwire: notebook run: --cwd {tmp_path / 'nope'}: no such folder"
+    ]
+    remote = kernelwire(
+        "notebook", "run", str(source), "--cwd", str(elsewhere), "--server", "http://127.0.0.1:9"
+    )
+    assert remote.returncode == 2
+    assert "--cwd and --start-timeout are for local kernels" in remote.stderr
+
+
+def test_start_timeout_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path,
+    command: list[Command],  # noqa: F811
+) -> None:
+    """``--start-timeout`` bounds the kernel's start: past it, one line says so (exit
+    2, as for a kernel that cannot start) and the kernel and its files are gone."""
+    source = write_notebook(tmp_path / "n.ipynb", "open('ran', 'w')")
+    cmd = Command(tmp_path, "notebook", "run", str(source), "--start-timeout", "0.001")
+    command.append(cmd)
+    err = cmd.proc.communicate(timeout=120)[1]
+    assert cmd.proc.returncode == 2, err
+    # e.g. "... within 0.001 s (it used 0.1 s of CPU); allow more with --start-timeout"
+    assert re.fullmatch(
+        r"kernelwire: kernel python3 did not answer within 0\.001 s( \(.*\))?; "
+        r"allow more with --start-timeout\n",
+        err,
+    ), err
+    assert not (tmp_path / "ran").exists()
+    assert not source.with_suffix(".executed.ipynb").exists()
+    assert cmd.leftovers() == []
+    assert kernels_of(cmd.proc.pid) == []
+    bad = kernelwire("notebook", "run", str(source), "--start-timeout", "0")
+    assert bad.returncode == 2 and "expected a positive number of seconds" in bad.stderr
+
+
+def test_prepare_only_injects_parameters_and_runs_nothing(tmp_path: Path) -> None:
+    """``--prepare-only`` writes the notebook with its parameters injected and
+    papermill's paths recorded, without starting a kernel; with ``--report-mode`` every
+    code cell's input is hidden, the injected one too."""
+    source = write_notebook(
+        tmp_path / "p.ipynb",
+        "alpha = 1",
+        "open('ran', 'w')\nprint(alpha)",
+        cell0={"tags": ["parameters"]},
+    )
+    out = tmp_path / "prepared.ipynb"
+    done = kernelwire(
+        "notebook", "run", str(source), "--prepare-only", "--report-mode", "-p", "alpha", "2",
+        "-o", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"Prepared {source} without running it; wrote {out}\n"
+    assert not (tmp_path / "ran").exists()
+    written = nbformat.read(out, as_version=4)
+    assert [cell.source for cell in written.cells] == [
+        "alpha = 1",
+        "# Parameters\nalpha = 2\n",
+        "open('ran', 'w')\nprint(alpha)",
+    ]
+    assert written.cells[1].metadata.tags == ["injected-parameters"]
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in written.cells)
+    assert all(cell.metadata.jupyter.source_hidden is True for cell in written.cells)
+    assert written.metadata.papermill.parameters == {"alpha": 2}
+    assert written.metadata.papermill.input_path == str(source)
+    assert written.metadata.papermill.output_path == str(out)
+
+
+def test_report_mode_hides_inputs_of_an_executed_notebook(tmp_path: Path) -> None:
+    """``--report-mode`` (papermill's): the code cells' input is hidden in the output
+    through ``metadata.jupyter.source_hidden``; markdown cells are left alone."""
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("print(1)")]
+    )
+    source = tmp_path / "report.ipynb"
+    nbformat.write(nb, str(source))
+    done = kernelwire("notebook", "run", str(source), "--report-mode")
+    assert done.returncode == 0, done.stderr
+    markdown, code = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4).cells
+    assert code.metadata.jupyter == {"source_hidden": True} and code.outputs[0].text == "1\n"
+    assert "jupyter" not in markdown.metadata
+
+
+def test_skip_tag_names_the_cells_not_run(tmp_path: Path) -> None:
+    """``--skip-tag TAG`` skips the cells tagged TAG instead of nbclient's
+    ``skip-execution``; an empty tag is a usage error."""
+    source = write_notebook(
+        tmp_path / "skips.ipynb",
+        "print('plain')",
+        "print('tagged skip-execution')",
+        "print('tagged slow')",
+        cell1={"tags": ["skip-execution"]},
+        cell2={"tags": ["slow"]},
+    )
+    done = kernelwire("notebook", "run", str(source), "--skip-tag", "slow")
+    assert done.returncode == 0, done.stderr
+    assert "Executed 2 code cells" in done.stdout
+    written = nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4)
+    assert texts(written) == ["plain\n", "tagged skip-execution\n", ""]
+    empty = kernelwire("notebook", "run", str(source), "--skip-tag", "")
+    assert empty.returncode == 2 and "--skip-tag: expected a tag" in empty.stderr

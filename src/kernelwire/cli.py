@@ -33,10 +33,12 @@ from .errors import (
     CellKernelDied,
     ExecutionError,
     KernelDied,
+    KernelStartTimeout,
     KernelTimeout,
     KernelwireError,
 )
 from .lifecycle.kernel import Kernel, start_kernel
+from .lifecycle.launcher import STARTUP_TIMEOUT
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
 
@@ -257,6 +259,13 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         if str(target) != "-" and not target.parent.is_dir():
             print(f"kernelwire: cannot write {target}: no folder {target.parent}", file=sys.stderr)
             return 2
+    _check_kernel_options(args)
+    if args.report_mode:
+        for run in prepared:
+            assert run.notebook is not None  # read above
+            notebook.hide_inputs(run.notebook)
+    if args.prepare_only:
+        return _prepare_only(prepared, sources, targets, parameters, args)
     for run, target in zip(prepared, targets, strict=True):
         if str(target) != "-":  # kept up to date while it runs: a killed run leaves it
             run.save_to = target
@@ -289,7 +298,7 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         current = threading.local()
 
         def notebook_started(index: int, run: notebook.NotebookRun) -> None:
-            cells = notebook.cells_to_run(run.notebook) if run.notebook else []
+            cells = notebook.cells_to_run(run.notebook, args.skip_tag) if run.notebook else []
             current.name = sources[index].name
             current.task = progress.add_task(current.name, total=len(cells))
 
@@ -320,22 +329,32 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             on_cell_done=cell_done,
             on_output=output_arrived if args.log_output or streams else None,
             parameters=parameters,
+            cwd=args.cwd,
+            skip_tag=args.skip_tag,
+            startup_timeout=args.start_timeout,
         )
     status = 0
     # The summary goes to stderr when the notebook itself goes to stdout.
     out = sys.stderr if "-" in map(str, targets) else sys.stdout
     for source, run, target in zip(sources, runs, targets, strict=True):
         failure = run.error
+        prefix = f"{source}: " if len(sources) > 1 else ""
+        if isinstance(failure, KernelStartTimeout):  # its kernel's stderr follows: not shown
+            first = str(failure).splitlines()[0]
+            print(f"kernelwire: {prefix}{first}; allow more with --start-timeout", file=sys.stderr)
+            status = max(status, EXIT_USAGE)
+            continue
         if failure is not None and not isinstance(
             failure, (CellExecutionError, KernelTimeout, CellKernelDied)
         ):
-            prefix = f"{source}: " if len(sources) > 1 else ""
             print(f"kernelwire: {prefix}{failure}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
         assert run.notebook is not None  # read above
         if parameters is not None:  # where papermill records it
             run.notebook.metadata.papermill["output_path"] = str(target)
+        if args.report_mode:  # the injected cell too
+            notebook.hide_inputs(run.notebook)
         _write(run.notebook, target)
         if failure is not None:
             if isinstance(failure, ExecutionError):
@@ -348,8 +367,48 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             died = isinstance(failure, CellKernelDied)
             status = max(status, EXIT_KERNEL_DIED if died else EXIT_FAILED)
             continue
-        print(_summary(run.notebook, source, target, notebook.cells_to_run(run.notebook)), file=out)
+        ran = notebook.cells_to_run(run.notebook, args.skip_tag)
+        print(_summary(run.notebook, source, target, ran), file=out)
     return status
+
+
+def _check_kernel_options(args: argparse.Namespace) -> None:
+    """``--cwd`` must be a folder; it and ``--start-timeout`` are for local kernels."""
+    if args.server and (args.cwd is not None or args.start_timeout != STARTUP_TIMEOUT):
+        raise _usage_error("notebook run: --cwd and --start-timeout are for local kernels")
+    if args.cwd is not None:
+        if not os.path.isdir(args.cwd):
+            raise _usage_error(f"notebook run: --cwd {args.cwd}: no such folder")
+        args.cwd = os.path.abspath(args.cwd)
+
+
+def _prepare_only(
+    runs: list[Any],
+    sources: list[Path],
+    targets: list[Path],
+    parameters: dict[str, Any] | None,
+    args: argparse.Namespace,
+) -> int:
+    """``--prepare-only``: the notebooks with their parameters injected (and papermill's
+    paths recorded, as papermill's ``prepare_only`` leaves them), written unexecuted."""
+    from . import parameters as papermill_way
+    from .notebook import hide_inputs
+
+    out = sys.stderr if "-" in map(str, targets) else sys.stdout
+    for run, source, target in zip(runs, sources, targets, strict=True):
+        if parameters is not None:
+            try:
+                papermill_way.inject(run.notebook, parameters, args.kernel)
+            except KernelwireError as exc:
+                raise _usage_error(f"{source}: {exc}") from None
+            section = papermill_way.papermill_metadata(run.notebook)
+            section["input_path"], section["output_path"] = str(source), str(target)
+        if args.report_mode:  # the injected cell too
+            hide_inputs(run.notebook)
+        _write(run.notebook, target)
+        where = "stdout" if str(target) == "-" else target
+        print(f"Prepared {source} without running it; wrote {where}", file=out)
+    return EXIT_OK
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -588,6 +647,57 @@ def _log_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    """A positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _tag(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a tag, got nothing")
+    return text
+
+
+def _papermill_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("how it runs (papermill's and nbclient's options)")
+    group.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="the kernel's working directory (default: each notebook's folder)",
+    )
+    group.add_argument(
+        "--start-timeout",
+        type=_seconds,
+        default=STARTUP_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a kernel may take to start (default: {STARTUP_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="inject the parameters and write the notebook without running it",
+    )
+    group.add_argument(
+        "--report-mode",
+        action="store_true",
+        help="hide the code cells' input in the output (metadata jupyter.source_hidden)",
+    )
+    group.add_argument(
+        "--skip-tag",
+        type=_tag,
+        default="skip-execution",
+        metavar="TAG",
+        help="cells with this tag are not run (default: skip-execution, as nbclient's "
+        "skip_cells_with_tag)",
+    )
+
+
 def _parameter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "parameters (papermill's options: injected after the cell tagged 'parameters')"
@@ -674,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many notebooks run at once (default: 1)",
     )
     _log_options(nb_run)
+    _papermill_options(nb_run)
     _parameter_options(nb_run)
     _server_options(nb_run)
     nb_run.set_defaults(parser=nb_run, handler=notebook_run_command)

@@ -36,6 +36,7 @@ from .errors import (
 )
 from .execution import OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
+from .lifecycle.launcher import STARTUP_TIMEOUT
 from .lifecycle.pool import KernelPool
 from .lifecycle.specs import get_kernel_spec
 from .outputs import OutputNode
@@ -51,6 +52,8 @@ CellHook = Callable[[int, NotebookNode], None]
 OutputHook = Callable[[int, Message], None]
 """Called with a cell's index and each output message of it (``stream``,
 ``display_data``, ``execute_result``, ``error``) as it arrives."""
+SKIP_TAG = "skip-execution"
+"""The tag of cells a run skips by default (nbclient's ``skip_cells_with_tag``)."""
 OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
 IPYTHON_HISTORY_FILE = ":memory:"
 """Where IPython kernels started for a notebook keep their history (nbclient's default)."""
@@ -146,6 +149,7 @@ def execute(
     parameters: Mapping[str, Any] | None = None,
     input_path: str | None = None,
     save_to: str | os.PathLike[str] | None = None,
+    skip_tag: str = SKIP_TAG,
 ) -> NotebookNode:
     """Run every code cell of a notebook in order and return it with its outputs.
 
@@ -153,10 +157,11 @@ def execute(
     is given; ``pool`` lends a ready kernel instead of starting one (it is given back,
     restarted); ``server`` runs it on a Jupyter Server or Gateway instead; ``kernel``
     runs it on a kernel you started (left running, namespace and all). Cells tagged
-    ``skip-execution`` are skipped; an error in a cell stops the run with
-    :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the cell is
-    tagged ``raises-exception``. ``timeout`` applies per cell (``None``, 0 or less: no
-    limit, as in nbclient): the kernel is interrupted and :class:`KernelTimeout` raised.
+    ``skip_tag`` (``skip-execution``, as nbclient's default) are skipped; an error in a
+    cell stops the run with :class:`CellExecutionError` (naming the cell) unless
+    ``allow_errors`` or the cell is tagged ``raises-exception``. ``timeout`` applies per
+    cell (``None``, 0 or less: no limit, as in nbclient): the kernel is interrupted and
+    :class:`KernelTimeout` raised.
     Outputs are kept as nbclient keeps them;
     ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does;
     ``max_output_chars`` caps the text a cell keeps, with a marker saying how much was
@@ -222,7 +227,7 @@ def execute(
         stack.callback(_guarded, guard, widgets.save, nb)  # a partial run's widgets render too
         if record is not None:
             stack.callback(_guarded, guard, record.finish)
-        for index in cells_to_run(nb):
+        for index in cells_to_run(nb, skip_tag):
             cell = nb.cells[index]
             tags = cell.get("metadata", {}).get("tags", [])
             if on_cell_start is not None:
@@ -264,20 +269,29 @@ def execute(
     return nb
 
 
+def hide_inputs(nb: NotebookNode) -> NotebookNode:
+    """Hide every code cell's source (``metadata.jupyter.source_hidden``), as papermill's
+    report mode does; ``nb`` is changed in place and returned."""
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            cell.setdefault("metadata", {}).setdefault("jupyter", {})["source_hidden"] = True
+    return nb
+
+
 def _guarded(guard: AbstractContextManager[Any], func: Callable[..., Any], *args: Any) -> None:
     with guard:
         func(*args)
 
 
-def cells_to_run(nb: NotebookNode) -> list[int]:
+def cells_to_run(nb: NotebookNode, skip_tag: str = SKIP_TAG) -> list[int]:
     """The indices of the cells a run executes: code cells with some code, not tagged
-    ``skip-execution``. Empty cells keep their outputs and count, as with nbclient."""
+    ``skip_tag``. Empty cells keep their outputs and count, as with nbclient."""
     return [
         index
         for index, cell in enumerate(nb.cells)
         if cell.cell_type == "code"
         and cell.source.strip()
-        and "skip-execution" not in cell.get("metadata", {}).get("tags", [])
+        and skip_tag not in cell.get("metadata", {}).get("tags", [])
     ]
 
 
@@ -319,8 +333,10 @@ def start_notebook_kernel(
     name: str,
     cwd: str | os.PathLike[str] | None = None,
     history_file: str | None = IPYTHON_HISTORY_FILE,
+    startup_timeout: float = STARTUP_TIMEOUT,
 ) -> Kernel:
-    """Start a kernel to run a notebook on, as nbclient starts one.
+    """Start a kernel to run a notebook on, as nbclient starts one (within
+    ``startup_timeout`` seconds, else :class:`~kernelwire.errors.KernelStartTimeout`).
 
     An IPython kernel keeps its history in ``history_file``: by default in memory, so
     running a notebook does not write (and wait on) the user's history database, which
@@ -330,7 +346,12 @@ def start_notebook_kernel(
     extra = []
     if history_file and spec.is_ipykernel:
         extra.append(f"--HistoryManager.hist_file={history_file}")
-    return start_kernel(spec, cwd=os.fspath(cwd) if cwd else None, extra_arguments=extra)
+    return start_kernel(
+        spec,
+        cwd=os.fspath(cwd) if cwd else None,
+        extra_arguments=extra,
+        startup_timeout=startup_timeout,
+    )
 
 
 def _run_cell(
@@ -472,6 +493,8 @@ def execute_many(
     on_cell_done: CellHook | None = None,
     on_output: OutputHook | None = None,
     parameters: Mapping[str, Any] | None = None,
+    skip_tag: str = SKIP_TAG,
+    startup_timeout: float = STARTUP_TIMEOUT,
 ) -> list[NotebookRun]:
     """Execute notebooks, each on a fresh kernel of its own; return them in the order given.
 
@@ -486,7 +509,10 @@ def execute_many(
     instead. Notebooks already read by :func:`prepare` are not read again. Every kernel
     is shut down when this returns or raises. ``parameters`` go into every notebook as
     :func:`execute` puts them; a notebook they cannot go into (its kernel's language has
-    no translator) fails with that error before its kernel starts.
+    no translator) fails with that error before its kernel starts. Local kernels get
+    ``startup_timeout`` seconds to start (a notebook whose kernel does not answer in
+    time fails with :class:`~kernelwire.errors.KernelStartTimeout`); ``skip_tag``,
+    ``save_to`` (of each :class:`NotebookRun`) and ``on_output`` are :func:`execute`'s.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -514,7 +540,7 @@ def execute_many(
         where = (
             cwd if cwd is not None else (Path(run.source).resolve().parent if run.source else None)
         )
-        return lambda: start_notebook_kernel(name, where, history_file)
+        return lambda: start_notebook_kernel(name, where, history_file, startup_timeout)
 
     def run_notebook(kernel: Kernel | RemoteKernel, run: NotebookRun) -> None:
         assert run.notebook is not None
@@ -532,6 +558,7 @@ def execute_many(
             parameters=parameters,
             input_path=run.source,
             save_to=run.save_to,
+            skip_tag=skip_tag,
         )
 
     # Per lane, side by side: up to two kernel starts (its own and one ahead) and the
