@@ -270,3 +270,69 @@ def test_skip_tag_names_the_cells_not_run(tmp_path: Path) -> None:
     assert texts(written) == ["plain\n", "tagged skip-execution\n", ""]
     empty = kernelwire("notebook", "run", str(source), "--skip-tag", "")
     assert empty.returncode == 2 and "--skip-tag: expected a tag" in empty.stderr
+
+
+def two_notebooks(tmp_path: Path) -> list[Path]:
+    return [write_notebook(tmp_path / f"{name}.ipynb", f"print('{name}')") for name in ("a", "b")]
+
+
+def test_output_names_with_notebook_name_for_several_notebooks(tmp_path: Path) -> None:
+    """``-o out/{notebook_name}.ipynb`` writes each notebook under its own name."""
+    (tmp_path / "out").mkdir()
+    pattern = str(tmp_path / "out" / "{notebook_name}.run.ipynb")
+    done = kernelwire("notebook", "run", *map(str, two_notebooks(tmp_path)), "-o", pattern)
+    assert done.returncode == 0, done.stderr
+    for name in ("a", "b"):
+        written = nbformat.read(tmp_path / "out" / f"{name}.run.ipynb", as_version=4)
+        assert texts(written) == [f"{name}\n"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.run.ipynb", "b.run.ipynb"]
+
+
+def test_an_existing_folder_as_output_for_several_notebooks(tmp_path: Path) -> None:
+    """``-o FOLDER`` (an existing one) writes each notebook into it under its name."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    done = kernelwire("notebook", "run", *map(str, two_notebooks(tmp_path)), "-o", str(folder))
+    assert done.returncode == 0, done.stderr
+    for name in ("a", "b"):
+        assert texts(nbformat.read(folder / f"{name}.ipynb", as_version=4)) == [f"{name}\n"]
+
+
+def test_output_mistakes_are_one_line_usage_errors_before_running(tmp_path: Path) -> None:
+    """Several notebooks into one file, an unknown ``{name}``, a folder that would
+    overwrite the inputs, two notebooks of one name into one folder: each is a one-line
+    usage error, and nothing runs."""
+    a, b = two_notebooks(tmp_path)
+    (tmp_path / "other").mkdir()
+    other_a = write_notebook(tmp_path / "other" / "a.ipynb", "print('other a')")
+    (tmp_path / "out").mkdir()
+    cases = {
+        (str(a), str(b), "-o", str(tmp_path / "one.ipynb")): "-o/--output takes one notebook",
+        (str(a), str(b), "-o", "-"): "-o/--output takes one notebook",
+        (str(a), "-o", "{name}.ipynb"): "{notebook_name} is the only name it can fill in",
+        (str(a), "-o", str(tmp_path)): f"would overwrite {a}; give another folder",
+        (str(a), str(other_a), "-o", str(tmp_path / "out")): (
+            f"{a} and {other_a} would both be written to {tmp_path / 'out' / 'a.ipynb'}"
+        ),
+    }
+    for args, message in cases.items():
+        done = kernelwire("notebook", "run", *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.splitlines()) == 1 and message in done.stderr, (args, done.stderr)
+    assert list((tmp_path / "out").iterdir()) == []
+    assert not list(tmp_path.glob("*.executed.ipynb"))
+
+
+def test_stdin_and_stdout(tmp_path: Path) -> None:
+    """``-o -`` writes a notebook read from a file to stdout (the summary to stderr);
+    ``-`` reads the notebook from stdin, here written to a file."""
+    a = two_notebooks(tmp_path)[0]
+    done = kernelwire("notebook", "run", str(a), "-o", "-")
+    assert done.returncode == 0, done.stderr
+    assert texts(nbformat.reads(done.stdout, as_version=4)) == ["a\n"]
+    assert "wrote stdout" in done.stderr
+    out = tmp_path / "from-stdin.ipynb"
+    done = kernelwire("notebook", "run", "-", "-o", str(out), stdin=a.read_text())
+    assert done.returncode == 0, done.stderr
+    assert texts(nbformat.read(out, as_version=4)) == ["a\n"]
+    assert done.stdout == f"Executed 1 code cell of -; wrote {out}\n"

@@ -242,9 +242,7 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     sources = [Path(p) for p in args.notebooks]
     if args.notebooks.count("-") > 1 or ("-" in args.notebooks and len(sources) > 1):
         raise _usage_error("notebook run: - (stdin) is the only notebook when given")
-    if args.output and len(sources) > 1:
-        print("kernelwire: -o/--output takes one notebook; give one, or omit -o", file=sys.stderr)
-        return 2
+    targets = _targets(args.output, sources)
     prepared = [  # read once, here
         notebook.prepare(notebook.read(sys.stdin) if str(s) == "-" else s) for s in sources
     ]
@@ -254,7 +252,6 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     if args.help_notebook:
         return _help_notebooks(prepared, args.kernel)
     parameters = _parameters(args)
-    targets = [Path(args.output) if args.output else _default_target(s) for s in sources]
     for target in targets:  # before anything runs: a run's results must have a place
         if str(target) != "-" and not target.parent.is_dir():
             print(f"kernelwire: cannot write {target}: no folder {target.parent}", file=sys.stderr)
@@ -484,6 +481,46 @@ def _summary(nb: Any, source: Path, target: Path, ran: list[int]) -> str:
 
 def _count(n: int, thing: str) -> str:
     return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _targets(output: str | None, sources: list[Path]) -> list[Path]:
+    """Where each notebook goes: ``-o``'s file (one notebook), ``-`` (stdout, one
+    notebook), a name with ``{notebook_name}`` (the source's name without ``.ipynb``,
+    as nbconvert fills it in), an existing folder (each under its own name), or, with
+    no ``-o``, beside its source. Usage errors: two notebooks written to one file, or a
+    folder that would overwrite its input."""
+    if not output:
+        return [_default_target(s) for s in sources]
+    if "{" in output:
+        try:
+            targets = [Path(output.format(notebook_name=_stem(s))) for s in sources]
+        except (KeyError, IndexError, ValueError):
+            raise _usage_error(
+                f"-o {output}: {{notebook_name}} is the only name it can fill in"
+            ) from None
+    elif output != "-" and os.path.isdir(output):
+        targets = [Path(output) / f"{_stem(s)}.ipynb" for s in sources]
+        for source, target in zip(sources, targets, strict=True):
+            if str(source) != "-" and target.resolve() == source.resolve():
+                raise _usage_error(f"-o {output} would overwrite {source}; give another folder")
+    elif len(sources) > 1:
+        raise _usage_error(
+            "-o/--output takes one notebook; for several give a folder or a name "
+            "with {notebook_name}"
+        )
+    else:
+        targets = [Path(output)]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(sources, targets, strict=True):
+        other = seen.setdefault(target.resolve(), source)
+        if other is not source:
+            raise _usage_error(f"{other} and {source} would both be written to {target}")
+    return targets
+
+
+def _stem(source: Path) -> str:
+    """A notebook's name without ``.ipynb`` (``stdin`` for ``-``)."""
+    return "stdin" if str(source) == "-" else source.name.removesuffix(".ipynb")
 
 
 def _default_target(source: Path) -> Path:
@@ -757,9 +794,16 @@ def build_parser() -> argparse.ArgumentParser:
         "the next notebook's kernel starts while the current one runs. With --jobs N, "
         "N notebooks run at once.",
     )
-    nb_run.add_argument("notebooks", nargs="+", help="the notebooks to execute (.ipynb)")
     nb_run.add_argument(
-        "-o", "--output", help="where to write it, for one notebook (default: NAME.executed.ipynb)"
+        "notebooks", nargs="+", help="the notebooks to execute (.ipynb), or - for one on stdin"
+    )
+    nb_run.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="where to write it (default: NAME.executed.ipynb beside it): a file, - for "
+        "stdout, an existing folder, or a name with {notebook_name} (e.g. "
+        "out/{notebook_name}.ipynb) for several notebooks",
     )
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
     nb_run.add_argument(
