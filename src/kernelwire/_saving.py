@@ -52,8 +52,8 @@ def snapshot(nb: Any) -> bytes:
     try:
         return orjson.dumps(nb, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
     except orjson.JSONEncodeError:  # e.g. an int past 64 bits in metadata
-        return (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False, default=str)
-                + "\n").encode()  # fmt: skip
+        text = json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False, default=str)
+        return f"{text}\n".encode()
 
 
 class Autosave:

@@ -3,7 +3,8 @@
 ``kernelwire run [-k KERNEL] -c CODE`` (or ``FILE``, or ``-`` for stdin) starts a
 kernel, runs the code, prints its streams, results and errors, and exits 1 if the code
 raised. ``kernelwire notebook run IN.ipynb`` executes a notebook with a progress bar.
-``kernelwire kernels`` lists kernel specs; ``kernelwire start`` starts a kernel.
+``kernelwire kernels`` lists kernel specs; ``kernelwire start`` starts a kernel;
+``kernelwire console`` is an interactive prompt on one.
 """
 
 from __future__ import annotations
@@ -109,15 +110,8 @@ def run_command(args: argparse.Namespace) -> int:
     one, left running); 0 if it succeeded, 1 if it raised."""
     code = _read_code(args)
     show = partial(print_output, color=_color())
-    kernel: Kernel | RemoteKernel | _ExistingKernel
     with contextlib.ExitStack() as stack:
-        if args.existing:
-            if args.server:
-                raise _usage_error("run: --existing and --server cannot go together")
-            kernel = _ExistingKernel(args.existing)
-            stack.callback(kernel.close)
-        else:
-            kernel = stack.enter_context(_kernel_for(args))
+        kernel = _chosen_kernel(args, stack)
         client = kernel.client()
         pending = client.submit(requests.execute(code, allow_stdin=False))
 
@@ -143,6 +137,44 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"kernelwire: the kernel died while the code ran: {exc}", file=sys.stderr)
             return EXIT_KERNEL_DIED
     return 0 if reply["content"].get("status") == "ok" else 1
+
+
+def _chosen_kernel(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> Kernel | RemoteKernel | _ExistingKernel:
+    """The kernel ``--existing``, ``--server`` and ``-k`` choose, released by ``stack``."""
+    if args.existing:
+        if args.server:
+            raise _usage_error(f"{args.command}: --existing and --server cannot go together")
+        kernel = _ExistingKernel(args.existing)
+        stack.callback(kernel.close)
+        return kernel
+    return stack.enter_context(_kernel_for(args))
+
+
+def console_command(args: argparse.Namespace) -> int:
+    """``kernelwire console``: an interactive prompt on a new kernel (shut down when it
+    ends), on ``--existing`` (left running) or on ``--server``'s."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise _usage_error("console: needs a terminal (use kernelwire run for piped code)")
+    try:
+        from .console import Console
+    except ImportError as exc:  # the optional extra
+        raise _usage_error(
+            f"console needs prompt_toolkit: pip install 'kernelwire[console]' ({exc})"
+        ) from None
+    with contextlib.ExitStack() as stack:
+        kernel = _chosen_kernel(args, stack)
+        where = args.existing or f"a new {args.kernel} kernel"
+        print(f"kernelwire console on {where}; Ctrl-D leaves.", flush=True)
+        history = _default_history() if args.history is None else args.history or None
+        return Console(kernel, history).run()
+
+
+def _default_history() -> str:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return os.path.join(jupyter_data_dir(), "kernelwire", "console_history")
 
 
 class _ExistingKernel:
@@ -849,6 +881,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _server_options(start, "start it on this Jupyter Server or Gateway URL instead")
     start.set_defaults(parser=start, handler=start_command)
+    console = commands.add_parser("console", help="an interactive prompt on a kernel")
+    console.add_argument("-k", "--kernel", default="python3", help="kernel spec (default: python3)")
+    console.add_argument(
+        "--existing",
+        metavar="CONNECTION_FILE",
+        help="use the kernel of this connection file (left running) instead of a new one",
+    )
+    console.add_argument(
+        "--history",
+        default=None,
+        metavar="FILE",
+        help="where the typed lines are kept (default: in Jupyter's data folder; '' for none)",
+    )
+    _server_options(console)
+    console.set_defaults(parser=console, handler=console_command)
     mcp = commands.add_parser("mcp", help="serve kernels to AI agents (Model Context Protocol)")
     mcp.add_argument(
         "--http", type=_host_port, metavar="HOST:PORT", help="streamable HTTP (default: stdio)"
