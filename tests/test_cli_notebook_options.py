@@ -309,7 +309,11 @@ def test_output_mistakes_are_one_line_usage_errors_before_running(tmp_path: Path
     cases = {
         (str(a), str(b), "-o", str(tmp_path / "one.ipynb")): "-o/--output takes one notebook",
         (str(a), str(b), "-o", "-"): "-o/--output takes one notebook",
-        (str(a), "-o", "{name}.ipynb"): "{notebook_name} is the only name it can fill in",
+        (
+            str(a),
+            "-o",
+            str(tmp_path / "{name}.ipynb"),
+        ): "{notebook_name} is the only name it can fill in",
         (str(a), "-o", str(tmp_path)): f"would overwrite {a}; give another folder",
         (str(a), str(other_a), "-o", str(tmp_path / "out")): (
             f"{a} and {other_a} would both be written to {tmp_path / 'out' / 'a.ipynb'}"
