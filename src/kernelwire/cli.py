@@ -3,7 +3,8 @@
 ``kernelwire run [-k KERNEL] -c CODE`` (or ``FILE``, or ``-`` for stdin) starts a
 kernel, runs the code, prints its streams, results and errors, and exits 1 if the code
 raised. ``kernelwire notebook run IN.ipynb`` executes a notebook with a progress bar.
-``kernelwire kernels`` lists kernel specs; ``kernelwire start`` starts a kernel.
+``kernelwire kernels`` lists kernel specs; ``kernelwire start`` starts a kernel;
+``kernelwire console`` is an interactive prompt on one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -33,10 +34,12 @@ from .errors import (
     CellKernelDied,
     ExecutionError,
     KernelDied,
+    KernelStartTimeout,
     KernelTimeout,
     KernelwireError,
 )
 from .lifecycle.kernel import Kernel, start_kernel
+from .lifecycle.launcher import STARTUP_TIMEOUT
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
 from .protocol import requests
 
@@ -64,6 +67,32 @@ def _usage_error(message: str) -> SystemExit:
     return SystemExit(EXIT_USAGE)
 
 
+def _color() -> bool:
+    """Whether tracebacks keep their colours: on a terminal, unless ``NO_COLOR``."""
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+@contextmanager
+def _stream_files(args: argparse.Namespace) -> Iterator[dict[str, TextIO]]:
+    """The files ``--stdout-file`` and ``--stderr-file`` name, by stream name, open for
+    writing (a file that cannot be opened: a usage error, before anything runs)."""
+    with contextlib.ExitStack() as stack:
+        files: dict[str, TextIO] = {}
+        for name, path in (("stdout", args.stdout_file), ("stderr", args.stderr_file)):
+            if path is None:
+                continue
+            if name == "stderr" and path == args.stdout_file:
+                files[name] = files["stdout"]  # both streams into one file, in order
+                continue
+            try:
+                files[name] = stack.enter_context(open(path, "w", encoding="utf-8"))
+            except OSError as exc:
+                raise _usage_error(
+                    f"cannot write --{name}-file {path}: {exc.strerror or exc}"
+                ) from None
+        yield files
+
+
 def _read_code(args: argparse.Namespace) -> str:
     if args.code is not None:
         return str(args.code)
@@ -84,17 +113,9 @@ def run_command(args: argparse.Namespace) -> int:
     """``kernelwire run``: run code on a fresh kernel (or, with ``--existing``, on a running
     one, left running); 0 if it succeeded, 1 if it raised."""
     code = _read_code(args)
-    show = partial(print_output, color=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
-    kernel: Kernel | RemoteKernel | _ExistingKernel
+    show = partial(print_output, color=_color())
     with contextlib.ExitStack() as stack:
-        if args.existing:
-            if args.server or args.fork:
-                other = "--server" if args.server else "--fork"
-                raise _usage_error(f"run: --existing and {other} cannot go together")
-            kernel = _ExistingKernel(args.existing)
-            stack.callback(kernel.close)
-        else:
-            kernel = stack.enter_context(_kernel_for(args))
+        kernel = _chosen_kernel(args, stack)
         client = kernel.client()
         pending = client.submit(requests.execute(code, allow_stdin=False))
 
@@ -120,6 +141,45 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"kernelwire: the kernel died while the code ran: {exc}", file=sys.stderr)
             return EXIT_KERNEL_DIED
     return 0 if reply["content"].get("status") == "ok" else 1
+
+
+def _chosen_kernel(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> Kernel | RemoteKernel | _ExistingKernel:
+    """The kernel ``--existing``, ``--server`` and ``-k`` choose, released by ``stack``."""
+    if args.existing:
+        if args.server or getattr(args, "fork", False):
+            other = "--server" if args.server else "--fork"
+            raise _usage_error(f"{args.command}: --existing and {other} cannot go together")
+        kernel = _ExistingKernel(args.existing)
+        stack.callback(kernel.close)
+        return kernel
+    return stack.enter_context(_kernel_for(args))
+
+
+def console_command(args: argparse.Namespace) -> int:
+    """``kernelwire console``: an interactive prompt on a new kernel (shut down when it
+    ends), on ``--existing`` (left running) or on ``--server``'s."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise _usage_error("console: needs a terminal (use kernelwire run for piped code)")
+    try:
+        from .console import Console
+    except ImportError as exc:  # the optional extra
+        raise _usage_error(
+            f"console needs prompt_toolkit: pip install 'kernelwire[console]' ({exc})"
+        ) from None
+    with contextlib.ExitStack() as stack:
+        kernel = _chosen_kernel(args, stack)
+        where = args.existing or f"a new {args.kernel} kernel"
+        print(f"kernelwire console on {where}; Ctrl-D leaves.", flush=True)
+        history = _default_history() if args.history is None else args.history or None
+        return Console(kernel, history).run()
+
+
+def _default_history() -> str:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return os.path.join(jupyter_data_dir(), "kernelwire", "console_history")
 
 
 class _ExistingKernel:
@@ -151,8 +211,9 @@ class _ExistingKernel:
 @contextmanager
 def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
     """A kernel of spec ``args.kernel``: local, or on ``args.server`` when given."""
+    fork = getattr(args, "fork", False)  # console has no --fork
     if args.server:
-        if args.fork:
+        if fork:
             raise _usage_error("run: --fork starts a local kernel, not with --server")
         from .remote import connect_server  # httpx and websockets: only for a server
 
@@ -162,7 +223,7 @@ def _kernel_for(args: argparse.Namespace) -> Iterator[Kernel | RemoteKernel]:
         ):
             yield remote
     else:
-        with start_kernel(args.kernel, fork=args.fork) as local:
+        with start_kernel(args.kernel, fork=fork) as local:
             yield local
 
 
@@ -206,6 +267,12 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     read or its kernel could not be started, 3 if a kernel died while a cell ran; with
     several notebooks, the highest of these.
     """
+    with contextlib.ExitStack() as stack:
+        return _notebook_run(args, stack)
+
+
+def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
+    """``notebook run``, its files (``--stdout-file``, ...) kept open by ``stack``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -215,9 +282,7 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     sources = [Path(p) for p in args.notebooks]
     if args.notebooks.count("-") > 1 or ("-" in args.notebooks and len(sources) > 1):
         raise _usage_error("notebook run: - (stdin) is the only notebook when given")
-    if args.output and len(sources) > 1:
-        print("kernelwire: -o/--output takes one notebook; give one, or omit -o", file=sys.stderr)
-        return 2
+    targets = _targets(args.output, sources)
     prepared = [  # read once, here
         notebook.prepare(notebook.read(sys.stdin) if str(s) == "-" else s) for s in sources
     ]
@@ -229,11 +294,33 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     parameters = _parameters(args)
     if args.fork and args.server:
         raise _usage_error("notebook run: --fork starts local kernels, not with --server")
-    targets = [Path(args.output) if args.output else _default_target(s) for s in sources]
     for target in targets:  # before anything runs: a run's results must have a place
         if str(target) != "-" and not target.parent.is_dir():
             print(f"kernelwire: cannot write {target}: no folder {target.parent}", file=sys.stderr)
             return 2
+    _check_kernel_options(args)
+    if args.report_mode:
+        for run in prepared:
+            assert run.notebook is not None  # read above
+            notebook.hide_inputs(run.notebook)
+    if args.prepare_only:
+        return _prepare_only(prepared, sources, targets, parameters, args)
+    for run, target in zip(prepared, targets, strict=True):
+        if str(target) != "-":  # kept up to date while it runs: a killed run leaves it
+            run.save_to = target
+    streams = stack.enter_context(_stream_files(args))
+    show = partial(print_output, color=_color(), out=sys.stderr)
+
+    def output_arrived(index: int, msg: Any) -> None:
+        if args.log_output:
+            show(msg)
+        content = msg["content"]
+        file = streams.get(content.get("name")) if msg["msg_type"] == "stream" else None
+        text = content.get("text")
+        if file is not None and isinstance(text, str):
+            file.write(text)
+            file.flush()  # followed as it runs (tail -f), as papermill's files are
+
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -246,21 +333,24 @@ def notebook_run_command(args: argparse.Namespace) -> int:
     server = connect_server(*_server_and_token(args)) if args.server else None
     if args.dask and server is not None:
         raise _usage_error("notebook run: give --dask or --server, not both")
+    quiet = not console.is_terminal or args.log_output  # a bar would cut through the log
     with (
         _dask_executor(args.dask) as executor,
-        Progress(*columns, console=console, disable=not console.is_terminal) as progress,
+        Progress(*columns, console=console, disable=quiet) as progress,
     ):
         # A notebook's hooks all come on one thread; with --jobs, notebooks run on several.
         current = threading.local()
 
         def notebook_started(index: int, run: notebook.NotebookRun) -> None:
-            cells = notebook.cells_to_run(run.notebook) if run.notebook else []
+            cells = notebook.cells_to_run(run.notebook, args.skip_tag) if run.notebook else []
             current.name = sources[index].name
             current.task = progress.add_task(current.name, total=len(cells))
 
         def cell_started(index: int, cell: Any) -> None:
             first_line = (cell.source.strip().splitlines() or [""])[0][:40]
             progress.update(current.task, description=f"{current.name} cell {index}: {first_line}")
+            if args.log_output:
+                print(f"--- {current.name}: cell index {index} ---", file=sys.stderr, flush=True)
 
         def cell_done(index: int, cell: Any) -> None:
             progress.advance(current.task)
@@ -281,25 +371,36 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             on_notebook_done=notebook_done,
             on_cell_start=cell_started,
             on_cell_done=cell_done,
+            on_output=output_arrived if args.log_output or streams else None,
             parameters=parameters,
             executor=executor,
             fork=args.fork,
+            cwd=args.cwd,
+            skip_tag=args.skip_tag,
+            startup_timeout=args.start_timeout,
         )
     status = 0
     # The summary goes to stderr when the notebook itself goes to stdout.
     out = sys.stderr if "-" in map(str, targets) else sys.stdout
     for source, run, target in zip(sources, runs, targets, strict=True):
         failure = run.error
+        prefix = f"{source}: " if len(sources) > 1 else ""
+        if isinstance(failure, KernelStartTimeout):  # its kernel's stderr follows: not shown
+            first = str(failure).splitlines()[0]
+            print(f"kernelwire: {prefix}{first}; allow more with --start-timeout", file=sys.stderr)
+            status = max(status, EXIT_USAGE)
+            continue
         if failure is not None and not isinstance(
             failure, (CellExecutionError, KernelTimeout, CellKernelDied)
         ):
-            prefix = f"{source}: " if len(sources) > 1 else ""
             print(f"kernelwire: {prefix}{failure}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
         assert run.notebook is not None  # read above
         if parameters is not None:  # where papermill records it
             run.notebook.metadata.papermill["output_path"] = str(target)
+        if args.report_mode:  # the injected cell too
+            notebook.hide_inputs(run.notebook)
         _write(run.notebook, target)
         if failure is not None:
             if isinstance(failure, ExecutionError):
@@ -312,8 +413,48 @@ def notebook_run_command(args: argparse.Namespace) -> int:
             died = isinstance(failure, CellKernelDied)
             status = max(status, EXIT_KERNEL_DIED if died else EXIT_FAILED)
             continue
-        print(_summary(run.notebook, source, target, notebook.cells_to_run(run.notebook)), file=out)
+        ran = notebook.cells_to_run(run.notebook, args.skip_tag)
+        print(_summary(run.notebook, source, target, ran), file=out)
     return status
+
+
+def _check_kernel_options(args: argparse.Namespace) -> None:
+    """``--cwd`` must be a folder; it and ``--start-timeout`` are for local kernels."""
+    if args.server and (args.cwd is not None or args.start_timeout != STARTUP_TIMEOUT):
+        raise _usage_error("notebook run: --cwd and --start-timeout are for local kernels")
+    if args.cwd is not None:
+        if not os.path.isdir(args.cwd):
+            raise _usage_error(f"notebook run: --cwd {args.cwd}: no such folder")
+        args.cwd = os.path.abspath(args.cwd)
+
+
+def _prepare_only(
+    runs: list[Any],
+    sources: list[Path],
+    targets: list[Path],
+    parameters: dict[str, Any] | None,
+    args: argparse.Namespace,
+) -> int:
+    """``--prepare-only``: the notebooks with their parameters injected (and papermill's
+    paths recorded, as papermill's ``prepare_only`` leaves them), written unexecuted."""
+    from . import parameters as papermill_way
+    from .notebook import hide_inputs
+
+    out = sys.stderr if "-" in map(str, targets) else sys.stdout
+    for run, source, target in zip(runs, sources, targets, strict=True):
+        if parameters is not None:
+            try:
+                papermill_way.inject(run.notebook, parameters, args.kernel)
+            except KernelwireError as exc:
+                raise _usage_error(f"{source}: {exc}") from None
+            section = papermill_way.papermill_metadata(run.notebook)
+            section["input_path"], section["output_path"] = str(source), str(target)
+        if args.report_mode:  # the injected cell too
+            hide_inputs(run.notebook)
+        _write(run.notebook, target)
+        where = "stdout" if str(target) == "-" else target
+        print(f"Prepared {source} without running it; wrote {where}", file=out)
+    return EXIT_OK
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -367,11 +508,13 @@ def _write(nb: Any, target: Path) -> None:
     """Write an executed notebook to ``target`` (``-``: stdout)."""
     import nbformat
 
+    from . import notebook
+
     if str(target) == "-":
         nbformat.write(nb, sys.stdout)  # type: ignore[no-untyped-call]
         sys.stdout.flush()
     else:
-        nbformat.write(nb, str(target))  # type: ignore[no-untyped-call]
+        notebook.write(nb, target)
 
 
 def _summary(nb: Any, source: Path, target: Path, ran: list[int]) -> str:
@@ -387,6 +530,46 @@ def _summary(nb: Any, source: Path, target: Path, ran: list[int]) -> str:
 
 def _count(n: int, thing: str) -> str:
     return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _targets(output: str | None, sources: list[Path]) -> list[Path]:
+    """Where each notebook goes: ``-o``'s file (one notebook), ``-`` (stdout, one
+    notebook), a name with ``{notebook_name}`` (the source's name without ``.ipynb``,
+    as nbconvert fills it in), an existing folder (each under its own name), or, with
+    no ``-o``, beside its source. Usage errors: two notebooks written to one file, or a
+    folder that would overwrite its input."""
+    if not output:
+        return [_default_target(s) for s in sources]
+    if "{" in output:
+        try:
+            targets = [Path(output.format(notebook_name=_stem(s))) for s in sources]
+        except (KeyError, IndexError, ValueError):
+            raise _usage_error(
+                f"-o {output}: {{notebook_name}} is the only name it can fill in"
+            ) from None
+    elif output != "-" and os.path.isdir(output):
+        targets = [Path(output) / f"{_stem(s)}.ipynb" for s in sources]
+        for source, target in zip(sources, targets, strict=True):
+            if str(source) != "-" and target.resolve() == source.resolve():
+                raise _usage_error(f"-o {output} would overwrite {source}; give another folder")
+    elif len(sources) > 1:
+        raise _usage_error(
+            "-o/--output takes one notebook; for several give a folder or a name "
+            "with {notebook_name}"
+        )
+    else:
+        targets = [Path(output)]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(sources, targets, strict=True):
+        other = seen.setdefault(target.resolve(), source)
+        if other is not source:
+            raise _usage_error(f"{other} and {source} would both be written to {target}")
+    return targets
+
+
+def _stem(source: Path) -> str:
+    """A notebook's name without ``.ipynb`` (``stdin`` for ``-``)."""
+    return "stdin" if str(source) == "-" else source.name.removesuffix(".ipynb")
 
 
 def _default_target(source: Path) -> Path:
@@ -555,6 +738,73 @@ def _server_options(
     parser.add_argument("--token", help="the server's token (default: $JUPYTER_TOKEN)")
 
 
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output as it arrives (papermill's options)")
+    group.add_argument(
+        "--log-output",
+        action="store_true",
+        help="show the cells' outputs on stderr as they arrive, also when piped "
+        "(instead of the progress bar)",
+    )
+    group.add_argument(
+        "--stdout-file", metavar="FILE", help="write the cells' stdout streams to FILE"
+    )
+    group.add_argument(
+        "--stderr-file", metavar="FILE", help="write the cells' stderr streams to FILE"
+    )
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _tag(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a tag, got nothing")
+    return text
+
+
+def _papermill_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("how it runs (papermill's and nbclient's options)")
+    group.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="the kernel's working directory (default: each notebook's folder)",
+    )
+    group.add_argument(
+        "--start-timeout",
+        type=_seconds,
+        default=STARTUP_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a kernel may take to start (default: {STARTUP_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="inject the parameters and write the notebook without running it",
+    )
+    group.add_argument(
+        "--report-mode",
+        action="store_true",
+        help="hide the code cells' input in the output (metadata jupyter.source_hidden)",
+    )
+    group.add_argument(
+        "--skip-tag",
+        type=_tag,
+        default="skip-execution",
+        metavar="TAG",
+        help="cells with this tag are not run (default: skip-execution, as nbclient's "
+        "skip_cells_with_tag)",
+    )
+
+
 def _parameter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "parameters (papermill's options: injected after the cell tagged 'parameters')"
@@ -624,9 +874,16 @@ def build_parser() -> argparse.ArgumentParser:
         "the next notebook's kernel starts while the current one runs. With --jobs N, "
         "N notebooks run at once.",
     )
-    nb_run.add_argument("notebooks", nargs="+", help="the notebooks to execute (.ipynb)")
     nb_run.add_argument(
-        "-o", "--output", help="where to write it, for one notebook (default: NAME.executed.ipynb)"
+        "notebooks", nargs="+", help="the notebooks to execute (.ipynb), or - for one on stdin"
+    )
+    nb_run.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="where to write it (default: NAME.executed.ipynb beside it): a file, - for "
+        "stdout, an existing folder, or a name with {notebook_name} (e.g. "
+        "out/{notebook_name}.ipynb) for several notebooks",
     )
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
     nb_run.add_argument(
@@ -650,6 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="how many notebooks run at once (default: 1)",
     )
+    _log_options(nb_run)
+    _papermill_options(nb_run)
     _parameter_options(nb_run)
     _fork_option(nb_run)
     _server_options(nb_run)
@@ -677,6 +936,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _server_options(start, "start it on this Jupyter Server or Gateway URL instead")
     start.set_defaults(parser=start, handler=start_command)
+    console = commands.add_parser("console", help="an interactive prompt on a kernel")
+    console.add_argument("-k", "--kernel", default="python3", help="kernel spec (default: python3)")
+    console.add_argument(
+        "--existing",
+        metavar="CONNECTION_FILE",
+        help="use the kernel of this connection file (left running) instead of a new one",
+    )
+    console.add_argument(
+        "--history",
+        default=None,
+        metavar="FILE",
+        help="where the typed lines are kept (default: in Jupyter's data folder; '' for none)",
+    )
+    _server_options(console)
+    console.set_defaults(parser=console, handler=console_command)
     mcp = commands.add_parser("mcp", help="serve kernels to AI agents (Model Context Protocol)")
     mcp.add_argument(
         "--http", type=_host_port, metavar="HOST:PORT", help="streamable HTTP (default: stdio)"

@@ -11,6 +11,7 @@ Each also derives from the builtin a caller of ``jupyter_client`` would catch
     │   ├── ReplayedMessage                    its signature was seen before
     │   └── ReplyLost                          a reply that will not come
     ├── KernelTimeout (TimeoutError)           no answer in time
+    │   └── KernelStartTimeout                 ... from a kernel starting up
     ├── KernelDied (RuntimeError)              the kernel exited or stopped answering
     │   ├── KernelRestarted                    ... restarted while a request waited
     │   └── CellKernelDied                     ... while a notebook's cell ran
@@ -116,6 +117,11 @@ class ReplyLost(ProtocolError):
 
 class KernelTimeout(KernelwireError, TimeoutError):
     """The kernel did not answer within the time allowed."""
+
+
+class KernelStartTimeout(KernelTimeout):
+    """A starting kernel did not answer within its start-up time (``startup_timeout``);
+    the message's first line says so, the lines after it are the kernel's stderr."""
 
 
 class KernelDied(KernelwireError, RuntimeError):

@@ -13,15 +13,17 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import nbformat
 from nbformat import NotebookNode
 
+from ._saving import Autosave, write_atomic
 from ._stopping import stop_early
 from .errors import (
     CellExecutionError,
@@ -34,6 +36,7 @@ from .errors import (
 )
 from .execution import OutputCollector, as_execution_count
 from .lifecycle.kernel import Kernel, start_kernel
+from .lifecycle.launcher import STARTUP_TIMEOUT
 from .lifecycle.pool import KernelPool
 from .lifecycle.specs import get_kernel_spec
 from .outputs import OutputNode
@@ -46,6 +49,12 @@ from .widgets import WidgetFrontEnd
 log = logging.getLogger("kernelwire.notebook")
 
 CellHook = Callable[[int, NotebookNode], None]
+OutputHook = Callable[[int, Message], None]
+"""Called with a cell's index and each output message of it (``stream``,
+``display_data``, ``execute_result``, ``error``) as it arrives."""
+SKIP_TAG = "skip-execution"
+"""The tag of cells a run skips by default (nbclient's ``skip_cells_with_tag``)."""
+OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
 IPYTHON_HISTORY_FILE = ":memory:"
 """Where IPython kernels started for a notebook keep their history (nbclient's default)."""
 
@@ -77,6 +86,13 @@ def read(path: str | os.PathLike[str] | TextIO) -> NotebookNode:
             raise NotebookError(f"{path}: not a valid notebook: {problem}") from None
         log.warning("%s: not a valid notebook (%s); running it anyway", path, exc.message)
     return nb
+
+
+def write(nb: NotebookNode, path: str | os.PathLike[str]) -> None:
+    """Write a notebook as nbformat writes it, but whole or not at all: to a temporary
+    file beside ``path``, then renamed over it, so that a reader (or a run killed while
+    it writes) never finds half a notebook."""
+    write_atomic(path, nbformat.writes(nb).encode())  # type: ignore[no-untyped-call]
 
 
 def _unrunnable(nb: NotebookNode) -> str | None:
@@ -128,10 +144,13 @@ def execute(
     history_file: str | None = IPYTHON_HISTORY_FILE,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
+    on_output: OutputHook | None = None,
     own_kernel: bool = False,
     parameters: Mapping[str, Any] | None = None,
     input_path: str | None = None,
     fork: bool = False,
+    save_to: str | os.PathLike[str] | None = None,
+    skip_tag: str = SKIP_TAG,
 ) -> NotebookNode:
     """Run every code cell of a notebook in order and return it with its outputs.
 
@@ -139,10 +158,11 @@ def execute(
     is given; ``pool`` lends a ready kernel instead of starting one (it is given back,
     restarted); ``server`` runs it on a Jupyter Server or Gateway instead; ``kernel``
     runs it on a kernel you started (left running, namespace and all). Cells tagged
-    ``skip-execution`` are skipped; an error in a cell stops the run with
-    :class:`CellExecutionError` (naming the cell) unless ``allow_errors`` or the cell is
-    tagged ``raises-exception``. ``timeout`` applies per cell (``None``, 0 or less: no
-    limit, as in nbclient): the kernel is interrupted and :class:`KernelTimeout` raised.
+    ``skip_tag`` (``skip-execution``, as nbclient's default) are skipped; an error in a
+    cell stops the run with :class:`CellExecutionError` (naming the cell) unless
+    ``allow_errors`` or the cell is tagged ``raises-exception``. ``timeout`` applies per
+    cell (``None``, 0 or less: no limit, as in nbclient): the kernel is interrupted and
+    :class:`KernelTimeout` raised.
     Outputs are kept as nbclient keeps them;
     ``front_end=True`` merges streams and applies ``\\r``/``\\b`` as JupyterLab does;
     ``max_output_chars`` caps the text a cell keeps, with a marker saying how much was
@@ -161,6 +181,16 @@ def execute(
     statuses; ``input_path``: ``input_path``, else the path given), so papermill's tools
     read the result. A kernel language with no translator raises
     :class:`~kernelwire.errors.NoParameterTranslator` before any kernel starts.
+
+    ``save_to`` keeps that file up to date while the notebook runs, a little after each
+    cell (see :class:`~kernelwire._saving.Autosave` for the pace), and when it ends or
+    stops: a run killed mid-way leaves the cells done so far on disk. Each write is
+    atomic. The file is plain JSON, not nbformat's layout; write the returned notebook
+    with :func:`write` for that.
+
+    ``on_output(index, msg)`` sees each output message of a cell as it arrives, whole
+    (before ``max_output_chars`` caps what the cell keeps), except what an Output widget
+    captures: for logs that follow a run live.
     """
     if isinstance(nb_or_path, dict):
         nb = _node(nb_or_path)
@@ -181,25 +211,32 @@ def execute(
     name = kernel_name or kernel_name_of(nb)
     owned = own_kernel or (kernel is None and pool is None)
     with ExitStack() as stack:
+        autosave = Autosave(nb, save_to) if save_to is not None else None
+        guard: AbstractContextManager[Any] = nullcontext()
+        if autosave is not None:
+            stack.callback(autosave.close)  # the last callback: after widgets and timings
+            guard = autosave.lock
         if kernel is None:
             kernel = _own_kernel(stack, name, server, pool, cwd, history_file, fork)
         client = kernel.client()
         stack.callback(client.stop_channels)
         info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
         if info and isinstance(info, dict):
-            nb.metadata["language_info"] = info
+            with guard:
+                nb.metadata["language_info"] = info
         displays: dict[str, list[OutputNode]] = {}
         widgets = WidgetFrontEnd(lambda comm_id, data: client.comm_msg(comm_id, data))
-        stack.callback(widgets.save, nb)  # a partial run's widgets render too
+        stack.callback(_guarded, guard, widgets.save, nb)  # a partial run's widgets render too
         if record is not None:
-            stack.callback(record.finish)
-        for index in cells_to_run(nb):
+            stack.callback(_guarded, guard, record.finish)
+        for index in cells_to_run(nb, skip_tag):
             cell = nb.cells[index]
             tags = cell.get("metadata", {}).get("tags", [])
             if on_cell_start is not None:
                 on_cell_start(index, cell)
             if record is not None:
-                record.cell_started(index)
+                with guard:
+                    record.cell_started(index)
             collector = OutputCollector(
                 front_end=front_end,
                 max_output_chars=max_output_chars,
@@ -207,10 +244,14 @@ def execute(
                 node_from=nbformat.from_dict,  # a notebook's outputs are nbformat's own nodes
             )
             try:
-                reply = _run_cell(kernel, client, index, cell, timeout, collector, widgets, owned)
+                shown = None if on_output is None else partial(on_output, index)
+                reply = _run_cell(
+                    kernel, client, index, cell, timeout, collector, widgets, owned, guard, shown
+                )
             except BaseException:  # a timeout, the kernel's death, Ctrl-C: recorded, raised
                 if record is not None:
-                    record.cell_done(index, failed=True)
+                    with guard:
+                        record.cell_done(index, failed=True)
                 raise
             # The reply's status decides, as in nbclient: a failed line magic replies
             # ``error`` with only a stderr line, and an error shown inside an Output
@@ -219,7 +260,10 @@ def execute(
                 allow_errors or "raises-exception" in tags
             )
             if record is not None:
-                record.cell_done(index, failed)
+                with guard:
+                    record.cell_done(index, failed)
+            if autosave is not None:
+                autosave.changed()
             if on_cell_done is not None:
                 on_cell_done(index, cell)
             if failed:
@@ -227,15 +271,29 @@ def execute(
     return nb
 
 
-def cells_to_run(nb: NotebookNode) -> list[int]:
+def hide_inputs(nb: NotebookNode) -> NotebookNode:
+    """Hide every code cell's source (``metadata.jupyter.source_hidden``), as papermill's
+    report mode does; ``nb`` is changed in place and returned."""
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            cell.setdefault("metadata", {}).setdefault("jupyter", {})["source_hidden"] = True
+    return nb
+
+
+def _guarded(guard: AbstractContextManager[Any], func: Callable[..., Any], *args: Any) -> None:
+    with guard:
+        func(*args)
+
+
+def cells_to_run(nb: NotebookNode, skip_tag: str = SKIP_TAG) -> list[int]:
     """The indices of the cells a run executes: code cells with some code, not tagged
-    ``skip-execution``. Empty cells keep their outputs and count, as with nbclient."""
+    ``skip_tag``. Empty cells keep their outputs and count, as with nbclient."""
     return [
         index
         for index, cell in enumerate(nb.cells)
         if cell.cell_type == "code"
         and cell.source.strip()
-        and "skip-execution" not in cell.get("metadata", {}).get("tags", [])
+        and skip_tag not in cell.get("metadata", {}).get("tags", [])
     ]
 
 
@@ -279,9 +337,11 @@ def start_notebook_kernel(
     cwd: str | os.PathLike[str] | None = None,
     history_file: str | None = IPYTHON_HISTORY_FILE,
     fork: bool = False,
+    startup_timeout: float = STARTUP_TIMEOUT,
 ) -> Kernel:
-    """Start a kernel to run a notebook on, as nbclient starts one (``fork=True``: forked
-    from the spec's shared template, see :class:`~kernelwire.ForkServer`).
+    """Start a kernel to run a notebook on, as nbclient starts one (within
+    ``startup_timeout`` seconds, else :class:`~kernelwire.errors.KernelStartTimeout`;
+    ``fork=True``: forked from the spec's shared template, see :class:`~kernelwire.ForkServer`).
 
     An IPython kernel keeps its history in ``history_file``: by default in memory, so
     running a notebook does not write (and wait on) the user's history database, which
@@ -291,7 +351,13 @@ def start_notebook_kernel(
     extra = []
     if history_file and spec.is_ipykernel:
         extra.append(f"--HistoryManager.hist_file={history_file}")
-    return start_kernel(spec, cwd=os.fspath(cwd) if cwd else None, extra_arguments=extra, fork=fork)
+    return start_kernel(
+        spec,
+        cwd=os.fspath(cwd) if cwd else None,
+        extra_arguments=extra,
+        startup_timeout=startup_timeout,
+        fork=fork,
+    )
 
 
 def _run_cell(
@@ -303,21 +369,29 @@ def _run_cell(
     collector: OutputCollector,
     widgets: WidgetFrontEnd,
     owned: bool,
+    guard: AbstractContextManager[Any],
+    on_output: Callable[[Message], None] | None = None,
 ) -> Message:
     """Run one cell: its outputs, count and timings go into ``cell``; return the reply.
 
     On a timeout, Ctrl-C or SIGTERM the kernel is interrupted and the cell gets
     ``STOP_GRACE`` seconds to end; a kernel of our own whose cell does not end is
-    stopped at once, since a busy kernel would only make its shutdown wait.
+    stopped at once, since a busy kernel would only make its shutdown wait. Every
+    change to ``cell`` (and, through displays updated, to other cells) is made holding
+    ``guard``, the lock of the notebook's autosave.
     """
-    cell.outputs = []
-    cell.execution_count = None
-    timing = cell.setdefault("metadata", {}).setdefault("execution", {})
+    with guard:
+        cell.outputs = []
+        cell.execution_count = None
+        timing = cell.setdefault("metadata", {}).setdefault("execution", {})
     pending = client.submit(requests.execute(cell.source, allow_stdin=False))
 
     def consume(events: Iterable[tuple[str, Any]]) -> None:
         for channel, msg in events:
-            _consume(collector, widgets, timing, channel, msg)
+            with guard:
+                output = _consume(collector, widgets, timing, channel, msg)
+            if output and on_output is not None:
+                on_output(msg)
 
     def settle() -> None:
         stop_early(kernel, lambda grace: consume(pending.events(grace)), owned)
@@ -327,24 +401,28 @@ def _run_cell(
             consume(pending.events(timeout))
         except KernelTimeout:
             settle()
-            cell.outputs = collector.outputs
+            with guard:
+                cell.outputs = collector.outputs
             label = cell_label(index, collector.execution_count)
             raise KernelTimeout(
                 f"{label} did not finish within {timeout:g} s: interrupted"
             ) from None
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP in the CLI
             settle()
-            cell.outputs = collector.outputs
+            with guard:
+                cell.outputs = collector.outputs
             raise
         except KernelDied as died:
-            cell.outputs = collector.outputs
+            with guard:
+                cell.outputs = collector.outputs
             raise CellKernelDied(index, died, collector.execution_count) from died
     finally:
         pending.close()
     reply: Message = pending.reply(0)
-    cell.outputs = collector.outputs
     count = as_execution_count(reply["content"].get("execution_count"))
-    cell.execution_count = collector.execution_count if count is None else count
+    with guard:
+        cell.outputs = collector.outputs
+        cell.execution_count = collector.execution_count if count is None else count
     return reply
 
 
@@ -360,7 +438,8 @@ def _consume(
     timing: dict[str, str],
     channel: str,
     msg: Any,
-) -> None:
+) -> bool:
+    """Take one message of a cell; whether it is an output of the cell."""
     msg_type = msg["msg_type"]
     if channel == "iopub":
         if msg_type == "status":
@@ -371,11 +450,13 @@ def _consume(
             timing["iopub.execute_input"] = timestamp(msg)
         if not widgets.feed(msg):  # an Output widget's capture is not the cell's
             collector.feed(msg)
+            return msg_type in OUTPUT_TYPES
     elif channel == "shell":
         started = msg["metadata"].get("started")
         if started and isinstance(started, str):
             timing["shell.execute_reply.started"] = started
         timing["shell.execute_reply"] = timestamp(msg)
+    return False
 
 
 @dataclass
@@ -390,6 +471,8 @@ class NotebookRun:
     """Why it stopped early: a cell's error, a timeout, a kernel that died or never started."""
     worker: str | None = None
     """The executor's worker it ran on (``execute_many(executor=...)``), else ``None``."""
+    save_to: str | os.PathLike[str] | None = None
+    """A file kept up to date while it runs (``execute``'s ``save_to``), or ``None``."""
 
     @property
     def ok(self) -> bool:
@@ -416,9 +499,12 @@ def execute_many(
     on_notebook_done: NotebookHook | None = None,
     on_cell_start: CellHook | None = None,
     on_cell_done: CellHook | None = None,
+    on_output: OutputHook | None = None,
     parameters: Mapping[str, Any] | None = None,
     executor: Executor | None = None,
     fork: bool = False,
+    skip_tag: str = SKIP_TAG,
+    startup_timeout: float = STARTUP_TIMEOUT,
 ) -> list[NotebookRun]:
     """Execute notebooks, each on a fresh kernel of its own; return them in the order given.
 
@@ -433,14 +519,19 @@ def execute_many(
     instead. Notebooks already read by :func:`prepare` are not read again. Every kernel
     is shut down when this returns or raises. ``parameters`` go into every notebook as
     :func:`execute` puts them; a notebook they cannot go into (its kernel's language has
-    no translator) fails with that error before its kernel starts. ``fork=True`` forks
-    each kernel from the spec's warm template (see :class:`~kernelwire.ForkServer`).
+    no translator) fails with that error before its kernel starts. Local kernels get
+    ``startup_timeout`` seconds to start (a notebook whose kernel does not answer in
+    time fails with :class:`~kernelwire.errors.KernelStartTimeout`); ``skip_tag``,
+    ``save_to`` (of each :class:`NotebookRun`) and ``on_output`` are :func:`execute`'s.
+    ``fork=True`` forks each kernel from the spec's warm template (see
+    :class:`~kernelwire.ForkServer`).
 
     With ``executor`` (a ``concurrent.futures.Executor``: Dask's
     ``client.get_executor()``, a process pool, ...) each notebook runs as a task on it,
     ``jobs`` at a time, on a kernel its worker starts (see
-    :mod:`kernelwire.notebook_executor`); cell hooks are not called then, and ``cwd``
-    (by default the notebook's folder) must exist on the workers.
+    :mod:`kernelwire.notebook_executor`); cell and output hooks are not called then, nor
+    is ``save_to`` kept, and ``cwd`` (by default the notebook's folder) must exist on
+    the workers.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -482,6 +573,8 @@ def execute_many(
                 history_file,
                 parameters,
                 run.source,
+                skip_tag,
+                startup_timeout,
                 fork=fork,
             )
 
@@ -497,7 +590,7 @@ def execute_many(
         if server is not None:
             return lambda: server.start_kernel(name)
         where = folder_of(run)
-        return lambda: start_notebook_kernel(name, where, history_file, fork)
+        return lambda: start_notebook_kernel(name, where, history_file, fork, startup_timeout)
 
     def run_notebook(kernel: Kernel | RemoteKernel, run: NotebookRun) -> None:
         assert run.notebook is not None
@@ -511,8 +604,11 @@ def execute_many(
             max_output_chars=max_output_chars,
             on_cell_start=on_cell_start,
             on_cell_done=on_cell_done,
+            on_output=on_output,
             parameters=parameters,
             input_path=run.source,
+            save_to=run.save_to,
+            skip_tag=skip_tag,
         )
 
     # Per lane, side by side: up to two kernel starts (its own and one ahead) and the

@@ -48,6 +48,10 @@ class NotebookTask:
     history_file: str | None
     parameters: Mapping[str, Any] | None
     source: str | None
+    skip_tag: str
+    """Cells with this tag are not run."""
+    startup_timeout: float
+    """Seconds the worker's kernel gets to start."""
     fork: bool = False
     """Fork the worker's kernels from a warm template (see :class:`~kernelwire.ForkServer`)."""
     stop_event: str | None = None
@@ -88,7 +92,9 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
     try:
         name = task.kernel_name or kernel_name_of(nb)
         try:
-            kernel = start_notebook_kernel(name, task.cwd, task.history_file, task.fork)
+            kernel = start_notebook_kernel(
+                name, task.cwd, task.history_file, task.fork, task.startup_timeout
+            )
         except NoSuchKernel as exc:
             raise NoSuchKernel(name, exc.available, where=f"on worker {where}") from None
         if task.stop_event is not None:
@@ -103,6 +109,7 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
                 max_output_chars=task.max_output_chars,
                 parameters=task.parameters,
                 input_path=task.source,
+                skip_tag=task.skip_tag,
             )
         finally:
             kernel.shutdown(now=True)

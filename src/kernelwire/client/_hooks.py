@@ -6,7 +6,7 @@ import getpass
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from ..protocol.message import Message
 
@@ -30,17 +30,18 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def print_output(msg: Message, color: bool = True) -> None:
+def print_output(msg: Message, color: bool = True, *, out: TextIO | None = None) -> None:
     """Show one IOPub message the way a terminal front end would.
 
     Streams go to ``sys.stdout`` / ``sys.stderr``, results and displays as
     ``text/plain`` (or through IPython's display system inside a kernel), errors as
-    their traceback on ``sys.stderr`` (without colours unless ``color``).
+    their traceback on ``sys.stderr`` (without colours unless ``color``). ``out``
+    replaces ``sys.stdout`` (e.g. ``sys.stderr``, for a log beside other output).
     """
     msg_type = msg["msg_type"]
     content = msg["content"]
     if msg_type == "stream":
-        stream = sys.stderr if content.get("name") == "stderr" else sys.stdout
+        stream = sys.stderr if content.get("name") == "stderr" else out or sys.stdout
         stream.write(content.get("text", ""))
         stream.flush()
     elif msg_type in ("display_data", "execute_result", "update_display_data"):
@@ -50,7 +51,7 @@ def print_output(msg: Message, color: bool = True) -> None:
         else:
             text = content.get("data", {}).get("text/plain")
             if text is not None:
-                print(text, flush=True)
+                print(text, file=out or sys.stdout, flush=True)
     elif msg_type == "error":
         lines = content.get("traceback", [])
         text = "\n".join(lines if color else map(strip_ansi, lines))

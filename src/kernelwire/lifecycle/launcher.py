@@ -33,7 +33,7 @@ from typing import IO, Any, Literal, Protocol
 
 from ..client.blocking import BlockingKernelClient
 from ..connection_file import free_tcp_ports, new_connection_info
-from ..errors import KernelDied, KernelLaunchError, KernelTimeout, PortInUse
+from ..errors import KernelDied, KernelLaunchError, KernelStartTimeout, KernelTimeout, PortInUse
 from ..protocol import requests
 from ..protocol.connection import PORT_FIELDS, ConnectionInfo, Transport
 
@@ -739,7 +739,7 @@ def _startup_timeout(
     stall: _Stall,
     stack_signal: int | None,
     detail: str = "",
-) -> KernelTimeout:
+) -> KernelStartTimeout:
     """The error for a kernel that did not answer in time: how much CPU it used, what it
     did answer (``detail``), and its threads' stacks if it can be asked for them."""
     cpu = "" if stall.cpu is None else f" (it used {stall.cpu / _CLOCK_TICKS:.1f} s of CPU)"
@@ -757,7 +757,7 @@ def _startup_timeout(
                 time.sleep(0.05)
             time.sleep(0.2)  # the rest of the dump
             lines = 400
-    return KernelTimeout(
+    return KernelStartTimeout(
         f"{what} did not answer within {timeout:g} s{cpu}"
         + (f": {detail}" if detail else "")
         + f"\n{kernel.stderr_tail(lines)}"

@@ -1,0 +1,117 @@
+"""``kernelwire console`` driven in a real pseudo-terminal (pexpect), on a real ipykernel."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+pytest.importorskip("prompt_toolkit")
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[pexpect.spawn]:
+    env = {
+        **os.environ,
+        "PROMPT_TOOLKIT_NO_CPR": "1",  # no cursor-position queries nobody would answer
+        "TERM": "xterm",
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "kernelwire.cli", "console", "--history", str(tmp_path / "history")],
+        env=env,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 200),
+    )
+    try:
+        yield child
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+# What the test waits for is never in the code typed: prompt_toolkit echoes the code,
+# and a key sent on seeing the echo would reach the prompt, not the running code.
+def prompt(child: pexpect.spawn, n: int) -> None:
+    # prompt_toolkit draws the prompt's trailing space as a cursor move
+    child.expect_exact(f"In [{n}]:")
+
+
+def test_console_completes_continues_blocks_answers_input_and_interrupts(
+    console: pexpect.spawn, tmp_path: Path
+) -> None:
+    """Issue 13's console: Tab completes from the kernel, Enter continues a block the
+    kernel calls incomplete, ``input()`` is answered from the terminal, ``name?``
+    inspects, Ctrl-C interrupts running code, Ctrl-D leaves and shuts the kernel down."""
+    console.expect_exact("kernelwire console on a new python3 kernel")
+    prompt(console, 1)
+    console.send("import collections, os; os.getpid()\r")
+    console.expect(r"Out\[1\]: (\d+)")
+    kernel_pid = int(console.match.group(1))
+    prompt(console, 2)
+    console.send("collections.OrderedD\t")  # completed by the kernel's complete_reply
+    console.send("\r")
+    console.expect_exact("Out[2]: collections.OrderedDict")
+    prompt(console, 3)
+    console.send("for i in range(2):\r")  # incomplete: a new, indented line
+    console.send("print('row', i * 10)\r")
+    console.send("\r")  # the empty last line runs the block
+    console.expect_exact("row 0")
+    console.expect_exact("row 10")
+    prompt(console, 4)
+    console.send("name = input('wh' + 'o? ')\r")
+    console.expect_exact("who? ")
+    console.send("ada\r")
+    prompt(console, 5)
+    console.send("print(name.upper())\r")
+    console.expect_exact("ADA")
+    prompt(console, 6)
+    console.send("len?\r")
+    console.expect_exact("Return the number of items in a container.")
+    prompt(console, 6)
+    console.send("import time; print('sl' + 'eeping', flush=True); time.sleep(300)\r")
+    console.expect_exact("sleeping")
+    console.send("\x03")  # Ctrl-C, as a terminal sends it
+    console.expect_exact("KeyboardInterrupt")
+    prompt(console, 7)
+    console.send("\x04")  # Ctrl-D at an empty prompt
+    console.expect(pexpect.EOF)
+    console.close()
+    assert console.exitstatus == 0
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(kernel_pid) and time.monotonic() < deadline:
+        if psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    else:
+        assert not psutil.pid_exists(kernel_pid), "the kernel outlived the console"
+    assert list((tmp_path / "runtime").glob("*.json")) == []
+    assert re.search(r"name = input", (tmp_path / "history").read_text())
+
+
+def test_console_needs_a_terminal() -> None:
+    """Piped, the console says what it needs in one line (exit 2) instead of failing
+    inside prompt_toolkit."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kernelwire.cli", "console"],
+        input="1\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "kernelwire: console: needs a terminal (use kernelwire run for piped code)"
+    ]
