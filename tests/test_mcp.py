@@ -37,6 +37,12 @@ TOOLS = {
     "run_code",
     "interrupt_kernel",
     "restart_kernel",
+    "read_notebook",
+    "insert_cell",
+    "replace_cell",
+    "delete_cell",
+    "execute_cell",
+    "run_notebook",
 }
 
 
@@ -440,3 +446,103 @@ def test_without_the_sdk_the_command_says_how_to_get_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 2
     assert "pip install 'kernelwire[mcp]'" in out.stderr
+
+
+def test_notebook_tools_edit_run_and_write_the_file(
+    scenario: Callable[..., None], tmp_path: Path
+) -> None:
+    import nbformat
+
+    path = tmp_path / "work.ipynb"
+
+    async def body(server: Server) -> None:
+        await server.text("insert_cell", path="work.ipynb", source="# Title", cell_type="markdown")
+        await server.text("insert_cell", path="work.ipynb", source="y = 2\nprint('set')")
+        await server.text("insert_cell", path="work.ipynb", source="y * 21")
+        await server.text("insert_cell", path="work.ipynb", source="gone", index=1)
+        assert "deleted cell 1" in await server.text("delete_cell", path="work.ipynb", index=1)
+        await server.text("replace_cell", path="work.ipynb", index=2, source="y * 21 + 0")
+        cells = eval_json(await server.text("read_notebook", path="work.ipynb"))
+        assert [c["cell_type"] for c in cells] == ["markdown", "code", "code"]
+        assert cells[2]["source"] == "y * 21 + 0" and cells[2]["outputs"] == ""
+
+        kernel_id = await server.start()
+        first = await server.text("execute_cell", kernel_id=kernel_id, path="work.ipynb", index=1)
+        assert first.startswith("set") and "outputs written into cell 1" in first
+        second = await server.text("execute_cell", kernel_id=kernel_id, path=str(path), index=2)
+        assert "Out[2]: 42" in second
+        nb = nbformat.read(path, as_version=4)
+        assert nb.cells[1].outputs[0]["text"] == "set\n"
+        assert nb.cells[2].outputs[0]["data"]["text/plain"] == "42"
+        assert nb.cells[2].execution_count == 2
+        cells = eval_json(await server.text("read_notebook", path="work.ipynb"))
+        assert cells[2]["outputs"] == "42" and cells[2]["execution_count"] == 2
+
+        not_code = await server.call(
+            "execute_cell", kernel_id=kernel_id, path="work.ipynb", index=0
+        )
+        assert not_code.is_error and "is a markdown cell, not code" in text_of(not_code)
+        no_cell = await server.call("delete_cell", path="work.ipynb", index=7)
+        assert no_cell.is_error and "no cell index 7: it has 3 cells (0 to 2)" in text_of(no_cell)
+        not_nb = await server.call("read_notebook", path="notes.txt")
+        assert not_nb.is_error and "not a notebook" in text_of(not_nb)
+        missing = await server.call("read_notebook", path="nothing.ipynb")
+        assert missing.is_error and "no such notebook" in text_of(missing)
+
+        # The whole notebook, on a kernel of its own: the session's kernel is untouched.
+        await server.text("replace_cell", path="work.ipynb", index=1, source="y = 3")
+        said = await server.text("run_notebook", path="work.ipynb")
+        assert "ran 2 code cells" in said
+        nb = nbformat.read(path, as_version=4)
+        assert nb.cells[2].outputs[0]["data"]["text/plain"] == "63"
+        assert "42" in await server.run(kernel_id, "y * 21")
+        await server.text("insert_cell", path="work.ipynb", source="1 / 0")
+        failed = await server.call("run_notebook", path="work.ipynb")
+        assert failed.is_error and "raised ZeroDivisionError" in text_of(failed)
+        nb = nbformat.read(path, as_version=4)
+        assert nb.cells[3].outputs[0]["ename"] == "ZeroDivisionError"  # saved as it ran
+
+    scenario(body)
+
+
+def test_outputs_land_in_the_cell_that_ran_though_cells_move_meanwhile(
+    scenario: Callable[..., None], tmp_path: Path
+) -> None:
+    import nbformat
+
+    path = tmp_path / "shared.ipynb"
+
+    async def body(server: Server) -> None:
+        await server.text(
+            "insert_cell", path="shared.ipynb", source="import time; time.sleep(3); 7"
+        )
+        kernel_id = await server.start()
+        results: list[str] = []
+
+        async def run_it() -> None:
+            results.append(
+                await server.text("execute_cell", kernel_id=kernel_id, path="shared.ipynb", index=0)
+            )
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_it)
+            await anyio.sleep(1.0)  # while it runs, another edit puts a cell above it
+            await server.text("insert_cell", path="shared.ipynb", source="'above'", index=0)
+        assert "outputs written into cell 1" in results[0]
+        nb = nbformat.read(path, as_version=4)
+        assert nb.cells[0].source == "'above'" and nb.cells[0].outputs == []
+        assert nb.cells[1].outputs[0]["data"]["text/plain"] == "7"
+
+    scenario(body)
+
+
+def test_long_output_is_capped_and_the_rest_is_in_a_file(scenario: Callable[..., None]) -> None:
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        text = await server.run(kernel_id, "print('x' * 50_000)")
+        assert len(text) < 21_000
+        assert "30,000 more characters not shown" in text
+        where = text.rsplit(" is in ", 1)[1].rstrip("]")
+        assert Path(where).read_text() == "x" * 50_000
+
+    scenario(body)

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import logging
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +37,7 @@ from .errors import KernelDied, KernelRestarted, KernelTimeout, KernelwireError
 from .execution import ExecutionResult
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import list_kernel_specs
+from .mcp_notebooks import NotebookEditError, NotebookFiles
 from .outputs import OutputNode
 
 log = logging.getLogger("kernelwire.mcp")
@@ -42,6 +47,9 @@ MAX_OUTPUT_CHARS = 1_000_000
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
 """Outputs sent as MCP image content, for a multimodal model to see."""
+
+MAX_TEXT_CHARS = 20_000
+"""Text a tool call returns at most; the whole text goes to a file named in the reply."""
 
 STDIN_HINT = "[kernelwire mcp: input() is not available here: put the values in the code instead]"
 
@@ -168,9 +176,47 @@ def _rich(output: OutputNode, texts: list[str], images: list[ImageContent]) -> N
         texts.append(f"[also shown as: {', '.join(others)}]")
 
 
-def result_content(result: ExecutionResult) -> list[ContentBlock]:
+class OverflowFiles:
+    """Where the text past :data:`MAX_TEXT_CHARS` of a call goes: one file per call in a
+    folder of the server's own, removed when the server stops."""
+
+    def __init__(self) -> None:
+        self._folder: str | None = None
+        self._count = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def keep(self, text: str) -> str:
+        """Write ``text`` to a new file; its path."""
+        with self._lock:
+            if self._folder is None:
+                self._folder = tempfile.mkdtemp(prefix="kernelwire-mcp-")
+            path = os.path.join(self._folder, f"output-{next(self._count)}.txt")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return path
+
+    def cap(self, text: str) -> str:
+        """``text``, or its first :data:`MAX_TEXT_CHARS` characters and where the rest is."""
+        if len(text) <= MAX_TEXT_CHARS:
+            return text
+        path = self.keep(text)
+        return (
+            f"{text[:MAX_TEXT_CHARS]}\n[kernelwire mcp: {len(text) - MAX_TEXT_CHARS:,} more "
+            f"characters not shown; the whole output ({len(text):,} characters) is in {path}]"
+        )
+
+    def remove(self) -> None:
+        """Remove the files (the server stops)."""
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def result_content(
+    result: ExecutionResult, cap: Callable[[str], str] = lambda text: text
+) -> list[ContentBlock]:
     """What a run showed, for a model: streams, results, errors (without ANSI colours)
-    as text, in order; PNG and JPEG outputs as images after the text."""
+    as text, in order, passed through ``cap``; PNG and JPEG outputs as images after
+    the text."""
     texts: list[str] = []
     images: list[ImageContent] = []
     for output in result.outputs:
@@ -186,7 +232,7 @@ def result_content(result: ExecutionResult) -> list[ContentBlock]:
         elif kind in ("display_data", "execute_result"):
             _rich(output, texts, images)
     text = "\n".join(t.rstrip("\n") for t in texts if t) or "(no output)"
-    return [TextContent(type="text", text=text), *images]
+    return [TextContent(type="text", text=cap(text)), *images]
 
 
 def _json(value: object) -> str:
@@ -210,6 +256,8 @@ class KernelTools:
 
     def __init__(self, registry: KernelRegistry) -> None:
         self.registry = registry
+        self.overflow = OverflowFiles()
+        self.files = NotebookFiles()
 
     @contextmanager
     def _alive(self, session: Session, kernel_id: str) -> Iterator[_Entry]:
@@ -271,21 +319,73 @@ class KernelTools:
     def run_code(
         self, session: Session, kernel_id: str, code: str, timeout: float
     ) -> CallToolResult:
+        content, _ = self._run(session, kernel_id, code, timeout)
+        return CallToolResult(content=content)
+
+    def _run(
+        self, session: Session, kernel_id: str, code: str, timeout: float
+    ) -> tuple[list[ContentBlock], ExecutionResult | None]:
+        """Run ``code``: what to show, and the result (``None`` if it timed out)."""
         with self._alive(session, kernel_id) as entry, entry.busy:
             try:
                 result = entry.kernel.run(code, timeout=timeout, max_output_chars=MAX_OUTPUT_CHARS)
             except KernelTimeout as exc:
-                return self._timed_out(entry, exc, timeout)
-        return CallToolResult(content=result_content(result))
+                return self._timed_out(entry, exc, timeout), None
+        return result_content(result, self.overflow.cap), result
 
-    def _timed_out(self, entry: _Entry, exc: KernelTimeout, timeout: float) -> CallToolResult:
+    def read_notebook(self, path: str) -> str:
+        return self.overflow.cap(_json(self._notebook(lambda: self.files.summary(path))))
+
+    def insert_cell(self, path: str, index: int, source: str, cell_type: str) -> str:
+        return self._notebook(lambda: self.files.insert_cell(path, index, source, cell_type))
+
+    def replace_cell(self, path: str, index: int, source: str) -> str:
+        return self._notebook(lambda: self.files.replace_cell(path, index, source))
+
+    def delete_cell(self, path: str, index: int) -> str:
+        return self._notebook(lambda: self.files.delete_cell(path, index))
+
+    def execute_cell(
+        self, session: Session, kernel_id: str, path: str, index: int, timeout: float
+    ) -> CallToolResult:
+        source, cell_id = self._notebook(lambda: self.files.code_cell(path, index))
+        content, result = self._run(session, kernel_id, source, timeout)
+        if result is not None:
+            written = self._notebook(lambda: self.files.write_outputs(path, index, cell_id, result))
+        else:
+            written = "the run timed out: the cell's outputs in the file were left as they were"
+        note = TextContent(type="text", text=f"[kernelwire mcp: {written}]")
+        return CallToolResult(content=[*content, note])
+
+    def run_notebook(self, path: str, kernel_name: str | None, cell_timeout: float) -> str:
+        from .notebook import cells_to_run, execute, write
+
+        resolved = self._notebook(lambda: self.files.resolve(path))
+        try:
+            nb = execute(resolved, kernel_name, timeout=cell_timeout, save_to=resolved)
+        except KernelwireError as exc:
+            trace = strip_ansi("\n".join(getattr(exc, "traceback", [])))
+            raise ToolError(self.overflow.cap(f"{path}: {exc}\n{trace}".rstrip())) from None
+        write(nb, resolved)
+        ran = len(cells_to_run(nb))
+        return f"ran {ran} code cells of {path} on a new kernel; their outputs are in the file"
+
+    @staticmethod
+    def _notebook(work: Callable[[], _T]) -> _T:
+        """``work()``, its notebook errors as tool errors."""
+        try:
+            return work()
+        except NotebookEditError as exc:
+            raise ToolError(str(exc)) from None
+
+    def _timed_out(self, entry: _Entry, exc: KernelTimeout, timeout: float) -> list[ContentBlock]:
         """A run interrupted at its timeout: what it printed, and that it was interrupted.
 
         A kernel that did not go idle after the interrupt (code that ignores
         KeyboardInterrupt) is restarted, so that nothing runs behind the returned call.
         """
         partial: ExecutionResult | None = getattr(exc, "result", None)
-        content = result_content(partial) if partial is not None else []
+        content = result_content(partial, self.overflow.cap) if partial is not None else []
         note = f"[kernelwire mcp: interrupted after {timeout:g} s (the timeout)]"
         if partial is None:
             entry.kernel.restart(now=True)
@@ -297,10 +397,16 @@ class KernelTools:
             content[0] = TextContent(type="text", text=f"{content[0].text}\n{note}")
         else:
             content[:1] = [TextContent(type="text", text=note)]
-        return CallToolResult(content=content)
+        return content
 
 
 KernelId = Annotated[str, Field(description="A kernel id from start_kernel or list_kernels.")]
+NotebookPath = Annotated[
+    str, Field(description="A .ipynb file, absolute or relative to the server's directory.")
+]
+CellIndex = Annotated[
+    int, Field(ge=0, description="A cell's index (0 first), as read_notebook shows.")
+]
 
 
 def _session(ctx: Context[Any, Any], registry: KernelRegistry) -> Session:
@@ -319,14 +425,16 @@ def _session(ctx: Context[Any, Any], registry: KernelRegistry) -> Session:
     return connection
 
 
-def build_server(registry: KernelRegistry) -> MCPServer[Any]:
-    """The MCP server: its tools work on ``registry``'s kernels."""
-    tools = KernelTools(registry)
+def build_server(tools: KernelTools) -> MCPServer[Any]:
+    """The MCP server: its tools are ``tools``' (on ``tools.registry``'s kernels)."""
+    registry = tools.registry
     server: MCPServer[Any] = MCPServer(
         "kernelwire",
         instructions=(
             "Run code on Jupyter kernels. Start a kernel with start_kernel, run code on it "
-            "with run_code (its variables persist between calls), shut it down when done."
+            "with run_code (its variables persist between calls), shut it down when done. "
+            "Notebooks: read_notebook, insert_cell / replace_cell / delete_cell, "
+            "execute_cell (on a kernel you started; outputs go into the file), run_notebook."
         ),
         log_level="WARNING",
     )
@@ -388,6 +496,63 @@ def build_server(registry: KernelRegistry) -> MCPServer[Any]:
         session = _session(ctx, registry)
         return await call(lambda: tools.restart_kernel(session, kernel_id))
 
+    @server.tool(structured_output=False)
+    async def read_notebook(path: NotebookPath) -> str:
+        """Read a notebook: each cell's index, id, type, source and a short form of its outputs."""
+        return await call(lambda: tools.read_notebook(path))
+
+    @server.tool(structured_output=False)
+    async def insert_cell(
+        path: NotebookPath,
+        source: Annotated[str, Field(description="The new cell's source.")],
+        index: Annotated[
+            int, Field(ge=-1, description="Where it goes (0 first; -1 at the end).")
+        ] = -1,
+        cell_type: Annotated[str, Field(description="code, markdown or raw.")] = "code",
+    ) -> str:
+        """Insert a cell into a notebook (the file is created if it does not exist)."""
+        return await call(lambda: tools.insert_cell(path, index, source, cell_type))
+
+    @server.tool(structured_output=False)
+    async def replace_cell(
+        path: NotebookPath,
+        index: CellIndex,
+        source: Annotated[str, Field(description="The cell's new source.")],
+    ) -> str:
+        """Replace a cell's source; a code cell's old outputs are cleared."""
+        return await call(lambda: tools.replace_cell(path, index, source))
+
+    @server.tool(structured_output=False)
+    async def delete_cell(path: NotebookPath, index: CellIndex) -> str:
+        """Delete a cell from a notebook."""
+        return await call(lambda: tools.delete_cell(path, index))
+
+    @server.tool(structured_output=False)
+    async def execute_cell(
+        ctx: Context[Any, Any],
+        kernel_id: KernelId,
+        path: NotebookPath,
+        index: CellIndex,
+        timeout: Annotated[
+            float,
+            Field(gt=0, description="Seconds to allow; then the run is interrupted."),
+        ] = 30,
+    ) -> CallToolResult:
+        """Run a notebook's code cell on a kernel and write its outputs into the file."""
+        session = _session(ctx, registry)
+        return await call(lambda: tools.execute_cell(session, kernel_id, path, index, timeout))
+
+    @server.tool(structured_output=False)
+    async def run_notebook(
+        path: NotebookPath,
+        kernel_name: Annotated[
+            str | None, Field(description="Kernel spec (default: the notebook's).")
+        ] = None,
+        cell_timeout: Annotated[float, Field(gt=0, description="Seconds each cell may take.")] = 60,
+    ) -> str:
+        """Run a whole notebook, top to bottom, on a new kernel; outputs are written into it."""
+        return await call(lambda: tools.run_notebook(path, kernel_name, cell_timeout))
+
     return server
 
 
@@ -401,7 +566,8 @@ def serve(http: tuple[str, int] | None = None) -> None:
     thread blocked reading stdin, forever, with the kernels still running.
     """
     registry = KernelRegistry()
-    server = build_server(registry)
+    tools = KernelTools(registry)
+    server = build_server(tools)
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -421,5 +587,6 @@ def serve(http: tuple[str, int] | None = None) -> None:
             thread.join(0.5)
     finally:
         registry.shutdown_all()
+        tools.overflow.remove()
     if failure:
         raise failure[0]
