@@ -404,6 +404,9 @@ KernelId = Annotated[str, Field(description="A kernel id from start_kernel or li
 NotebookPath = Annotated[
     str, Field(description="A .ipynb file, absolute or relative to the server's directory.")
 ]
+RunTimeout = Annotated[
+    float, Field(gt=0, description="Seconds to allow; then the run is interrupted.")
+]
 CellIndex = Annotated[
     int, Field(ge=0, description="A cell's index (0 first), as read_notebook shows.")
 ]
@@ -475,10 +478,7 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
         ctx: Context[Any, Any],
         kernel_id: KernelId,
         code: Annotated[str, Field(description="The code to run, as in a notebook cell.")],
-        timeout: Annotated[
-            float,
-            Field(gt=0, description="Seconds to allow; then the run is interrupted."),
-        ] = 30,
+        timeout: RunTimeout = 30,
     ) -> CallToolResult:
         """Run code on a kernel; returns its printed output, result, error and images."""
         session = _session(ctx, registry)
@@ -533,10 +533,7 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
         kernel_id: KernelId,
         path: NotebookPath,
         index: CellIndex,
-        timeout: Annotated[
-            float,
-            Field(gt=0, description="Seconds to allow; then the run is interrupted."),
-        ] = 30,
+        timeout: RunTimeout = 30,
     ) -> CallToolResult:
         """Run a notebook's code cell on a kernel and write its outputs into the file."""
         session = _session(ctx, registry)
