@@ -332,17 +332,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself listens on ``port`` (not someone else who took it)."""
+    try:
+        sockets = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr.port == port for s in sockets)
+
+
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``kernelwire mcp --http`` on a free port: its URL and process (stopped after)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kernelwire", "mcp", "--http", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)},
-        cwd=tmp_path,
-    )
+    """``kernelwire mcp --http`` on a free port, listening: its URL and process (stopped
+    after). A port taken by another process between our probe and the server's bind
+    (seen with parallel tests) makes the server exit: it is started again on another."""
+    for attempt in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kernelwire", "mcp", "--http", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)},
+            cwd=tmp_path,
+        )
+        deadline = time.monotonic() + SAFETY
+        while not listens_on(proc.pid, port) and proc.poll() is None:
+            assert time.monotonic() < deadline, "kernelwire mcp --http did not listen"
+            time.sleep(0.1)
+        if proc.poll() is None:
+            break
+        _, stderr = proc.communicate(timeout=30)
+        if b"address already in use" not in stderr.lower() or attempt == 4:
+            raise AssertionError(f"kernelwire mcp --http exited: {stderr.decode()}")
     try:
         yield f"http://127.0.0.1:{port}/mcp", proc
     finally:
@@ -546,3 +567,67 @@ def test_long_output_is_capped_and_the_rest_is_in_a_file(scenario: Callable[...,
         assert Path(where).read_text() == "x" * 50_000
 
     scenario(body)
+
+
+@pytest.mark.timeout(400)
+def test_a_hundred_timeouts_in_a_row_leave_nothing_running(tmp_path: Path) -> None:
+    """Each forced timeout is interrupted before its call returns: the next call finds
+    the kernel idle and answers with the count so far, every time."""
+
+    async def main() -> None:
+        with anyio.fail_after(300):
+            async with mcp_server(tmp_path) as server:
+                kernel_id = await server.start()
+                await server.run(kernel_id, "import time; n = 0")
+                try:
+                    for attempt in range(100):
+                        text = await server.run(kernel_id, "n += 1\ntime.sleep(600)", timeout=0.2)
+                        assert "interrupted after 0.2 s" in text, (attempt, text)
+                        after = await server.run(kernel_id, "n", timeout=30)
+                        assert after.endswith(f"]: {attempt + 1}"), (attempt, after)
+                finally:
+                    pids.extend(server.pids)
+
+    pids: list[int] = []
+    anyio.run(main)
+    assert not wait_gone(pids)
+
+
+@pytest.mark.timeout(400)
+def test_eight_http_sessions_at_once_each_see_only_their_own(
+    http_server: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    from mcp.client.streamable_http import streamable_http_client
+
+    url, proc = http_server
+    pids: list[int] = []
+    seen: dict[int, list[str]] = {}
+
+    async def agent(number: int) -> None:
+        async with (
+            streamable_http_client(url) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            server = Server(session, tmp_path)
+            kernel_id = await server.start()
+            pids.extend(server.pids)
+            await server.run(kernel_id, f"mine = {number}")
+            listed = eval_json(await server.text("list_kernels"))
+            seen[number] = [k["kernel_id"] for k in listed]
+            assert await server.run(kernel_id, "mine") == f"Out[2]: {number}"
+            assert seen[number] == [kernel_id]
+
+    async def main() -> None:
+        with anyio.fail_after(300):
+            await listening(url, proc)
+            async with anyio.create_task_group() as group:
+                for number in range(8):
+                    group.start_soon(agent, number)
+
+    anyio.run(main)
+    assert len(seen) == 8
+    assert len({ids[0] for ids in seen.values()}) == 8  # eight kernels, one each
+    assert not wait_gone(pids), "a session's kernels outlived it"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=SAFETY)
