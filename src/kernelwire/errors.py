@@ -22,6 +22,7 @@ Each also derives from the builtin a caller of ``jupyter_client`` would catch
     ├── ExecutionError                         code run on the kernel raised
     │   └── CellExecutionError                 ... in a notebook's cell
     ├── NotebookError (ValueError)             a notebook that cannot be read
+    ├── NotebookEditError (ValueError)         a notebook edit that cannot be done
     ├── ParameterError (ValueError)            notebook parameters that cannot be used
     │   └── NoParameterTranslator              ... in the kernel's language
     ├── ClientClosed (RuntimeError)            the client's channels are not running
@@ -232,6 +233,11 @@ class KernelSpecError(KernelwireError, ValueError):
 
 class NotebookError(KernelwireError, ValueError):
     """A notebook that cannot be read or is not a valid notebook; names the file."""
+
+
+class NotebookEditError(KernelwireError, ValueError):
+    """A notebook edit that cannot be done (``kernelwire mcp``'s notebook tools): no such
+    file or cell, a bad index or cell type; says which."""
 
 
 class ParameterError(KernelwireError, ValueError):

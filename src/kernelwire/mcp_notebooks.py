@@ -18,7 +18,7 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
-from .errors import KernelwireError, NotebookError
+from .errors import NotebookEditError, NotebookError
 from .execution import ExecutionResult
 
 SOURCE_PREVIEW = 2_000
@@ -26,11 +26,6 @@ SOURCE_PREVIEW = 2_000
 OUTPUT_PREVIEW = 500
 """Characters of a cell's outputs that read_notebook shows."""
 CELL_TYPES = ("code", "markdown", "raw")
-
-
-class NotebookEditError(KernelwireError, ValueError):
-    """A notebook tool's request that cannot be done: no such file or cell, a bad index
-    or cell type; says which."""
 
 
 class NotebookFiles:

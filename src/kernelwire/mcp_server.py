@@ -33,11 +33,17 @@ from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
 from pydantic import Field
 
 from .client._hooks import strip_ansi
-from .errors import KernelDied, KernelRestarted, KernelTimeout, KernelwireError
+from .errors import (
+    KernelDied,
+    KernelRestarted,
+    KernelTimeout,
+    KernelwireError,
+    NotebookEditError,
+)
 from .execution import ExecutionResult
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import list_kernel_specs
-from .mcp_notebooks import NotebookEditError, NotebookFiles
+from .mcp_notebooks import NotebookFiles
 from .outputs import OutputNode
 
 log = logging.getLogger("kernelwire.mcp")
