@@ -25,6 +25,8 @@ psutil = pytest.importorskip("psutil")
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
 from mcp.types import CallToolResult, ImageContent, TextContent  # noqa: E402
 
+from test_remote import TOKEN, jupyter_server_url  # noqa: E402, F401 - a fixture
+
 SAFETY = 90.0
 """Seconds a whole scenario may take before it fails (a safety net under load, not a
 measure of speed)."""
@@ -104,12 +106,12 @@ def wait_gone(pids: list[int], within: float = 30.0) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def mcp_server(tmp_path: Path) -> AsyncIterator[Server]:
+async def mcp_server(tmp_path: Path, *options: str) -> AsyncIterator[Server]:
     runtime = tmp_path / "runtime"
     runtime.mkdir(exist_ok=True)
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "kernelwire", "mcp"],
+        args=["-m", "kernelwire", "mcp", *options],
         env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)},
         cwd=tmp_path,
     )
@@ -631,3 +633,71 @@ def test_eight_http_sessions_at_once_each_see_only_their_own(
     assert not wait_gone(pids), "a session's kernels outlived it"
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=SAFETY)
+
+
+def test_an_existing_kernel_is_shared_and_left_running(fresh_kernel: Any, tmp_path: Path) -> None:
+    """--existing: the kernel a person has open, usable from every session, never
+    stopped or restarted by the server."""
+    from kernelwire import BlockingKernelClient
+
+    with BlockingKernelClient(fresh_kernel.connection_file) as person:
+        person.execute_interactive("shared = 'from the person'", timeout=30)
+    kernel_id = Path(fresh_kernel.connection_file).stem.removeprefix("kernel-")
+
+    async def main() -> None:
+        with anyio.fail_after(SAFETY):
+            async with mcp_server(tmp_path, "--existing", fresh_kernel.connection_file) as server:
+                (listed,) = eval_json(await server.text("list_kernels"))
+                assert listed["kernel_id"] == kernel_id and listed["attached"] is True
+                assert listed["state"] == "alive"
+                assert await server.run(kernel_id, "shared") == "Out[2]: 'from the person'"
+                refused = await server.call("shutdown_kernel", kernel_id=kernel_id)
+                assert refused.is_error and "started by someone else" in text_of(refused)
+                refused = await server.call("restart_kernel", kernel_id=kernel_id)
+                assert refused.is_error and "does not restart it" in text_of(refused)
+                text = await server.run(kernel_id, "import time; time.sleep(60)", timeout=0.5)
+                assert "interrupted after 0.5 s" in text
+
+    anyio.run(main)
+    assert fresh_kernel.is_alive(), "the server stopped a kernel it did not start"
+    with BlockingKernelClient(fresh_kernel.connection_file) as person:
+        reply = person.execute_interactive("shared", timeout=30)
+        assert reply["content"]["status"] == "ok"
+
+
+def test_missing_existing_connection_file_is_one_clear_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kernelwire", "mcp", "--existing", str(tmp_path / "nope.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0
+    assert "nope.json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_kernels_on_a_jupyter_server(jupyter_server_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """--server: kernel specs and kernels are the server's; they are deleted there when
+    the MCP server exits."""
+    from kernelwire import connect_server
+
+    async def main() -> None:
+        with anyio.fail_after(SAFETY):
+            options = ("--server", jupyter_server_url, "--token", TOKEN)
+            async with mcp_server(tmp_path, *options) as server:
+                specs = eval_json(await server.text("list_kernel_specs"))
+                assert "python3" in {s["name"] for s in specs}
+                kernel_id = eval_json(await server.text("start_kernel"))["kernel_id"]
+                with connect_server(jupyter_server_url, TOKEN) as jupyter:
+                    assert kernel_id in {k["id"] for k in jupyter.list_kernels()}
+                assert await server.run(kernel_id, "6 * 7") == "Out[1]: 42"
+                text = await server.run(kernel_id, "import time; time.sleep(60)", timeout=1)
+                assert "interrupted after 1 s" in text
+
+    anyio.run(main)
+    with connect_server(jupyter_server_url, TOKEN) as jupyter:
+        deadline = time.monotonic() + 30
+        while jupyter.list_kernels() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert jupyter.list_kernels() == []

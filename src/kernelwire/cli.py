@@ -28,7 +28,6 @@ import orjson
 from . import __version__
 from ._stopping import settle, stop_early
 from .client._hooks import print_output, strip_ansi
-from .client.blocking import BlockingKernelClient
 from .errors import (
     CellExecutionError,
     CellKernelDied,
@@ -38,6 +37,7 @@ from .errors import (
     KernelTimeout,
     KernelwireError,
 )
+from .existing import ExistingKernel
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.launcher import STARTUP_TIMEOUT
 from .lifecycle.specs import get_kernel_spec, list_kernel_specs
@@ -123,7 +123,7 @@ def run_command(args: argparse.Namespace) -> int:
             pending.wait(grace, output_hook=show)
 
         def stop() -> None:
-            if isinstance(kernel, _ExistingKernel):
+            if isinstance(kernel, ExistingKernel):
                 settle(kernel, drain)  # not ours: interrupted, never stopped
             else:
                 stop_early(kernel, drain, owned=True)
@@ -145,13 +145,13 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _chosen_kernel(
     args: argparse.Namespace, stack: contextlib.ExitStack
-) -> Kernel | RemoteKernel | _ExistingKernel:
+) -> Kernel | RemoteKernel | ExistingKernel:
     """The kernel ``--existing``, ``--server`` and ``-k`` choose, released by ``stack``."""
     if args.existing:
         if args.server or getattr(args, "fork", False):
             other = "--server" if args.server else "--fork"
             raise _usage_error(f"{args.command}: --existing and {other} cannot go together")
-        kernel = _ExistingKernel(args.existing)
+        kernel = ExistingKernel(args.existing)
         stack.callback(kernel.close)
         return kernel
     return stack.enter_context(_kernel_for(args))
@@ -180,32 +180,6 @@ def _default_history() -> str:
     from jupyter_core.paths import jupyter_data_dir
 
     return os.path.join(jupyter_data_dir(), "kernelwire", "console_history")
-
-
-class _ExistingKernel:
-    """A kernel someone else started, known by its connection file (``run --existing``):
-    interrupted with an ``interrupt_request``, never stopped."""
-
-    def __init__(self, connection_file: str) -> None:
-        self._client = BlockingKernelClient(connection_file)
-        self._client.start_channels(stdin=False)
-        try:
-            self._client.wait_for_ready(30)
-        except BaseException:
-            self._client.stop_channels()
-            raise
-
-    def client(self) -> BlockingKernelClient:
-        """The client connected to it."""
-        return self._client
-
-    def interrupt(self) -> None:
-        """Ask the kernel to interrupt its code (ipykernel answers on control)."""
-        self._client.interrupt(reply=True, timeout=5)
-
-    def close(self) -> None:
-        """Disconnect; the kernel keeps running."""
-        self._client.stop_channels()
 
 
 @contextmanager
@@ -672,7 +646,18 @@ def mcp_command(args: argparse.Namespace) -> int:
         raise _usage_error(
             f"mcp needs the MCP SDK: pip install 'kernelwire[mcp]' ({exc})"
         ) from None
-    serve(args.http)
+    server = None
+    if args.server:
+        if args.existing:
+            raise _usage_error("mcp: --existing and --server cannot go together")
+        from .remote import connect_server
+
+        server = connect_server(*_server_and_token(args))
+    try:
+        serve(args.http, server=server, existing=args.existing)
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 
@@ -954,6 +939,13 @@ def build_parser() -> argparse.ArgumentParser:
     mcp = commands.add_parser("mcp", help="serve kernels to AI agents (Model Context Protocol)")
     mcp.add_argument(
         "--http", type=_host_port, metavar="HOST:PORT", help="streamable HTTP (default: stdio)"
+    )
+    _server_options(mcp, "start the kernels on this Jupyter Server or Gateway URL instead")
+    mcp.add_argument(
+        "--existing",
+        action="append",
+        metavar="CONNECTION_FILE",
+        help="a running kernel every session may use (never stopped; may be repeated)",
     )
     mcp.set_defaults(parser=mcp, handler=mcp_command)
     return parser

@@ -41,10 +41,12 @@ from .errors import (
     NotebookEditError,
 )
 from .execution import ExecutionResult
+from .existing import ExistingKernel
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import list_kernel_specs
 from .mcp_notebooks import NotebookFiles
 from .outputs import OutputNode
+from .remote import JupyterServer, RemoteKernel
 
 log = logging.getLogger("kernelwire.mcp")
 
@@ -66,38 +68,121 @@ Session = object
 per HTTP session)."""
 
 
+Handle = Kernel | RemoteKernel | ExistingKernel
+"""A kernel the tools use: started here (locally or on a server), or attached to."""
+
+
 @dataclass
 class _Entry:
     """One kernel of a session; ``busy`` lets one run at a time use it."""
 
-    kernel: Kernel
+    kernel: Handle
+    name: str
+    """Its kernel spec's name."""
+    language: str = ""
     busy: threading.Lock = field(default_factory=threading.Lock)
     dead: str | None = None
     """Why the kernel is gone (set once it died): every later call says so."""
 
+    @property
+    def attached(self) -> bool:
+        """A kernel someone else started (``--existing``): never stopped or restarted here."""
+        return isinstance(self.kernel, ExistingKernel)
+
+    def stop(self, now: bool = False) -> None:
+        """Shut it down (an attached kernel: disconnect only)."""
+        kernel = self.kernel
+        if isinstance(kernel, Kernel):
+            kernel.shutdown(now=now)
+        elif isinstance(kernel, RemoteKernel):
+            kernel.shutdown()
+        else:
+            kernel.close()
+
+    def restart(self, now: bool = False) -> None:
+        """Restart it; a :class:`ToolError` for an attached kernel."""
+        kernel = self.kernel
+        if isinstance(kernel, Kernel):
+            kernel.restart(now=now)
+        elif isinstance(kernel, RemoteKernel):
+            kernel.restart()
+        else:
+            raise ToolError(
+                f"kernel {kernel.kernel_id} was started by someone else (--existing): "
+                "kernelwire mcp does not restart it"
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.kernel.pid if isinstance(self.kernel, Kernel) else None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.kernel.exit_code if isinstance(self.kernel, Kernel) else None
+
+
+class KernelSource:
+    """Where kernels come from: local kernel specs, or a Jupyter Server's (``--server``)."""
+
+    def __init__(self, server: JupyterServer | None = None) -> None:
+        self.server = server
+
+    def specs(self) -> list[dict[str, Any]]:
+        """The kernel specs start_kernel can start: name, display name, language."""
+        if self.server is None:
+            return [
+                {"name": name, "display_name": spec.display_name, "language": spec.language}
+                for name, spec in sorted(list_kernel_specs().items())
+            ]
+        found = []
+        for name, model in sorted(self.server.kernel_specs().items()):
+            spec = model.get("spec") if isinstance(model, dict) else None
+            spec = spec if isinstance(spec, dict) else {}
+            found.append(
+                {
+                    "name": name,
+                    "display_name": spec.get("display_name", name),
+                    "language": spec.get("language", ""),
+                }
+            )
+        return found
+
+    def start(self, kernel_name: str) -> _Entry:
+        """A new kernel of spec ``kernel_name``."""
+        if self.server is None:
+            kernel = start_kernel(kernel_name)
+            return _Entry(kernel, kernel.spec.name, kernel.spec.language)
+        remote = self.server.start_kernel(kernel_name)
+        return _Entry(remote, remote.name or kernel_name)
+
 
 class KernelRegistry:
-    """The kernels each MCP session started, by session."""
+    """The kernels each MCP session started, by session, and the attached kernels every
+    session sees (``--existing``: shared on purpose)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, source: KernelSource | None = None, attached: list[_Entry] | None = None
+    ) -> None:
+        self.source = source or KernelSource()
+        self._attached = {entry.kernel.kernel_id: entry for entry in attached or []}
         self._sessions: dict[Session, dict[str, _Entry]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
-    def start(self, session: Session, kernel_name: str) -> Kernel:
+    def start(self, session: Session, kernel_name: str) -> _Entry:
         """Start a kernel of spec ``kernel_name`` for ``session``."""
-        kernel = start_kernel(kernel_name)
+        entry = self.source.start(kernel_name)
         with self._lock:
             if self._closed:  # the server stopped while it started
-                kernel.shutdown(now=True)
+                entry.stop(now=True)
                 raise ToolError("the server is shutting down")
-            self._sessions.setdefault(session, {})[kernel.kernel_id] = _Entry(kernel)
-        return kernel
+            self._sessions.setdefault(session, {})[entry.kernel.kernel_id] = entry
+        return entry
 
     def entries(self, session: Session) -> dict[str, _Entry]:
-        """``session``'s kernels by id."""
+        """``session``'s kernels by id, the attached ones first."""
         with self._lock:
-            return dict(self._sessions.get(session, {}))
+            return {**self._attached, **self._sessions.get(session, {})}
 
     def get(self, session: Session, kernel_id: str) -> _Entry:
         """``session``'s kernel ``kernel_id``; a :class:`ToolError` naming the ones it has."""
@@ -112,6 +197,11 @@ class KernelRegistry:
 
     def remove(self, session: Session, kernel_id: str) -> _Entry | None:
         """Forget ``session``'s kernel ``kernel_id``; the entry, if there was one."""
+        if kernel_id in self._attached:
+            raise ToolError(
+                f"kernel {kernel_id} was started by someone else (--existing): it keeps "
+                "running, and stays usable here"
+            )
         with self._lock:
             return self._sessions.get(session, {}).pop(kernel_id, None)
 
@@ -122,10 +212,12 @@ class KernelRegistry:
         _shutdown(entries)
 
     def shutdown_all(self) -> None:
-        """Shut down every session's kernels; no kernel can be started afterwards."""
+        """Shut down every session's kernels and disconnect from the attached ones; no
+        kernel can be started afterwards."""
         with self._lock:
             self._closed = True
             entries = [e for kernels in self._sessions.values() for e in kernels.values()]
+            entries += self._attached.values()
             self._sessions.clear()
         _shutdown(entries)
 
@@ -133,7 +225,7 @@ class KernelRegistry:
 def _shutdown(entries: list[_Entry]) -> None:
     for entry in entries:
         try:
-            entry.kernel.shutdown(now=entry.dead is not None)
+            entry.stop(now=entry.dead is not None)
         except KernelwireError as exc:  # the next kernel must still be stopped
             log.warning("shutting down kernel %s failed: %s", entry.kernel.kernel_id, exc)
 
@@ -141,13 +233,17 @@ def _shutdown(entries: list[_Entry]) -> None:
 def mark_dead(entry: _Entry, error: KernelwireError) -> ToolError:
     """Record that ``entry``'s kernel died (removing its files); the tool error to raise."""
     kernel = entry.kernel
-    code = kernel.exit_code
+    code = entry.exit_code
     how = f"exit code {code}" if code is not None else str(error)
-    entry.dead = (
-        f"kernel {kernel.kernel_id} ({kernel.spec.name}) died ({how}); its variables are "
-        "lost: shut it down with shutdown_kernel and start a new one with start_kernel"
+    advice = (
+        "reconnect once it runs again"
+        if entry.attached
+        else "shut it down with shutdown_kernel and start a new one with start_kernel"
     )
-    kernel.shutdown(now=True)
+    entry.dead = (
+        f"kernel {kernel.kernel_id} ({entry.name}) died ({how}); its variables are lost: {advice}"
+    )
+    entry.stop(now=True)
     return ToolError(entry.dead)
 
 
@@ -246,14 +342,15 @@ def _json(value: object) -> str:
 
 
 def _describe(entry: _Entry) -> dict[str, Any]:
-    kernel = entry.kernel
-    state = "dead" if entry.dead is not None else "alive" if kernel.is_alive() else "stopped"
+    alive = entry.dead is None and entry.kernel.is_alive()
+    state = "dead" if entry.dead is not None else "alive" if alive else "stopped"
     return {
-        "kernel_id": kernel.kernel_id,
-        "kernel_name": kernel.spec.name,
-        "language": kernel.spec.language,
+        "kernel_id": entry.kernel.kernel_id,
+        "kernel_name": entry.name,
+        "language": entry.language,
         "state": state,
-        "pid": kernel.pid if state == "alive" else None,
+        "pid": entry.pid if alive else None,
+        "attached": entry.attached,
     }
 
 
@@ -272,7 +369,7 @@ class KernelTools:
         entry = self.registry.get(session, kernel_id)
         try:
             if not entry.kernel.is_alive():
-                raise KernelDied("the kernel's process is gone", exit_code=entry.kernel.exit_code)
+                raise KernelDied("the kernel is gone", exit_code=entry.exit_code)
             yield entry
         except KernelRestarted:
             raise ToolError(
@@ -286,20 +383,14 @@ class KernelTools:
             raise ToolError(f"kernel {kernel_id}: {exc}") from None
 
     def list_kernel_specs(self) -> str:
-        specs = list_kernel_specs()
-        return _json(
-            [
-                {"name": name, "display_name": spec.display_name, "language": spec.language}
-                for name, spec in sorted(specs.items())
-            ]
-        )
+        return _json(self.registry.source.specs())
 
     def start_kernel(self, session: Session, kernel_name: str) -> str:
         try:
-            kernel = self.registry.start(session, kernel_name)
+            entry = self.registry.start(session, kernel_name)
         except KernelwireError as exc:
             raise ToolError(f"could not start kernel {kernel_name!r}: {exc}") from None
-        return _json({"kernel_id": kernel.kernel_id, "kernel_name": kernel.spec.name})
+        return _json({"kernel_id": entry.kernel.kernel_id, "kernel_name": entry.name})
 
     def list_kernels(self, session: Session) -> str:
         return _json([_describe(e) for e in self.registry.entries(session).values()])
@@ -309,7 +400,7 @@ class KernelTools:
         if entry is None:
             self.registry.get(session, kernel_id)  # raises, naming the session's kernels
             raise ToolError(f"no kernel {kernel_id!r} in this session")
-        entry.kernel.shutdown(now=entry.dead is not None)
+        entry.stop(now=entry.dead is not None)
         return f"kernel {kernel_id} is shut down"
 
     def interrupt_kernel(self, session: Session, kernel_id: str) -> str:
@@ -319,7 +410,7 @@ class KernelTools:
 
     def restart_kernel(self, session: Session, kernel_id: str) -> str:
         with self._alive(session, kernel_id) as entry:
-            entry.kernel.restart()
+            entry.restart()
         return f"kernel {kernel_id} was restarted: its variables are gone"
 
     def run_code(
@@ -393,8 +484,14 @@ class KernelTools:
         partial: ExecutionResult | None = getattr(exc, "result", None)
         content = result_content(partial, self.overflow.cap) if partial is not None else []
         note = f"[kernelwire mcp: interrupted after {timeout:g} s (the timeout)]"
-        if partial is None:
-            entry.kernel.restart(now=True)
+        if partial is None and entry.attached:
+            note = (
+                f"[kernelwire mcp: interrupted after {timeout:g} s (the timeout), but it kept "
+                "running; the kernel is not this server's (--existing), so it was not "
+                "restarted: interrupt it again, or ask its owner]"
+            )
+        elif partial is None:
+            entry.restart(now=True)
             note = (
                 f"[kernelwire mcp: interrupted after {timeout:g} s (the timeout), but it kept "
                 "running: the kernel was restarted and its variables are gone]"
@@ -559,27 +656,48 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
     return server
 
 
-def serve(http: tuple[str, int] | None = None) -> None:
+def attach(connection_file: str) -> _Entry:
+    """The kernel of ``connection_file``, attached to (``--existing``)."""
+    kernel = ExistingKernel(connection_file)
+    info = kernel.client().kernel_info(reply=True, timeout=30)["content"]
+    language = info.get("language_info", {}).get("name", "")
+    return _Entry(kernel, info.get("implementation", "existing"), language)
+
+
+def serve(
+    http: tuple[str, int] | None = None,
+    server: JupyterServer | None = None,
+    existing: list[str] | None = None,
+) -> None:
     """Run the server over stdio (or streamable HTTP at ``http``) until its client
-    leaves or a signal stops it; then shut every kernel down.
+    leaves or a signal stops it; then shut every kernel down. ``server``: kernels are
+    started there; ``existing``: connection files of kernels every session may use
+    (never stopped here).
 
     The server runs on a thread of its own: the main thread, where Python delivers
     signals, only waits. A SIGTERM (raised there as an exception by the command's
     handler) would otherwise land in the event loop, whose clean-up then waits for its
     thread blocked reading stdin, forever, with the kernels still running.
     """
-    registry = KernelRegistry()
+    attached: list[_Entry] = []
+    try:
+        for connection_file in existing or []:
+            attached.append(attach(connection_file))
+    except BaseException:
+        _shutdown(attached)
+        raise
+    registry = KernelRegistry(KernelSource(server), attached)
     tools = KernelTools(registry)
-    server = build_server(tools)
+    mcp_server = build_server(tools)
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
             if http is None:
-                anyio.run(server.run_stdio_async)
+                anyio.run(mcp_server.run_stdio_async)
             else:
                 host, port = http
-                anyio.run(lambda: server.run_streamable_http_async(host=host, port=port))
+                anyio.run(lambda: mcp_server.run_streamable_http_async(host=host, port=port))
         except BaseException as exc:  # handed to the main thread, which reports it
             failure.append(exc)
 
