@@ -701,3 +701,38 @@ def test_kernels_on_a_jupyter_server(jupyter_server_url: str, tmp_path: Path) ->
         while jupyter.list_kernels() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert jupyter.list_kernels() == []
+
+
+def test_long_runs_send_progress_notifications(
+    scenario: Callable[..., None], tmp_path: Path
+) -> None:
+    notes: list[tuple[float, str | None]] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        notes.append((value, message))
+
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        result = await server.session.call_tool(
+            "run_code",
+            {"kernel_id": kernel_id, "code": "import time; time.sleep(5); 'done'"},
+            progress_callback=progress,
+        )
+        assert text_of(result) == "Out[1]: 'done'"
+        assert len(notes) >= 2, notes
+        assert [v for v, _ in notes] == sorted(v for v, _ in notes)
+        assert all(m is not None and m.startswith("running for") for _, m in notes), notes
+        before = len(notes)
+        await server.text("insert_cell", path="p.ipynb", source="import time; time.sleep(1)")
+        await server.text("insert_cell", path="p.ipynb", source="time.sleep(2.5)")
+        await server.text("insert_cell", path="p.ipynb", source="time.sleep(2.5)")
+        await server.session.call_tool(
+            "run_notebook", {"path": "p.ipynb"}, progress_callback=progress
+        )
+        assert any(m and "cells done" in m for _, m in notes[before:]), notes[before:]
+        # A client that asks for no progress gets none, and the same answer.
+        count = len(notes)
+        assert await server.run(kernel_id, "import time; time.sleep(2.5); 1") == "Out[2]: 1"
+        assert len(notes) == count
+
+    scenario(body)

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ MAX_OUTPUT_CHARS = 1_000_000
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
 """Outputs sent as MCP image content, for a multimodal model to see."""
+
+PROGRESS_INTERVAL = 2.0
+"""Seconds between progress notifications of a long run (for a client that asks)."""
 
 MAX_TEXT_CHARS = 20_000
 """Text a tool call returns at most; the whole text goes to a file named in the reply."""
@@ -454,12 +458,24 @@ class KernelTools:
         note = TextContent(type="text", text=f"[kernelwire mcp: {written}]")
         return CallToolResult(content=[*content, note])
 
-    def run_notebook(self, path: str, kernel_name: str | None, cell_timeout: float) -> str:
+    def run_notebook(
+        self,
+        path: str,
+        kernel_name: str | None,
+        cell_timeout: float,
+        cell_done: Callable[[int], None] | None = None,
+    ) -> str:
         from .notebook import cells_to_run, execute, write
 
         resolved = self._notebook(lambda: self.files.resolve(path))
         try:
-            nb = execute(resolved, kernel_name, timeout=cell_timeout, save_to=resolved)
+            nb = execute(
+                resolved,
+                kernel_name,
+                timeout=cell_timeout,
+                save_to=resolved,
+                on_cell_done=(lambda index, _: cell_done(index)) if cell_done else None,
+            )
         except KernelwireError as exc:
             trace = strip_ansi("\n".join(getattr(exc, "traceback", [])))
             raise ToolError(self.overflow.cap(f"{path}: {exc}\n{trace}".rstrip())) from None
@@ -548,6 +564,31 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
     async def call(work: Callable[[], _T]) -> _T:
         return await anyio.to_thread.run_sync(work)
 
+    async def reporting(
+        ctx: Context[Any, Any], work: Callable[[], _T], note: Callable[[], str] | None = None
+    ) -> _T:
+        """``work()`` on a thread; meanwhile, every :data:`PROGRESS_INTERVAL`, a progress
+        notification (seconds so far, and ``note()``) if the client asked for them."""
+        done = anyio.Event()
+        started = time.monotonic()
+
+        async def tick() -> None:
+            while True:
+                with anyio.move_on_after(PROGRESS_INTERVAL):
+                    await done.wait()
+                    return
+                elapsed = time.monotonic() - started
+                said = f"running for {elapsed:.0f} s" + (f": {note()}" if note else "")
+                await ctx.report_progress(elapsed, None, said)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(tick)
+            try:
+                result = await call(work)
+            finally:
+                done.set()
+        return result
+
     @server.tool(structured_output=False)
     async def list_kernel_specs() -> str:
         """List the installed kernel specs (languages) that start_kernel can start."""
@@ -585,7 +626,7 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
     ) -> CallToolResult:
         """Run code on a kernel; returns its printed output, result, error and images."""
         session = _session(ctx, registry)
-        return await call(lambda: tools.run_code(session, kernel_id, code, timeout))
+        return await reporting(ctx, lambda: tools.run_code(session, kernel_id, code, timeout))
 
     @server.tool(structured_output=False)
     async def interrupt_kernel(ctx: Context[Any, Any], kernel_id: KernelId) -> str:
@@ -640,10 +681,13 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
     ) -> CallToolResult:
         """Run a notebook's code cell on a kernel and write its outputs into the file."""
         session = _session(ctx, registry)
-        return await call(lambda: tools.execute_cell(session, kernel_id, path, index, timeout))
+        return await reporting(
+            ctx, lambda: tools.execute_cell(session, kernel_id, path, index, timeout)
+        )
 
     @server.tool(structured_output=False)
     async def run_notebook(
+        ctx: Context[Any, Any],
         path: NotebookPath,
         kernel_name: Annotated[
             str | None, Field(description="Kernel spec (default: the notebook's).")
@@ -651,7 +695,12 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
         cell_timeout: Annotated[float, Field(gt=0, description="Seconds each cell may take.")] = 60,
     ) -> str:
         """Run a whole notebook, top to bottom, on a new kernel; outputs are written into it."""
-        return await call(lambda: tools.run_notebook(path, kernel_name, cell_timeout))
+        cells: list[int] = []  # the cells done so far, for the progress notes
+        return await reporting(
+            ctx,
+            lambda: tools.run_notebook(path, kernel_name, cell_timeout, cells.append),
+            lambda: f"{len(cells)} cells done",
+        )
 
     return server
 
