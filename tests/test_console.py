@@ -115,3 +115,39 @@ def test_console_needs_a_terminal() -> None:
     assert done.stderr.splitlines() == [
         "kernelwire: console: needs a terminal (use kernelwire run for piped code)"
     ]
+
+
+def test_console_on_an_existing_kernel_leaves_it_running(tmp_path: Path) -> None:
+    """``console --existing`` works on someone else's kernel: what it defines stays,
+    and Ctrl-D leaves the kernel running."""
+    from kernelwire import run_kernel_in_process
+
+    with run_kernel_in_process(tmp_path / "kernel.json") as kernel:
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "kernelwire.cli", "console", "--existing", kernel.connection_file,
+             "--history", ""],
+            env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"},
+            encoding="utf-8",
+            timeout=60,
+            dimensions=(40, 200),
+        )  # fmt: skip
+        try:
+            child.expect_exact(f"kernelwire console on {kernel.connection_file}")
+            child.expect(r"In \[(\d+)\]:")
+            first = int(child.match.group(1))
+            child.send("left_here = 6 * 7\r")
+            prompt(child, first + 1)  # the next prompt, not the first one redrawn
+            child.send("\x04")
+            child.expect(pexpect.EOF)
+            child.close()
+            assert child.exitstatus == 0
+        finally:
+            if child.isalive():
+                child.terminate(force=True)
+        assert kernel.is_alive()
+        from kernelwire import BlockingKernelClient
+
+        with BlockingKernelClient(kernel.connection_file) as client:
+            reply = client.execute("assert left_here == 42", reply=True, timeout=60)
+        assert reply["content"]["status"] == "ok"
