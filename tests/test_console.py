@@ -12,6 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from test_remote import TOKEN, jupyter_server_url  # noqa: F401 - a fixture, used by name
+
 pexpect = pytest.importorskip("pexpect")
 pytest.importorskip("prompt_toolkit")
 
@@ -151,3 +153,37 @@ def test_console_on_an_existing_kernel_leaves_it_running(tmp_path: Path) -> None
         with BlockingKernelClient(kernel.connection_file) as client:
             reply = client.execute("assert left_here == 42", reply=True, timeout=60)
         assert reply["content"]["status"] == "ok"
+
+
+def test_console_on_a_servers_kernel_deletes_it_when_leaving(
+    jupyter_server_url: str,  # noqa: F811
+) -> None:
+    """``console --server URL``: the code runs on a kernel of the Jupyter Server, which
+    is deleted when the console ends."""
+    from kernelwire import connect_server
+
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "kernelwire.cli", "console", "--server", jupyter_server_url, "--token", TOKEN,
+         "--history", ""],
+        env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"},
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 200),
+    )  # fmt: skip
+    try:
+        prompt(child, 1)
+        with connect_server(jupyter_server_url, TOKEN) as server:
+            assert len(server.list_kernels()) == 1
+        child.send("6 * 7\r")
+        child.expect_exact("Out[1]: 42")
+        prompt(child, 2)
+        child.send("\x04")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    with connect_server(jupyter_server_url, TOKEN) as server:
+        assert server.list_kernels() == []
