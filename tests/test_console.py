@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -18,19 +19,14 @@ pexpect = pytest.importorskip("pexpect")
 pytest.importorskip("prompt_toolkit")
 
 
-@pytest.fixture
-def console(tmp_path: Path) -> Iterator[pexpect.spawn]:
-    env = {
-        **os.environ,
-        "PROMPT_TOOLKIT_NO_CPR": "1",  # no cursor-position queries nobody would answer
-        "TERM": "xterm",
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-    }
+@contextlib.contextmanager
+def spawned(*args: str, **env: str) -> Iterator[pexpect.spawn]:
+    """``kernelwire console ARGS`` in a pseudo-terminal, killed if the test leaves it."""
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "kernelwire.cli", "console", "--history", str(tmp_path / "history")],
-        env=env,
-        cwd=str(tmp_path),
+        ["-m", "kernelwire.cli", "console", *args],
+        # no cursor-position queries, which nobody here would answer
+        env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm", **env},
         encoding="utf-8",
         timeout=60,
         dimensions=(40, 200),
@@ -40,6 +36,21 @@ def console(tmp_path: Path) -> Iterator[pexpect.spawn]:
     finally:
         if child.isalive():
             child.terminate(force=True)
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[pexpect.spawn]:
+    runtime = str(tmp_path / "runtime")
+    with spawned("--history", str(tmp_path / "history"), JUPYTER_RUNTIME_DIR=runtime) as child:
+        yield child
+
+
+def leave(child: pexpect.spawn) -> None:
+    """Ctrl-D at an empty prompt: the console ends, with status 0."""
+    child.send("\x04")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
 
 
 # What the test waits for is never in the code typed: prompt_toolkit echoes the code,
@@ -86,10 +97,7 @@ def test_console_completes_continues_blocks_answers_input_and_interrupts(
     console.send("\x03")  # Ctrl-C, as a terminal sends it
     console.expect_exact("KeyboardInterrupt")
     prompt(console, 7)
-    console.send("\x04")  # Ctrl-D at an empty prompt
-    console.expect(pexpect.EOF)
-    console.close()
-    assert console.exitstatus == 0
+    leave(console)
     deadline = time.monotonic() + 10
     while psutil.pid_exists(kernel_pid) and time.monotonic() < deadline:
         if psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE:
@@ -125,28 +133,13 @@ def test_console_on_an_existing_kernel_leaves_it_running(tmp_path: Path) -> None
     from kernelwire import run_kernel_in_process
 
     with run_kernel_in_process(tmp_path / "kernel.json") as kernel:
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "kernelwire.cli", "console", "--existing", kernel.connection_file,
-             "--history", ""],
-            env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"},
-            encoding="utf-8",
-            timeout=60,
-            dimensions=(40, 200),
-        )  # fmt: skip
-        try:
+        with spawned("--existing", kernel.connection_file, "--history", "") as child:
             child.expect_exact(f"kernelwire console on {kernel.connection_file}")
             child.expect(r"In \[(\d+)\]:")
             first = int(child.match.group(1))
             child.send("left_here = 6 * 7\r")
             prompt(child, first + 1)  # the next prompt, not the first one redrawn
-            child.send("\x04")
-            child.expect(pexpect.EOF)
-            child.close()
-            assert child.exitstatus == 0
-        finally:
-            if child.isalive():
-                child.terminate(force=True)
+            leave(child)
         assert kernel.is_alive()
         from kernelwire import BlockingKernelClient
 
@@ -162,28 +155,14 @@ def test_console_on_a_servers_kernel_deletes_it_when_leaving(
     is deleted when the console ends."""
     from kernelwire import connect_server
 
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "kernelwire.cli", "console", "--server", jupyter_server_url, "--token", TOKEN,
-         "--history", ""],
-        env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"},
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(40, 200),
-    )  # fmt: skip
-    try:
+    server_args = ("--server", jupyter_server_url, "--token", TOKEN)
+    with spawned(*server_args, "--history", "") as child:
         prompt(child, 1)
         with connect_server(jupyter_server_url, TOKEN) as server:
             assert len(server.list_kernels()) == 1
         child.send("6 * 7\r")
         child.expect_exact("Out[1]: 42")
         prompt(child, 2)
-        child.send("\x04")
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
+        leave(child)
     with connect_server(jupyter_server_url, TOKEN) as server:
         assert server.list_kernels() == []
