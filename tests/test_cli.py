@@ -98,7 +98,9 @@ NOTEBOOKS = Path(__file__).parent / "notebooks"
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["run"], ["notebook"], ["notebook", "run"], ["kernels"], ["start"]], ids=str
+    "args",
+    [[], ["run"], ["notebook"], ["notebook", "run"], ["kernels"], ["start"], ["console"]],
+    ids=str,
 )
 def test_help_everywhere(args: list[str]) -> None:
     # One interpreter per test: `import kernelwire` costs seconds on a loaded machine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -12,23 +13,20 @@ from pathlib import Path
 import psutil
 import pytest
 
+from test_remote import TOKEN, jupyter_server_url  # noqa: F401 - a fixture, used by name
+
 pexpect = pytest.importorskip("pexpect")
 pytest.importorskip("prompt_toolkit")
 
 
-@pytest.fixture
-def console(tmp_path: Path) -> Iterator[pexpect.spawn]:
-    env = {
-        **os.environ,
-        "PROMPT_TOOLKIT_NO_CPR": "1",  # no cursor-position queries nobody would answer
-        "TERM": "xterm",
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-    }
+@contextlib.contextmanager
+def spawned(*args: str, **env: str) -> Iterator[pexpect.spawn]:
+    """``kernelwire console ARGS`` in a pseudo-terminal, killed if the test leaves it."""
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "kernelwire.cli", "console", "--history", str(tmp_path / "history")],
-        env=env,
-        cwd=str(tmp_path),
+        ["-m", "kernelwire.cli", "console", *args],
+        # no cursor-position queries, which nobody here would answer
+        env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm", **env},
         encoding="utf-8",
         timeout=60,
         dimensions=(40, 200),
@@ -38,6 +36,21 @@ def console(tmp_path: Path) -> Iterator[pexpect.spawn]:
     finally:
         if child.isalive():
             child.terminate(force=True)
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[pexpect.spawn]:
+    runtime = str(tmp_path / "runtime")
+    with spawned("--history", str(tmp_path / "history"), JUPYTER_RUNTIME_DIR=runtime) as child:
+        yield child
+
+
+def leave(child: pexpect.spawn) -> None:
+    """Ctrl-D at an empty prompt: the console ends, with status 0."""
+    child.send("\x04")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
 
 
 # What the test waits for is never in the code typed: prompt_toolkit echoes the code,
@@ -84,10 +97,7 @@ def test_console_completes_continues_blocks_answers_input_and_interrupts(
     console.send("\x03")  # Ctrl-C, as a terminal sends it
     console.expect_exact("KeyboardInterrupt")
     prompt(console, 7)
-    console.send("\x04")  # Ctrl-D at an empty prompt
-    console.expect(pexpect.EOF)
-    console.close()
-    assert console.exitstatus == 0
+    leave(console)
     deadline = time.monotonic() + 10
     while psutil.pid_exists(kernel_pid) and time.monotonic() < deadline:
         if psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE:
@@ -115,3 +125,44 @@ def test_console_needs_a_terminal() -> None:
     assert done.stderr.splitlines() == [
         "kernelwire: console: needs a terminal (use kernelwire run for piped code)"
     ]
+
+
+def test_console_on_an_existing_kernel_leaves_it_running(tmp_path: Path) -> None:
+    """``console --existing`` works on someone else's kernel: what it defines stays,
+    and Ctrl-D leaves the kernel running."""
+    from kernelwire import run_kernel_in_process
+
+    with run_kernel_in_process(tmp_path / "kernel.json") as kernel:
+        with spawned("--existing", kernel.connection_file, "--history", "") as child:
+            child.expect_exact(f"kernelwire console on {kernel.connection_file}")
+            child.expect(r"In \[(\d+)\]:")
+            first = int(child.match.group(1))
+            child.send("left_here = 6 * 7\r")
+            prompt(child, first + 1)  # the next prompt, not the first one redrawn
+            leave(child)
+        assert kernel.is_alive()
+        from kernelwire import BlockingKernelClient
+
+        with BlockingKernelClient(kernel.connection_file) as client:
+            reply = client.execute("assert left_here == 42", reply=True, timeout=60)
+        assert reply["content"]["status"] == "ok"
+
+
+def test_console_on_a_servers_kernel_deletes_it_when_leaving(
+    jupyter_server_url: str,  # noqa: F811
+) -> None:
+    """``console --server URL``: the code runs on a kernel of the Jupyter Server, which
+    is deleted when the console ends."""
+    from kernelwire import connect_server
+
+    server_args = ("--server", jupyter_server_url, "--token", TOKEN)
+    with spawned(*server_args, "--history", "") as child:
+        prompt(child, 1)
+        with connect_server(jupyter_server_url, TOKEN) as server:
+            assert len(server.list_kernels()) == 1
+        child.send("6 * 7\r")
+        child.expect_exact("Out[1]: 42")
+        prompt(child, 2)
+        leave(child)
+    with connect_server(jupyter_server_url, TOKEN) as server:
+        assert server.list_kernels() == []

@@ -211,19 +211,20 @@ def execute(
     name = kernel_name or kernel_name_of(nb)
     owned = own_kernel or (kernel is None and pool is None)
     with ExitStack() as stack:
-        autosave = Autosave(nb, save_to) if save_to is not None else None
-        guard: AbstractContextManager[Any] = nullcontext()
-        if autosave is not None:
-            stack.callback(autosave.close)  # the last callback: after widgets and timings
-            guard = autosave.lock
         if kernel is None:
             kernel = _own_kernel(stack, name, server, pool, cwd, history_file, fork)
         client = kernel.client()
         stack.callback(client.stop_channels)
         info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
         if info and isinstance(info, dict):
-            with guard:
-                nb.metadata["language_info"] = info
+            nb.metadata["language_info"] = info
+        # Saved from here on, once a kernel answers: a kernel that cannot start leaves
+        # no file behind.
+        autosave = Autosave(nb, save_to) if save_to is not None else None
+        guard: AbstractContextManager[Any] = nullcontext()
+        if autosave is not None:
+            stack.callback(autosave.close)  # after widgets and timings, before shutdown
+            guard = autosave.lock
         displays: dict[str, list[OutputNode]] = {}
         widgets = WidgetFrontEnd(lambda comm_id, data: client.comm_msg(comm_id, data))
         stack.callback(_guarded, guard, widgets.save, nb)  # a partial run's widgets render too
