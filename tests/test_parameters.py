@@ -116,6 +116,42 @@ def test_bash_code_is_papermills(given: dict[str, Any]) -> None:
     assert params.BashTranslator.code(given) == pm_translators.BashTranslator.codify(given)
 
 
+r_names = names.filter(lambda n: n.lstrip("_")[:1].isalpha())  # valid once papermill strips _
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(r_names, values, max_size=5))
+def test_r_code_is_papermills(given: dict[str, Any]) -> None:
+    assert params.RTranslator.code(given) == pm_translators.RTranslator.codify(given)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(names, values, max_size=5))
+def test_julia_code_is_papermills_but_for_dollar_signs(given: dict[str, Any]) -> None:
+    """Equal to papermill's, except that a ``$`` in a string is escaped: papermill's
+    ``"cost $5"`` would make Julia interpolate a variable named 5."""
+    ours = params.JuliaTranslator.code(given)
+    theirs = pm_translators.JuliaTranslator.codify(given)
+    assert ours.replace("\\$", "$") == theirs
+
+
+def test_julia_strings_keep_their_dollar_signs() -> None:
+    assert (
+        params.JuliaTranslator.code({"price": "cost $5"}) == '# Parameters\nprice = "cost \\$5"\n'
+    )
+
+
+def test_r_and_julia_notebooks_take_parameters_by_kernel_language() -> None:
+    import nbformat
+
+    for language, kernel in (("R", "ir"), ("julia", "julia-1.10")):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": kernel, "language": language, "display_name": kernel}
+        nb.metadata["language_info"] = {"name": language}
+        nb.cells = [nbformat.v4.new_code_cell("alpha = 1", metadata={"tags": ["parameters"]})]
+        assert "alpha = 0.5" in params.parameter_code(nb, {"alpha": 0.5})
+
+
 def test_values_no_language_can_take_are_clear_errors() -> None:
     with pytest.raises(ParameterError, match="'cfg': a bash kernel cannot be given a mapping"):
         params.BashTranslator.code({"cfg": {"a": 1}})
@@ -123,6 +159,10 @@ def test_values_no_language_can_take_are_clear_errors() -> None:
         params.PythonTranslator.code({"class": 1})
     with pytest.raises(ParameterError, match="'my var' is not a shell variable name"):
         params.BashTranslator.code({"my var": 1})
+    with pytest.raises(ParameterError, match="'a-b' is not an R name"):
+        params.RTranslator.code({"a-b": 1})
+    with pytest.raises(ParameterError, match="'1x' is not a Julia name"):
+        params.JuliaTranslator.code({"1x": 1})
 
 
 @pytest.mark.parametrize(

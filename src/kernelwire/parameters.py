@@ -8,7 +8,7 @@ parameters cell back (names, defaults, types, help comments) without a kernel.
 :class:`PapermillRecord` writes the timings and statuses papermill keeps on the
 notebook and its cells.
 
-Python and bash kernels are supported; any other language raises
+Python, R, Julia and bash kernels are supported; any other language raises
 :class:`~kernelwire.errors.NoParameterTranslator` before a kernel starts.
 
 >>> nb = kernelwire.notebook.execute("train.ipynb", parameters={"alpha": 0.5})  # doctest: +SKIP
@@ -105,6 +105,12 @@ def _python_char(char: str) -> str:
 _PYTHON_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+def quoted(value: Any) -> str:
+    """``value``'s text as a double-quoted string, escaped as papermill escapes strings
+    for Python, R and Julia alike."""
+    return '"' + "".join(map(_python_char, str(value))) + '"'
+
+
 class PythonTranslator(Translator):
     """Python literals: strings double-quoted with ASCII escapes, ``float('nan')`` and
     ``float('inf')`` for the non-finite floats, lists and dicts written out."""
@@ -124,14 +130,10 @@ class PythonTranslator(Translator):
         if isinstance(value, list):
             return "[" + ", ".join(cls.literal(name, item) for item in value) + "]"
         if isinstance(value, dict):
-            items = (f"{cls._string(key)}: {cls.literal(name, v)}" for key, v in value.items())
+            items = (f"{quoted(key)}: {cls.literal(name, v)}" for key, v in value.items())
             return "{" + ", ".join(items) + "}"
         # A string, or anything else (a date, a tuple) passed on as its text, as papermill does.
-        return cls._string(value)
-
-    @staticmethod
-    def _string(value: Any) -> str:
-        return '"' + "".join(map(_python_char, str(value))) + '"'
+        return quoted(value)
 
     @classmethod
     def assignment(cls, name: str, value: Any) -> str:
@@ -229,10 +231,83 @@ class BashTranslator(Translator):
         return f"{name}={cls.literal(name, value)}"
 
 
+_R_NAME = re.compile(r"[A-Za-z.][A-Za-z0-9._]*\Z")
+
+
+class RTranslator(Translator):
+    """R values: ``NULL``, ``TRUE``/``FALSE``, lists and named lists (``list("k" = v)``),
+    strings double-quoted as Python's; a leading ``_`` is dropped from a name (R does not
+    allow it), as papermill does."""
+
+    language = "R"
+
+    @classmethod
+    def literal(cls, name: str, value: Any) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, (int, float)):
+            return str(value)
+        if isinstance(value, list):
+            return "list(" + ", ".join(cls.literal(name, item) for item in value) + ")"
+        if isinstance(value, dict):
+            items = (f"{quoted(key)} = {cls.literal(name, v)}" for key, v in value.items())
+            return "list(" + ", ".join(items) + ")"
+        return quoted(value)
+
+    @classmethod
+    def assignment(cls, name: str, value: Any) -> str:
+        bare = name.lstrip("_")
+        if not _R_NAME.match(bare):
+            raise ParameterError(f"parameter {name!r} is not an R name")
+        return f"{bare} = {cls.literal(name, value)}"
+
+
+_JULIA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_!]*\Z")
+
+
+class JuliaTranslator(Translator):
+    """Julia values: ``nothing``, ``true``/``false``, vectors, ``Dict("k" => v)``,
+    strings double-quoted as Python's, with ``$`` escaped too (papermill leaves it, and
+    Julia would interpolate it)."""
+
+    language = "julia"
+
+    @classmethod
+    def literal(cls, name: str, value: Any) -> str:
+        if value is None:
+            return "nothing"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return str(value)
+        if isinstance(value, list):
+            return "[" + ", ".join(cls.literal(name, item) for item in value) + "]"
+        if isinstance(value, dict):
+            items = (f"{cls._string(key)} => {cls.literal(name, v)}" for key, v in value.items())
+            return "Dict(" + ", ".join(items) + ")"
+        return cls._string(value)
+
+    @staticmethod
+    def _string(value: Any) -> str:
+        return quoted(value).replace("$", "\\$")
+
+    @classmethod
+    def assignment(cls, name: str, value: Any) -> str:
+        if not _JULIA_NAME.match(name):
+            raise ParameterError(f"parameter {name!r} is not a Julia name")
+        return f"{name} = {cls.literal(name, value)}"
+
+
 TRANSLATORS: dict[str, type[Translator]] = {
     "python": PythonTranslator,
     "pysparkkernel": PythonTranslator,
     "bash": BashTranslator,
+    "R": RTranslator,
+    "r": RTranslator,
+    "ir": RTranslator,
+    "julia": JuliaTranslator,
 }
 """Translators by kernel name or language; a kernel's name is looked up first."""
 
