@@ -16,6 +16,7 @@ import psutil
 
 from test_cli import kernelwire
 from test_cli_stopping import Command, command  # noqa: F401 - a fixture, used by name
+from test_remote import TOKEN, jupyter_server_url  # noqa: F401 - a fixture, used by name
 
 
 def write_notebook(path: Path, *sources: str, **cell_metadata: Any) -> Path:
@@ -174,10 +175,31 @@ def test_cwd_sets_the_kernels_working_directory(tmp_path: Path) -> None:
         f"kernelwire: notebook run: --cwd {tmp_path / 'nope'}: no such folder"
     ]
     remote = kernelwire(
-        "notebook", "run", str(source), "--cwd", str(elsewhere), "--server", "http://127.0.0.1:9"
+        "notebook", "run", str(source), "--start-timeout", "5", "--server", "http://127.0.0.1:9"
     )
     assert remote.returncode == 2
-    assert "--cwd and --start-timeout are for local kernels" in remote.stderr
+    assert "--start-timeout is for local kernels" in remote.stderr
+
+
+def test_cwd_on_a_server_is_a_folder_under_its_root(
+    tmp_path: Path,
+    jupyter_server_url: str,  # noqa: F811
+) -> None:
+    """With ``--server``, the kernel runs in the server's root by default, and in a
+    folder of the server (relative to its root) with ``--cwd``."""
+    from kernelwire import connect_server
+
+    with connect_server(jupyter_server_url, TOKEN) as server:
+        server.transport.request("PUT", "api/contents/inner", json={"type": "directory"})
+    source = write_notebook(tmp_path / "where.ipynb", "import os\nprint(os.getcwd())")
+    remote = ("--server", jupyter_server_url, "--token", TOKEN)
+    done = kernelwire("notebook", "run", str(source), *remote)
+    assert done.returncode == 0, done.stderr
+    root = texts(nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4))[0].strip()
+    done = kernelwire("notebook", "run", str(source), "--cwd", "inner", *remote)
+    assert done.returncode == 0, done.stderr
+    inner = texts(nbformat.read(source.with_suffix(".executed.ipynb"), as_version=4))[0]
+    assert inner == f"{root}/inner\n"
 
 
 def test_start_timeout_is_a_clear_error_and_leaves_nothing(

@@ -393,10 +393,11 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
 
 
 def _check_kernel_options(args: argparse.Namespace) -> None:
-    """``--cwd`` must be a folder; it and ``--start-timeout`` are for local kernels."""
-    if args.server and (args.cwd is not None or args.start_timeout != STARTUP_TIMEOUT):
-        raise _usage_error("notebook run: --cwd and --start-timeout are for local kernels")
-    if args.cwd is not None:
+    """``--cwd`` must be a folder (with ``--server``: one on the server, relative to its
+    root); ``--start-timeout`` is for local kernels."""
+    if args.server and args.start_timeout != STARTUP_TIMEOUT:
+        raise _usage_error("notebook run: --start-timeout is for local kernels")
+    if args.cwd is not None and not args.server:
         if not os.path.isdir(args.cwd):
             raise _usage_error(f"notebook run: --cwd {args.cwd}: no such folder")
         args.cwd = os.path.abspath(args.cwd)
@@ -761,7 +762,8 @@ def _papermill_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--cwd",
         metavar="DIR",
-        help="the kernel's working directory (default: each notebook's folder)",
+        help="the kernel's working directory (default: each notebook's folder; with "
+        "--server, a folder on the server, relative to its root: default the root)",
     )
     group.add_argument(
         "--start-timeout",

@@ -325,12 +325,20 @@ def _own_kernel(
 ) -> Kernel | RemoteKernel:
     """A kernel for one run, released or shut down when ``stack`` closes."""
     if server is not None:
-        return stack.enter_context(server.start_kernel(name))
+        return stack.enter_context(start_on_server(server, name, cwd))
     if pool is not None:
         kernel = pool.acquire()
         stack.callback(pool.release, kernel)
         return kernel
     return stack.enter_context(start_notebook_kernel(name, cwd, history_file, fork))
+
+
+def start_on_server(
+    server: JupyterServer, name: str, cwd: str | os.PathLike[str] | None = None
+) -> RemoteKernel:
+    """A kernel on ``server``; ``cwd`` is a folder on the server, relative to its root
+    (Jupyter Server's ``path``), where the kernel runs (default: the root)."""
+    return server.start_kernel(name, **({"path": os.fspath(cwd)} if cwd is not None else {}))
 
 
 def start_notebook_kernel(
@@ -589,7 +597,7 @@ def execute_many(
         assert run.notebook is not None
         name = kernel_name or kernel_name_of(run.notebook)
         if server is not None:
-            return lambda: server.start_kernel(name)
+            return lambda: start_on_server(server, name, cwd)  # only a folder given there
         where = folder_of(run)
         return lambda: start_notebook_kernel(name, where, history_file, fork, startup_timeout)
 
