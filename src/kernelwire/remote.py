@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
 from .client.async_client import AsyncKernelClient
@@ -176,6 +176,8 @@ class RemoteKernel(RunsCode):
         except ServerError as exc:  # unreachable for now: the WebSocket's business
             if exc.status == 404 and not self._closed:
                 self._gone_error = self._gone(exc)
+        except RuntimeError:  # httpx's answer once the server handle is closed meanwhile
+            log.debug("kernel %s: not probed, the server handle is closed", self.kernel_id)
         finally:
             with self._probe_lock:
                 self._probing = False
@@ -376,8 +378,14 @@ class JupyterServer:
         # Only a timed launch names the kind of server (one more request, on a gateway).
         kind = self._kind() if launch_timeout is not None else "server"
         what = f"kernel {name!r} on {kind} {self.transport.url}"
+        # A helper thread per start only when someone wants to hear about the wait.
+        reporting = (
+            _reporting_progress(what, launch_timeout or 0.0, progress_every, progress)
+            if launch_timeout is not None or progress is not None
+            else nullcontext()
+        )
         try:
-            with _reporting_progress(what, launch_timeout or 0.0, progress_every, progress):
+            with reporting:
                 model = self._post_kernel(name, body, request_timeout)
         except ServerError as exc:
             waited = time.monotonic() - started
