@@ -29,7 +29,7 @@ import kernelwire
 from kernelwire import KernelDied, KernelEnvError, KernelTimeout
 from kernelwire.connection_file import free_tcp_ports
 from kernelwire.remote import JupyterServer, ServerError, connect_server
-from test_remote import TOKEN, serving
+from test_remote import TOKEN, jupyter_server_url, serving  # noqa: F401 - a fixture
 
 EG_VERSION = "3.3.0"
 EG_REQUIREMENTS = [f"jupyter_enterprise_gateway=={EG_VERSION}", "ipykernel<7"]
@@ -195,6 +195,17 @@ def test_the_gateway_is_detected_and_kernel_env_reaches_the_kernel(eg_url: str) 
         with server.start_kernel("python3", env={"KERNEL_USERNAME": "ada"}) as kernel:
             seen = kernel.run("import os; os.environ.get('KERNEL_USERNAME')").text
         assert seen == "'ada'"
+
+
+def test_a_jupyter_server_is_not_taken_for_an_enterprise_gateway(
+    jupyter_server_url: str,  # noqa: F811 - the fixture
+) -> None:
+    with connect_server(jupyter_server_url, TOKEN) as server:
+        assert not server.enterprise
+    with connect_server(jupyter_server_url, TOKEN, gateway="enterprise") as server:
+        assert server.enterprise  # as told, unasked
+    with pytest.raises(ValueError, match="gateway must be"):
+        connect_server(jupyter_server_url, TOKEN, gateway="kubernetes")  # type: ignore[arg-type]
 
 
 def test_a_variable_the_gateway_would_drop_is_refused_before_the_start(

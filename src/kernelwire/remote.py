@@ -350,7 +350,8 @@ class JupyterServer:
         Gateway or Kernel Gateway passes on only ``KERNEL_``-prefixed variables, such as
         ``KERNEL_USERNAME``, unless its ``client_envs`` allows more): other names are a
         :class:`KernelEnvError` rather than silently lost, unless ``check_env=False``
-        (for a gateway whose administrator allowed them).
+        (for a gateway whose administrator allowed them). A plain Jupyter Server (2.x)
+        ignores ``env`` altogether.
 
         ``launch_timeout`` (seconds) is how long the launch may take, start request and
         the kernel's first answer together, for a gateway that schedules a pod or a
