@@ -173,9 +173,10 @@ def eg_url(eg_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture(scope="module")
 def culling_eg_url(eg_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A gateway that culls kernels idle for 2 s, connected or not, every second."""
+    """A gateway that culls kernels idle for 10 s, connected or not, every second
+    (long enough that a loaded machine gets its first run in before the cull)."""
     options = [
-        "--MappingKernelManager.cull_idle_timeout=2",
+        "--MappingKernelManager.cull_idle_timeout=10",
         "--MappingKernelManager.cull_interval=1",
         "--MappingKernelManager.cull_connected=True",
     ]
