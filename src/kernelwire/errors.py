@@ -282,7 +282,19 @@ class NoSuchKernel(KernelwireError, KeyError):
 
 
 class ServerError(KernelwireError):
-    """A Jupyter Server answered with an error; names the server and what was asked."""
+    """A Jupyter Server answered with an error; names the server and what was asked.
+
+    ``status`` is the HTTP status when the server answered with one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KernelEnvError(KernelwireError, ValueError):
+    """A kernel's start asked for environment variables the server would drop
+    (an Enterprise or Kernel Gateway passes only ``KERNEL_``-prefixed ones by default)."""
 
 
 class AuthenticationError(ServerError):

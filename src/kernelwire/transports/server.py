@@ -81,6 +81,32 @@ __all__ = [
 ]
 
 
+def _error_detail(response: httpx.Response, prefix: str) -> str:
+    """What an error answer says, after ``prefix``; empty if it says nothing.
+
+    Jupyter Server, Kernel Gateway and Enterprise Gateway answer errors with JSON
+    (``reason``, ``message`` and, for a server-side exception, ``traceback``): the
+    reason and message are the point, and a traceback's last line names the exception
+    (``NoSuchKernel: No such kernel named spark``), where the first 300 characters of
+    the raw body showed only the start of the traceback.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        text = response.text[:300].strip()
+        return f"{prefix}{text}" if text else ""
+    parts = [str(body[key]).strip() for key in ("reason", "message") if body.get(key)]
+    traceback = body.get("traceback")
+    if isinstance(traceback, str) and traceback.strip():
+        last = traceback.strip().splitlines()[-1].strip()
+        if all(last not in part for part in parts):
+            parts.append(last)
+    detail = ": ".join(dict.fromkeys(parts))  # "Forbidden: Forbidden" once
+    return f"{prefix}{detail[:500]}" if detail else ""
+
+
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:
     """TLS settings for both httpx and the WebSocket: system CAs, a CA bundle, or none."""
     if isinstance(verify, str):
@@ -127,11 +153,19 @@ class ServerTransport:
             response = self._http.request(method, path.lstrip("/"), **kwargs)
         except httpx.TransportError as exc:
             raise ServerConnectionError(f"cannot reach Jupyter server {self.url}: {exc}") from None
-        if response.status_code in (401, 403):
-            raise AuthenticationError(
-                f"Jupyter server {self.url} refused the token ({response.status_code} on {path})"
-            )
         status = response.status_code
+        if status in (401, 403):
+            detail = _error_detail(response, "")
+            if status == 403 and detail not in ("", "Forbidden"):
+                # Not the token: the server says why it refused (an Enterprise
+                # Gateway refusing a user: "User 'root' is not authorized ...").
+                raise AuthenticationError(
+                    f"Jupyter server {self.url} refused {method} {path} (403): {detail}",
+                    status=status,
+                )
+            raise AuthenticationError(
+                f"Jupyter server {self.url} refused the token ({status} on {path})", status=status
+            )
         if 300 <= status < 400:
             # Not followed: the token must not travel to wherever it points (a login
             # page, another host), and a redirect is not the API's answer.
@@ -141,9 +175,10 @@ class ServerTransport:
                 "the server's base URL (with its path prefix, and http vs https right)?"
             )
         if status >= 400:
-            detail = response.text[:300].strip()
             raise ServerError(
-                f"Jupyter server {self.url}: {method} {path} failed with {status}: {detail}"
+                f"Jupyter server {self.url}: {method} {path} failed with {status}"
+                f"{_error_detail(response, ': ')}",
+                status=status,
             )
         if not response.content:
             return None
@@ -208,7 +243,9 @@ class ServerTransport:
             )
         where = exc.response.headers.get("Location")
         moved = f", redirected to {where!r}" if 300 <= status < 400 and where else ""
-        return ServerError(f"Jupyter server {self.url}: WebSocket {path} refused ({status}{moved})")
+        return ServerError(
+            f"Jupyter server {self.url}: WebSocket {path} refused ({status}{moved})", status=status
+        )
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

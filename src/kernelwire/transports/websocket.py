@@ -111,6 +111,7 @@ class WebSocketTransport:
         kernel_id: str,
         session_id: str,
         subprotocols: list[str] | None = None,
+        open_timeout: float = OPEN_TIMEOUT,
     ) -> None:
         self.server = server
         self.kernel_id = kernel_id
@@ -128,7 +129,9 @@ class WebSocketTransport:
         self._last_error = ""
         self._stop = threading.Event()  # close() interrupts a back-off sleep
         self._frames: deque[str | bytes] = deque()
-        self.ws = self._open(OPEN_TIMEOUT)
+        # A Jupyter Server 1.x (as in Enterprise Gateway 3) holds the handshake until
+        # the kernel answers, so a launching kernel's first open may need longer.
+        self.ws = self._open(open_timeout)
         self.codec = WebSocketCodec(self.ws.subprotocol)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -206,7 +209,13 @@ class WebSocketTransport:
                 self._last_error = str(exc)
                 continue
             except ServerError as exc:
-                self.lost = f"the server refused to reconnect: {exc}"
+                gone = (
+                    " (the kernel is gone from the server: shut down, or culled by a "
+                    "gateway as idle)"
+                    if exc.status == 404
+                    else ""
+                )
+                self.lost = f"the server refused to reconnect{gone}: {exc}"
                 return False
             with self._lock:
                 if self.closed:
