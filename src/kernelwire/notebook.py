@@ -338,7 +338,9 @@ def start_on_server(
 ) -> RemoteKernel:
     """A kernel on ``server``; ``cwd`` is a folder on the server, relative to its root
     (Jupyter Server's ``path``), where the kernel runs (default: the root)."""
-    return server.start_kernel(name, **({"path": os.fspath(cwd)} if cwd is not None else {}))
+    if cwd is None:
+        return server.start_kernel(name)
+    return server.start_kernel(name, path=os.fspath(cwd))
 
 
 def start_notebook_kernel(
