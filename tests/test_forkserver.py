@@ -299,6 +299,8 @@ OWNER = textwrap.dedent(
     print(json.dumps([server.pid, kernel.pid, shared.pid]), flush=True)
     if sys.argv[1] == "hang":
         time.sleep(600)
+    else:
+        sys.stdin.readline()  # the test looks at the processes first, then lets it exit
     """
 )
 
@@ -310,6 +312,7 @@ def test_the_owner_ending_leaves_no_template_and_no_kernel(tmp_path: Path, end: 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     owner = subprocess.Popen(
         [sys.executable, str(script), "hang" if end == "sigkill" else "exit"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

@@ -266,11 +266,11 @@ def test_inspection_reads_what_a_regular_expression_misreads() -> None:
     assert found[2] == params.Parameter("items", "None", "[ 1, # one 2, ]", "the items")
 
 
-def r_notebook() -> Any:
+def scala_notebook() -> Any:
     nb = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell("x <- 1", metadata={"tags": ["parameters"]})]
+        cells=[nbformat.v4.new_code_cell("val x = 1", metadata={"tags": ["parameters"]})]
     )
-    nb.metadata.kernelspec = {"name": "ir", "display_name": "R", "language": "R"}
+    nb.metadata.kernelspec = {"name": "spylon", "display_name": "Scala", "language": "scala"}
     return nb
 
 
@@ -278,20 +278,19 @@ def test_a_language_without_a_translator_is_named_before_any_kernel_starts(
     tmp_path: Path,
 ) -> None:
     with pytest.raises(NoParameterTranslator) as excinfo:
-        notebook.execute(r_notebook(), parameters={"x": 2})  # no 'ir' kernel: never started
-    assert excinfo.value.language == "R" and excinfo.value.kernel_name == "ir"
-    assert "R-language notebook (kernel 'ir')" in str(excinfo.value)
-    assert "bash, python" in str(excinfo.value)
-    (runs,) = notebook.execute_many([r_notebook()], parameters={"x": 2})
+        notebook.execute(scala_notebook(), parameters={"x": 2})  # no such kernel: never started
+    assert excinfo.value.language == "scala" and excinfo.value.kernel_name == "spylon"
+    assert "scala-language notebook (kernel 'spylon')" in str(excinfo.value)
+    assert "R, bash, julia, python" in str(excinfo.value)
+    (runs,) = notebook.execute_many([scala_notebook()], parameters={"x": 2})
     assert isinstance(runs.error, NoParameterTranslator)
-    source = tmp_path / "r.ipynb"
-    nbformat.write(r_notebook(), source)
+    source = tmp_path / "scala.ipynb"
+    nbformat.write(scala_notebook(), source)
     done = kernelwire("notebook", "run", str(source), "-p", "x", "2")
     assert done.returncode == 2
-    assert (
-        done.stderr.strip()
-        .splitlines()[-1]
-        .startswith("kernelwire: cannot inject parameters into a R-language notebook (kernel 'ir')")
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "kernelwire: cannot inject parameters into a scala-language notebook (kernel 'spylon')"
     )
 
 

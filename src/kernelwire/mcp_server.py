@@ -581,12 +581,17 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
                 said = f"running for {elapsed:.0f} s" + (f": {note()}" if note else "")
                 await ctx.report_progress(elapsed, None, said)
 
+        failure: Exception | None = None
         async with anyio.create_task_group() as group:
             group.start_soon(tick)
             try:
                 result = await call(work)
+            except Exception as exc:  # raised below: out of a task group it would come
+                failure = exc  # wrapped in an ExceptionGroup, and the SDK would not show it
             finally:
                 done.set()
+        if failure is not None:
+            raise failure
         return result
 
     @server.tool(structured_output=False)
