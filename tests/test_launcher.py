@@ -10,6 +10,8 @@ answers on ports of its own, whether started by ``Kernel.start`` or ``run_kernel
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -264,3 +266,27 @@ def test_a_kernel_whose_iopub_stays_silent_is_connected_to_afresh(
     assert "fake kernel did not answer within 3.5 s" in message
     assert "it answered kernel_info" in message and "connection(s) to its IOPub port" in message
     assert len([t for t in fake.subscriptions if t]) >= 3
+
+
+def test_a_program_holding_over_1024_descriptors_starts_and_stops_kernels() -> None:
+    """A program with a hundred kernels holds more than 1024 descriptors; waiting for a
+    kernel's exit through ``select`` refused such a descriptor (``ValueError``), which
+    broke the shutdown of the 100 kernels of the fork benchmark."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted + 200:
+        pytest.fail(f"the descriptor limit {hard} is below what the test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted + 200), hard))
+    held: list[int] = []
+    try:
+        with open(os.devnull, "rb") as devnull:
+            while not held or held[-1] < wanted:
+                held.append(os.dup(devnull.fileno()))
+        with start_kernel("python3") as kernel:
+            assert kernel.run("6 * 7").text == "42"
+            kernel.shutdown()
+            assert not kernel.is_alive()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -32,7 +32,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import threading
@@ -41,6 +40,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._fdwait import readable
 from ..errors import KernelLaunchError
 from .launcher import (
     STARTUP_TIMEOUT,
@@ -129,8 +129,7 @@ class _Lines:
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.pending:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            readable, _, _ = select.select([self.fd], [], [], left)
-            if not readable:
+            if not readable([self.fd], left):
                 raise TimeoutError
             data = os.read(self.fd, 1 << 16)
             if not data:

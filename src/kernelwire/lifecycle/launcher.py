@@ -17,7 +17,6 @@ import ipaddress
 import itertools
 import logging
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, Protocol
 
+from .._fdwait import readable
 from ..client.blocking import BlockingKernelClient
 from ..connection_file import free_tcp_ports, new_connection_info
 from ..errors import KernelDied, KernelLaunchError, KernelStartTimeout, KernelTimeout, PortInUse
@@ -231,10 +231,8 @@ def exit_watch(proc: ProcessHandle) -> Iterator[Callable[[float], bool]]:
             pidfd = os.pidfd_open(proc.pid)
 
     def wait(timeout: float) -> bool:
-        if pidfd is not None and proc.returncode is None:
-            readable, _, _ = select.select([pidfd], [], [], max(timeout, 0.0))
-            if not readable:
-                return False
+        if pidfd is not None and proc.returncode is None and not readable([pidfd], timeout):
+            return False
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
