@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import pytest
@@ -106,3 +108,43 @@ def test_slow_consumer_loses_nothing(ipykernel: KernelProcess) -> None:
         time.sleep(2.0)  # the kernel floods while nobody reads
         text = "".join(m["content"]["text"] for m in handle.iopub(60) if m["msg_type"] == "stream")
         assert text == "".join(f"{i}\n" for i in range(2000))
+
+
+CLIENTS_PAST_THE_SOCKET_LIMIT = """
+import sys
+from kernelwire import BlockingKernelClient
+clients = []
+for _ in range(int(sys.argv[2])):
+    client = BlockingKernelClient()
+    client.load_connection_file(sys.argv[1])
+    client.start_channels()
+    clients.append(client)
+reply = clients[-1].execute("6 * 7", reply=True, timeout=60)
+assert reply["content"]["status"] == "ok", reply
+for client in clients:
+    client.stop_channels()
+print("ok", len(clients))
+"""
+
+
+def test_a_program_may_hold_more_zeromq_sockets_than_zeromqs_default(
+    ipykernel: KernelProcess,
+) -> None:
+    """ZeroMQ allows 1023 sockets per context unless told otherwise: near 100 kernels a
+    program could open no more (``ZMQError: Too many open files``). 200 clients of one
+    kernel (over 1,000 sockets) in a fresh process, where kernelwire makes the context."""
+    count = 200
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CLIENTS_PAST_THE_SOCKET_LIMIT,
+            str(ipykernel.connection_file),
+            str(count),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", str(count)]

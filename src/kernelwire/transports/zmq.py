@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -59,7 +60,19 @@ most of the client's peak on a large stream read through ``run(max_output_chars=
 
 
 def _new_context() -> zmq.Context[zmq.Socket[bytes]]:
-    return zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    # ZeroMQ's default of 1023 sockets per context ran out near 100 kernels (a client is
+    # 5 sockets and its monitors). Raise it to what the descriptor limit allows; ZeroMQ
+    # reads the option only before the context's first socket, so a context the program
+    # had already used keeps its own limit (setting it later is harmless).
+    descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    wanted = context.get(zmq.SOCKET_LIMIT)
+    if descriptors != resource.RLIM_INFINITY:
+        wanted = min(wanted, descriptors)
+    if wanted > context.get(zmq.MAX_SOCKETS):
+        with contextlib.suppress(zmq.ZMQError):
+            context.set(zmq.MAX_SOCKETS, wanted)
+    return context
 
 
 class ZmqCodec:
