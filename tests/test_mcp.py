@@ -23,7 +23,8 @@ anyio = pytest.importorskip("anyio")
 psutil = pytest.importorskip("psutil")
 
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
-from mcp.types import CallToolResult, ImageContent, TextContent  # noqa: E402
+from mcp.client.session import ElicitationFnT  # noqa: E402
+from mcp.types import CallToolResult, ElicitResult, ImageContent, TextContent  # noqa: E402
 
 from test_remote import TOKEN, jupyter_server_url  # noqa: E402, F401 - a fixture
 
@@ -106,7 +107,9 @@ def wait_gone(pids: list[int], within: float = 30.0) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def mcp_server(tmp_path: Path, *options: str) -> AsyncIterator[Server]:
+async def mcp_server(
+    tmp_path: Path, *options: str, elicitation: ElicitationFnT | None = None
+) -> AsyncIterator[Server]:
     runtime = tmp_path / "runtime"
     runtime.mkdir(exist_ok=True)
     params = StdioServerParameters(
@@ -115,7 +118,10 @@ async def mcp_server(tmp_path: Path, *options: str) -> AsyncIterator[Server]:
         env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)},
         cwd=tmp_path,
     )
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+    async with (
+        stdio_client(params) as (read, write),
+        ClientSession(read, write, elicitation_callback=elicitation) as session,
+    ):
         await session.initialize()
         yield Server(session, runtime)
 
@@ -126,10 +132,12 @@ def scenario(tmp_path: Path) -> Iterator[Callable[[Callable[[Server], Awaitable[
     may be left running (any that is, is killed and the test fails)."""
     servers: list[Server] = []
 
-    def run(body: Callable[[Server], Awaitable[None]]) -> None:
+    def run(
+        body: Callable[[Server], Awaitable[None]], elicitation: ElicitationFnT | None = None
+    ) -> None:
         async def main() -> None:
             with anyio.fail_after(SAFETY):
-                async with mcp_server(tmp_path) as server:
+                async with mcp_server(tmp_path, elicitation=elicitation) as server:
                     servers.append(server)
                     await body(server)
 
@@ -267,6 +275,38 @@ def test_input_fails_at_once(scenario: Callable[..., None]) -> None:
         assert await server.run(kernel_id, "1 + 1") == "Out[2]: 2"
 
     scenario(body)
+
+
+def test_input_is_asked_of_a_client_that_answers_elicitation(
+    scenario: Callable[..., None],
+) -> None:
+    asked: list[str] = []
+    answers = iter(
+        [
+            ElicitResult(action="accept", content={"value": "Ada"}),
+            ElicitResult(action="decline"),
+        ]
+    )
+
+    async def answer(context: Any, params: Any) -> ElicitResult:
+        asked.append(params.message)
+        return next(answers)
+
+    async def body(server: Server) -> None:
+        kernel_id = await server.start()
+        code = "name = input('name? ')\nprint(f'hello {name!r}')"
+        assert await server.run(kernel_id, code) == "hello 'Ada'"
+        assert asked == ["The code being run asks for input: name? "]
+        declined = await server.run(kernel_id, code)
+        assert declined.splitlines()[0] == "hello ''"
+        assert "was not answered by the client" in declined
+        # A password prompt is never put to the client: secrets are not asked for via MCP.
+        hidden = await server.run(kernel_id, "import getpass; len(getpass.getpass('key: '))")
+        assert hidden.startswith("Out[3]: 0"), hidden
+        assert "secrets are not asked for" in hidden
+        assert len(asked) == 2
+
+    scenario(body, elicitation=answer)
 
 
 def test_killed_kernel_is_a_tool_error(scenario: Callable[..., None]) -> None:

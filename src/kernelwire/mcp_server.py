@@ -4,7 +4,8 @@ Built on the official MCP Python SDK (``pip install kernelwire[mcp]``); imported
 that command, so ``import kernelwire`` never loads ``mcp``. Each MCP session has its own
 kernels; every kernel is shut down when the server stops (its stdin closed, SIGTERM,
 Ctrl-C). A run past its timeout is interrupted and waited to idle before the call
-returns, so no run keeps executing behind a returned call; ``input()`` fails at once
+returns, so no run keeps executing behind a returned call; ``input()`` is asked of the
+client through MCP elicitation where the client supports it, and fails at once otherwise
 (the kernel is told there is no stdin); a kernel that died is a tool error.
 
 The kernelwire API is blocking: each tool call runs it on a worker thread.
@@ -31,7 +32,7 @@ import orjson
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from .client._hooks import strip_ansi
 from .errors import (
@@ -41,7 +42,7 @@ from .errors import (
     KernelwireError,
     NotebookEditError,
 )
-from .execution import ExecutionResult
+from .execution import ExecutionResult, StdinHandler
 from .existing import ExistingKernel
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import list_kernel_specs
@@ -64,6 +65,65 @@ MAX_TEXT_CHARS = 20_000
 """Text a tool call returns at most; the whole text goes to a file named in the reply."""
 
 STDIN_HINT = "[kernelwire mcp: input() is not available here: put the values in the code instead]"
+
+
+class InputAnswer(BaseModel):
+    """The form an ``input()`` of the kernel is asked with (MCP elicitation)."""
+
+    value: str = Field(description="The line of text to give the program's input().")
+
+
+@dataclass
+class InputAsker:
+    """Answers a run's ``input()`` by asking the MCP client (elicitation), from the tool's
+    worker thread; what became of each question is kept for the reply.
+
+    A password prompt (``getpass``) is not asked: the MCP specification forbids asking
+    for secrets this way, so it gets an empty answer. So does a question the client
+    declines or cancels, or leaves unanswered for ``timeout`` seconds.
+    """
+
+    ctx: Context[Any, Any]
+    timeout: float
+    notes: list[str] = field(default_factory=list)
+
+    def __call__(self, prompt: str, password: bool) -> str:
+        if password:
+            self.notes.append(
+                f"[kernelwire mcp: the password prompt {prompt!r} was given an empty answer: "
+                "secrets are not asked for through MCP]"
+            )
+            return ""
+        answer = anyio.from_thread.run(self._ask, prompt)
+        if answer is None:
+            self.notes.append(
+                f"[kernelwire mcp: input({prompt!r}) was not answered by the client; "
+                "it was given an empty line]"
+            )
+            return ""
+        return answer
+
+    async def _ask(self, prompt: str) -> str | None:
+        message = (
+            f"The code being run asks for input: {prompt}"
+            if prompt
+            else ("The code being run asks for a line of input.")
+        )
+        with anyio.move_on_after(self.timeout):
+            result = await self.ctx.elicit(message=message, schema=InputAnswer)
+            if result.action == "accept" and result.data is not None:
+                return result.data.value
+        return None
+
+
+def input_asker(ctx: Context[Any, Any], timeout: float) -> InputAsker | None:
+    """An :class:`InputAsker` if the client can answer elicitation requests, else ``None``
+    (then ``input()`` fails in the kernel at once)."""
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.elicitation is None:
+        return None
+    return InputAsker(ctx, timeout)
+
 
 _T = TypeVar("_T")
 
@@ -418,21 +478,36 @@ class KernelTools:
         return f"kernel {kernel_id} was restarted: its variables are gone"
 
     def run_code(
-        self, session: Session, kernel_id: str, code: str, timeout: float
+        self,
+        session: Session,
+        kernel_id: str,
+        code: str,
+        timeout: float,
+        asker: InputAsker | None = None,
     ) -> CallToolResult:
-        content, _ = self._run(session, kernel_id, code, timeout)
+        content, _ = self._run(session, kernel_id, code, timeout, asker)
         return CallToolResult(content=content)
 
     def _run(
-        self, session: Session, kernel_id: str, code: str, timeout: float
+        self,
+        session: Session,
+        kernel_id: str,
+        code: str,
+        timeout: float,
+        asker: InputAsker | None = None,
     ) -> tuple[list[ContentBlock], ExecutionResult | None]:
         """Run ``code``: what to show, and the result (``None`` if it timed out)."""
+        stdin: StdinHandler | None = asker
         with self._alive(session, kernel_id) as entry, entry.busy:
             try:
-                result = entry.kernel.run(code, timeout=timeout, max_output_chars=MAX_OUTPUT_CHARS)
+                result = entry.kernel.run(
+                    code, timeout=timeout, stdin=stdin, max_output_chars=MAX_OUTPUT_CHARS
+                )
             except KernelTimeout as exc:
                 return self._timed_out(entry, exc, timeout), None
-        return result_content(result, self.overflow.cap), result
+        content = result_content(result, self.overflow.cap)
+        notes = [TextContent(type="text", text=note) for note in (asker.notes if asker else [])]
+        return [*content, *notes], result
 
     def read_notebook(self, path: str) -> str:
         return self.overflow.cap(_json(self._notebook(lambda: self.files.summary(path))))
@@ -447,10 +522,16 @@ class KernelTools:
         return self._notebook(lambda: self.files.delete_cell(path, index))
 
     def execute_cell(
-        self, session: Session, kernel_id: str, path: str, index: int, timeout: float
+        self,
+        session: Session,
+        kernel_id: str,
+        path: str,
+        index: int,
+        timeout: float,
+        asker: InputAsker | None = None,
     ) -> CallToolResult:
         source, cell_id = self._notebook(lambda: self.files.code_cell(path, index))
-        content, result = self._run(session, kernel_id, source, timeout)
+        content, result = self._run(session, kernel_id, source, timeout, asker)
         if result is not None:
             written = self._notebook(lambda: self.files.write_outputs(path, index, cell_id, result))
         else:
@@ -636,7 +717,10 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
     ) -> CallToolResult:
         """Run code on a kernel; returns its printed output, result, error and images."""
         session = _session(ctx, registry)
-        return await reporting(ctx, lambda: tools.run_code(session, kernel_id, code, timeout))
+        asker = input_asker(ctx, timeout)
+        return await reporting(
+            ctx, lambda: tools.run_code(session, kernel_id, code, timeout, asker)
+        )
 
     @server.tool(structured_output=False)
     async def interrupt_kernel(ctx: Context[Any, Any], kernel_id: KernelId) -> str:
@@ -692,7 +776,10 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
         """Run a notebook's code cell on a kernel and write its outputs into the file."""
         session = _session(ctx, registry)
         return await reporting(
-            ctx, lambda: tools.execute_cell(session, kernel_id, path, index, timeout)
+            ctx,
+            lambda: tools.execute_cell(
+                session, kernel_id, path, index, timeout, input_asker(ctx, timeout)
+            ),
         )
 
     @server.tool(structured_output=False)
