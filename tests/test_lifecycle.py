@@ -345,6 +345,37 @@ def test_a_kernel_that_does_not_exit_after_its_shutdown_reply_is_terminated(
         kernel.shutdown(now=True)
 
 
+@pytest.mark.parametrize("kernel_name", ["python3", "xpython"])
+def test_a_kernel_busy_in_a_loop_is_interrupted_and_shut_down_gracefully(
+    kernel_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shutdown interrupts first, as jupyter_client does: a kernel busy in a loop
+    answered shutdown_request but could not exit, and was terminated after the whole
+    timeout (a warning, exit by SIGTERM)."""
+    kernel = start_kernel(kernel_name)
+    try:
+        client = kernel.client()
+        client.submit(kernelwire.requests.execute("while True: pass"))
+        _wait_busy(client)
+        with caplog.at_level(logging.INFO, logger="kernelwire.kernel"):
+            kernel.shutdown(timeout=30)
+        assert not kernel.is_alive()
+        assert "terminating" not in caplog.text
+        assert kernel.exit_code == 0, kernel.exit_code
+    finally:
+        kernel.shutdown(now=True)
+
+
+def _wait_busy(client: kernelwire.BlockingKernelClient) -> None:
+    """Until the kernel says it runs the request just sent (its ``execute_input``)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        msg = client.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.0))
+        if msg["msg_type"] == "execute_input":
+            return
+    raise AssertionError("the kernel never began the request")
+
+
 def test_a_kernel_stuck_after_closing_its_connections_is_not_waited_for(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -285,6 +285,14 @@ class Kernel(RunsCode):
         self._expected_exit = True
         if not now and process.proc.poll() is None:
             with self._control_client() as control:
+                # Interrupt first, as jupyter_client does: a kernel busy in a loop answers
+                # shutdown_request on its control thread but cannot exit until its code
+                # stops, so ipykernel 7 waited out the whole timeout (5 s) to be killed.
+                # An idle ipykernel ignores it; xeus-python exits on it, as shutting down wants.
+                if self.spec.interrupt_mode == "message":
+                    control.interrupt()
+                else:
+                    signal_group(process.proc, signal.SIGINT)
                 try:
                     control.shutdown(restart=restart, reply=True, timeout=timeout)
                 except KernelwireError as exc:
