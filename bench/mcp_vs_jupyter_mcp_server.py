@@ -19,6 +19,7 @@ environment of its own, made with ``uv`` on first use (``--venv`` says where):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -82,9 +83,14 @@ def wait_listening(url: str, token: str, proc: subprocess.Popen[bytes]) -> None:
 @asynccontextmanager
 async def session_of(command: str, args: list[str], cwd: Path) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(command=command, args=args, cwd=cwd)
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
-        yield session
+    # jupyter-mcp-server logs every call at INFO on stderr: kept out of the table.
+    with open(os.devnull, "w") as quiet:
+        async with (
+            stdio_client(params, errlog=quiet) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
 
 
 def text_of(result: CallToolResult) -> str:
@@ -93,8 +99,6 @@ def text_of(result: CallToolResult) -> str:
 
 async def kernelwire_runner(session: ClientSession) -> Callable[[str], Awaitable[str]]:
     started = await session.call_tool("start_kernel", {})
-    import json
-
     kernel_id = json.loads(text_of(started))["kernel_id"]
 
     async def run(code: str) -> str:

@@ -576,15 +576,13 @@ def _server_kernels(args: argparse.Namespace) -> int:
     from .remote import connect_server
 
     with connect_server(*_server_and_token(args)) as server:
-        specs = server.kernel_specs()
-    if args.json:
-        print(orjson.dumps(specs, option=orjson.OPT_INDENT_2).decode())
-        return 0
-    width = max((len(name) for name in specs), default=4)
-    for name, model in sorted(specs.items()):
-        spec = model.get("spec") if isinstance(model, dict) else None
-        spec = spec if isinstance(spec, dict) else {}
-        print(f"{name:<{width}}  {spec.get('display_name', '?')}  ({spec.get('language', '?')})")
+        if args.json:
+            print(orjson.dumps(server.kernel_specs(), option=orjson.OPT_INDENT_2).decode())
+            return 0
+        summaries = server.kernel_spec_summaries()
+    width = max((len(name) for name in summaries), default=4)
+    for name, (display_name, language) in sorted(summaries.items()):
+        print(f"{name:<{width}}  {display_name}  ({language or '?'})")
     return 0
 
 

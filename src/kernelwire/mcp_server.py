@@ -198,18 +198,12 @@ class KernelSource:
                 {"name": name, "display_name": spec.display_name, "language": spec.language}
                 for name, spec in sorted(list_kernel_specs().items())
             ]
-        found = []
-        for name, model in sorted(self.server.kernel_specs().items()):
-            spec = model.get("spec") if isinstance(model, dict) else None
-            spec = spec if isinstance(spec, dict) else {}
-            found.append(
-                {
-                    "name": name,
-                    "display_name": spec.get("display_name", name),
-                    "language": spec.get("language", ""),
-                }
+        return [
+            {"name": name, "display_name": display_name, "language": language}
+            for name, (display_name, language) in sorted(
+                self.server.kernel_spec_summaries().items()
             )
-        return found
+        ]
 
     def start(self, kernel_name: str) -> _Entry:
         """A new kernel of spec ``kernel_name``."""

@@ -312,6 +312,16 @@ class JupyterServer:
             raise self._unexpected("GET api/kernelspecs", "kernel specs", answer)
         return dict(specs)
 
+    def kernel_spec_summaries(self) -> dict[str, tuple[str, str]]:
+        """The server's kernel specs by name, each as ``(display_name, language)``; a
+        field the server left out is the spec's name and ``""``."""
+        summaries = {}
+        for name, model in self.kernel_specs().items():
+            spec = model.get("spec") if isinstance(model, dict) else None
+            spec = spec if isinstance(spec, dict) else {}
+            summaries[name] = (str(spec.get("display_name", name)), str(spec.get("language", "")))
+        return summaries
+
     def list_kernels(self) -> list[dict[str, Any]]:
         """The server's running kernels (their models).
 
