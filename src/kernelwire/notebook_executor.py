@@ -12,15 +12,17 @@ and each shuts its kernel down at once; other executors cannot reach a running t
 those notebooks finish (a process pool's workers get the terminal's Ctrl-C themselves).
 
 Kernels started ahead (Dask only): while a notebook runs, its worker process starts the
-kernel the next notebook of the batch will need there (same kernel and folder), as
-local lanes do, so a worker's next task finds it ready. Each worker process keeps at
-most one such kernel per task thread (:class:`WarmKernels`); a task whose kernel or
-folder differs shuts it down and starts its own. When the batch ends, normally or on
-Ctrl-C, the caller has every worker shut its batch's kernels down
-(``Client.run(drop_warm_kernels, batch)``), and a worker starts no more for that batch;
-a kernel nobody takes within :data:`WARM_IDLE` seconds (a caller that died) shuts
-itself down. Other executors cannot reach every worker at the end, so their tasks
-start no kernel ahead.
+kernel the next notebook of the batch will need there (a guess: the same kernel and
+folder), as local lanes do, so that the worker's next task finds it ready
+(:class:`WarmKernels`; only tasks sent while notebooks remain start one). A task whose
+kernel or folder differs shuts the waiting one down and starts its own. A used kernel
+goes down in a thread after its task (off the task's path, as with local lanes). When
+the batch ends, normally or on Ctrl-C, the caller has every worker shut down the
+batch's kernels still waiting and wait for its used ones to be down
+(``Client.run(drop_warm_kernels, batch)``); a worker starts no more for that batch. A
+kernel nobody takes within :data:`WARM_IDLE` seconds (a caller that died) shuts itself
+down. Other executors cannot reach every worker at the end, so their tasks start no
+kernel ahead and shut their kernels down before they return.
 """
 
 from __future__ import annotations
@@ -144,7 +146,10 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
                 skip_tag=task.skip_tag,
             )
         finally:
-            kernel.shutdown(now=True)
+            if task.batch is None:
+                kernel.shutdown(now=True)
+            else:  # off the task's path, as local lanes do; waited for at the batch's end
+                warm_kernels.retire(task.batch, kernel)
     except NoSuchKernel as exc:
         error = exc
     except KernelwireError as exc:
@@ -173,6 +178,7 @@ class WarmKernels:
         self.idle = idle
         self._lock = threading.Lock()
         self._waiting: dict[str, list[_Ahead]] = {}
+        self._stopping: dict[str, list[threading.Thread]] = {}  # used kernels going down
         # Batches over: nothing more is started for them (a few bytes a batch).
         self._ended: set[str] = set()
 
@@ -230,17 +236,38 @@ class WarmKernels:
         log.warning("a kernel started ahead for batch %s was not taken: shut down", batch)
         _shut_down_when_started(ahead)
 
+    def retire(self, batch: str, kernel: Kernel) -> None:
+        """Shut down a kernel a notebook of ``batch`` is done with, in a thread (the
+        task returns meanwhile); :meth:`drop` waits for it."""
+        stopper = threading.Thread(
+            target=kernel.shutdown, kwargs={"now": True}, name="kernelwire-retire", daemon=True
+        )
+        with self._lock:
+            ended = batch in self._ended
+            if not ended:
+                stopping = self._stopping.setdefault(batch, [])
+                stopping[:] = [thread for thread in stopping if thread.is_alive()]
+                stopping.append(stopper)
+        if ended:  # nobody would wait for it any more
+            kernel.shutdown(now=True)
+        else:
+            stopper.start()
+
     def drop(self, batch: str) -> int:
-        """The batch is over: shut its kernels down (waiting for those still starting)
-        and start no more for it; how many there were."""
+        """The batch is over: shut its kernels started ahead down (waiting for those
+        still starting), wait for its used ones to be down, and start no more for it;
+        how many kernels started ahead were not used."""
         with self._lock:
             self._ended.add(batch)
             entries = self._waiting.pop(batch, [])
             for ahead in entries:
                 if ahead.expiry is not None:
                     ahead.expiry.cancel()
+            stopping = self._stopping.pop(batch, [])
         for ahead in entries:
             _shut_down_when_started(ahead)
+        for thread in stopping:
+            thread.join()  # shutdown(now=True) is bounded: SIGTERM, SIGKILL a second later
         return len(entries)
 
 
