@@ -3,6 +3,7 @@ process pool (issue 16)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -37,12 +38,12 @@ def write_notebook(path: Path, *sources: str, kernel: str = "python3") -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def dask_client() -> Iterator[Any]:
-    """Two worker processes, one thread each: a notebook's run moves between processes."""
+@contextlib.contextmanager
+def local_dask(workers: int) -> Iterator[Any]:
+    """A client of a LocalCluster of ``workers`` processes, one thread each."""
     with (
         distributed.LocalCluster(
-            n_workers=2,
+            n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
@@ -51,6 +52,13 @@ def dask_client() -> Iterator[Any]:
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """Two worker processes, one thread each: a notebook's run moves between processes."""
+    with local_dask(2) as client:
         yield client
 
 
@@ -237,17 +245,7 @@ def test_a_worker_starts_the_next_kernel_while_a_notebook_runs(tmp_path: Path) -
         "int(stat[19]) / os.sysconf('SC_CLK_TCK')  # this process's start",
     )
     third = write_notebook(tmp_path / "third.ipynb", "import os; os.getpid()")
-    with (
-        distributed.LocalCluster(  # one worker: every notebook runs on it, in turn
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            scheduler_port=0,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with local_dask(1) as client:  # one worker: every notebook runs on it, in turn
         runs = notebook.execute_many([first, second, third], executor=client.get_executor())
         left = client.run(kernels_here)
     assert all(run.ok for run in runs), [run.error for run in runs]
