@@ -7,7 +7,8 @@ overhead of the Dask path is (Dask - local) / notebooks. Then how the Dask path'
 time changes with the worker count. The machine's cores bound both: past them, more
 workers only share the same CPUs.
 
-    python bench/dask_batch.py [--quick] [--notebooks 40] [--workers 2]
+    python bench/dask_batch.py [--quick] [--notebooks 40] [--workers 2] [--rounds 3]
+                               [--no-scaling]
 """
 
 from __future__ import annotations
@@ -71,10 +72,16 @@ def main() -> None:
     parser.add_argument("--notebooks", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-scaling", action="store_true", help="only the overhead, not the worker counts"
+    )
     args = parser.parse_args()
     count = 10 if args.quick else args.notebooks
     rounds = 1 if args.quick else args.rounds
-    print(f"{count} two-cell notebooks, {args.workers} workers, {os.cpu_count()} cores")
+    print(
+        f"{count} two-cell notebooks, {args.workers} workers, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f} at the start"
+    )
     with tempfile.TemporaryDirectory() as folder:
         paths = write_notebooks(Path(folder), count)
         local: list[float] = []
@@ -89,6 +96,9 @@ def main() -> None:
             each = wall / count * 1000
             print(f"{name}, median of {rounds}: {wall:.2f} s  ({each:.0f} ms a notebook)")
         print(f"Dask overhead per notebook: {(dm - lm) / count * 1000:+.0f} ms (goal: <= 50 ms)")
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        if args.no_scaling:
+            return
         print("Dask wall time by worker count:")
         for size in sorted({1, 2, 4} | {args.workers}):
             with cluster(size) as workers, distributed.Client(workers) as client:

@@ -158,11 +158,20 @@ def enterprise_gateway(venv: Path, tmp: Path, *options: str) -> Iterator[str]:
             watcher.join()
             with contextlib.suppress(psutil.Error):
                 kernels.update(gateway.children(recursive=True))
-    left = [kernel for kernel in kernels if kernel.is_running()]
+    left = [kernel for kernel in kernels if _alive(kernel)]
     for kernel in left:
         with contextlib.suppress(psutil.Error):
             kernel.kill()
     assert not left, f"Enterprise Gateway left kernel processes running: {left}"
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs: a zombie (killed, not yet reaped by whoever
+    inherited it) does not."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ process pool (issue 16)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -37,12 +38,12 @@ def write_notebook(path: Path, *sources: str, kernel: str = "python3") -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def dask_client() -> Iterator[Any]:
-    """Two worker processes, one thread each: a notebook's run moves between processes."""
+@contextlib.contextmanager
+def local_dask(workers: int) -> Iterator[Any]:
+    """A client of a LocalCluster of ``workers`` processes, one thread each."""
     with (
         distributed.LocalCluster(
-            n_workers=2,
+            n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
@@ -51,6 +52,13 @@ def dask_client() -> Iterator[Any]:
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """Two worker processes, one thread each: a notebook's run moves between processes."""
+    with local_dask(2) as client:
         yield client
 
 
@@ -212,3 +220,51 @@ def test_the_cli_runs_notebooks_on_a_dask_scheduler(dask_client: Any, tmp_path: 
     )
     assert unreachable.returncode == 2
     assert "--dask tcp://127.0.0.1:9: cannot reach the scheduler" in unreachable.stderr
+
+
+def kernels_here() -> int:
+    """Run on a worker: its kernels (ipykernel processes among its descendants)."""
+    import psutil
+
+    return sum(
+        "ipykernel" in " ".join(child.cmdline())
+        for child in psutil.Process().children(recursive=True)
+    )
+
+
+def test_a_worker_starts_the_next_kernel_while_a_notebook_runs(tmp_path: Path) -> None:
+    # Times as seconds since boot, from /proc: the same clock for both kernels, to the
+    # tick (psutil's create_time adds a boot time rounded to the second).
+    first = write_notebook(
+        tmp_path / "first.ipynb",
+        "import time; time.sleep(3); float(open('/proc/uptime').read().split()[0])",
+    )
+    second = write_notebook(
+        tmp_path / "second.ipynb",
+        "import os\nstat = open('/proc/self/stat').read().rsplit(')', 1)[1].split()\n"
+        "int(stat[19]) / os.sysconf('SC_CLK_TCK')  # this process's start",
+    )
+    third = write_notebook(tmp_path / "third.ipynb", "import os; os.getpid()")
+    with local_dask(1) as client:  # one worker: every notebook runs on it, in turn
+        runs = notebook.execute_many([first, second, third], executor=client.get_executor())
+        left = client.run(kernels_here)
+    assert all(run.ok for run in runs), [run.error for run in runs]
+    values = [run.notebook.cells[0].outputs[0]["data"]["text/plain"] for run in runs]  # type: ignore[union-attr]
+    first_ended, second_kernel_created = float(values[0]), float(values[1])
+    # The second notebook's kernel was started while the first one ran.
+    assert second_kernel_created < first_ended
+    assert sum(left.values()) == 0, left
+
+
+def test_kernels_started_ahead_and_not_used_are_shut_down_at_the_end(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    paths = [write_notebook(tmp_path / f"k{i}.ipynb", "import os; os.getpid()") for i in range(4)]
+    runs = notebook.execute_many(paths, executor=dask_client.get_executor(), jobs=2)
+    assert all(run.ok for run in runs), [run.error for run in runs]
+    # a fresh kernel for every notebook, never one another notebook used
+    pids = {run.notebook.cells[0].outputs[0]["data"]["text/plain"] for run in runs}  # type: ignore[union-attr]
+    assert len(pids) == 4
+    # Three tasks (those sent while notebooks remained) started a kernel ahead, and two
+    # notebooks were left to take them: the batch's end shut the third down.
+    assert sum(dask_client.run(kernels_here).values()) == 0

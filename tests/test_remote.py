@@ -69,10 +69,10 @@ def serving(
         log.close()
 
 
-@pytest.fixture(scope="module")
-def jupyter_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def running_jupyter_server(tmp: Path, prefix: str = "/prefix/") -> Iterator[str]:
+    """A jupyter_server rooted at ``tmp`` (an existing folder), under ``prefix``."""
     pytest.importorskip("jupyter_server", reason="jupyter_server is installed by the test extras")
-    tmp = tmp_path_factory.mktemp("jupyter-server")
     port = free_tcp_ports(count=1)[0]
     argv = [
         sys.executable,
@@ -84,10 +84,16 @@ def jupyter_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         f"--ServerApp.port={port}",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.root_dir={tmp}",
-        "--ServerApp.base_url=/prefix/",
+        f"--ServerApp.base_url={prefix}",
         "--ServerApp.port_retries=0",
     ]
-    with serving(argv, port, tmp, "/prefix/") as url:
+    with serving(argv, port, tmp, prefix) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def jupyter_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_jupyter_server(tmp_path_factory.mktemp("jupyter-server")) as url:
         yield url
 
 

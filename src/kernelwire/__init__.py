@@ -45,6 +45,7 @@ from .errors import (
     ReplyLost,
     ServerConnectionError,
     ServerError,
+    ServerLost,
 )
 from .execution import ExecutionResult
 from .kernel_process import KernelProcess, run_kernel_in_process
@@ -174,6 +175,7 @@ __all__ = [  # noqa: RUF022 (the manager names, imported lazily, come first)
     "Request",
     "ServerConnectionError",
     "ServerError",
+    "ServerLost",
     "KernelEnvError",
     "Session",
     "connect_server",

@@ -304,8 +304,11 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     )
     from .remote import connect_server
 
-    server = connect_server(*_server_and_token(args)) if args.server else None
-    if args.dask and server is not None:
+    servers = [
+        stack.enter_context(connect_server(*_server_and_token(args, url)))
+        for url in args.server or []
+    ]
+    if args.dask and servers:
         raise _usage_error("notebook run: give --dask or --server, not both")
     quiet = not console.is_terminal or args.log_output  # a bar would cut through the log
     with (
@@ -314,11 +317,16 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     ):
         # A notebook's hooks all come on one thread; with --jobs, notebooks run on several.
         current = threading.local()
+        tasks: dict[int, Any] = {}
 
         def notebook_started(index: int, run: notebook.NotebookRun) -> None:
             cells = notebook.cells_to_run(run.notebook, args.skip_tag) if run.notebook else []
             current.name = sources[index].name
-            current.task = progress.add_task(current.name, total=len(cells))
+            if index in tasks:  # run again, on another server: its bar starts over
+                current.task = tasks[index]
+                progress.reset(current.task, total=len(cells), description=current.name)
+            else:
+                current.task = tasks[index] = progress.add_task(current.name, total=len(cells))
 
         def cell_started(index: int, cell: Any) -> None:
             first_line = (cell.source.strip().splitlines() or [""])[0][:40]
@@ -336,7 +344,10 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         runs = notebook.execute_many(
             prepared,
             kernel_name=args.kernel,
-            server=server,
+            server=servers[0] if len(servers) == 1 else None,
+            servers=servers if len(servers) > 1 else None,
+            kernel_env=dict(args.env) if args.env else None,
+            launch_timeout=args.launch_timeout,
             timeout=args.timeout,
             allow_errors=args.allow_errors,
             jobs=args.jobs,
@@ -388,7 +399,10 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             status = max(status, EXIT_KERNEL_DIED if died else EXIT_FAILED)
             continue
         ran = notebook.cells_to_run(run.notebook, args.skip_tag)
-        print(_summary(run.notebook, source, target, ran), file=out)
+        line = _summary(run.notebook, source, target, ran)
+        if run.retried_from is not None:
+            line += f" (ran on {run.server}: {run.retried_from} stopped answering)"
+        print(line, file=out)
     return status
 
 
@@ -397,6 +411,14 @@ def _check_kernel_options(args: argparse.Namespace) -> None:
     root); ``--start-timeout`` is for local kernels."""
     if args.server and args.start_timeout != STARTUP_TIMEOUT:
         raise _usage_error("notebook run: --start-timeout is for local kernels")
+    if not args.server:
+        given = [option for option in ("env", "launch_timeout") if getattr(args, option)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise _usage_error(
+                f"notebook run: {flag} is for kernels started on a --server (local kernels "
+                "get this process's environment and --start-timeout)"
+            )
     if args.cwd is not None and not args.server:
         if not os.path.isdir(args.cwd):
             raise _usage_error(f"notebook run: --cwd {args.cwd}: no such folder")
@@ -668,12 +690,15 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _server_and_token(args: argparse.Namespace) -> tuple[str, str | None]:
+def _server_and_token(
+    args: argparse.Namespace, server: str | None = None
+) -> tuple[str, str | None]:
     """The server's URL and token: ``--token``, else the ``?token=`` of the URL a
-    Jupyter Server prints (taken off the URL), else ``$JUPYTER_TOKEN``."""
+    Jupyter Server prints (taken off the URL), else ``$JUPYTER_TOKEN``. ``server`` is
+    one of several ``--server`` URLs (default: the one ``--server``)."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-    parts = urlsplit(args.server)
+    parts = urlsplit(args.server if server is None else server)
     query = parse_qsl(parts.query)
     in_url = next((value for key, value in query if key == "token"), None)
     rest = urlencode([(key, value) for key, value in query if key != "token"])
@@ -717,9 +742,46 @@ def _dask_executor(address: str | None) -> Iterator[Executor | None]:
 def _server_options(
     parser: argparse.ArgumentParser,
     what: str = "run on this Jupyter Server or Gateway URL instead",
+    *,
+    repeatable: bool = False,
 ) -> None:
-    parser.add_argument("--server", type=_server_url, help=what)
+    if repeatable:
+        parser.add_argument("--server", type=_server_url, action="append", metavar="URL", help=what)
+    else:
+        parser.add_argument("--server", type=_server_url, help=what)
     parser.add_argument("--token", help="the server's token (default: $JUPYTER_TOKEN)")
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    """``KEY=VALUE``: one variable of a remote kernel's environment."""
+    key, equals, value = text.partition("=")
+    if not equals or not key or key != key.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE (e.g. KERNEL_USERNAME=ada), got {text!r}"
+        )
+    return key, value
+
+
+def _remote_start_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "kernels on a --server (an Enterprise Gateway's KERNEL_ variables, slow launches)"
+    )
+    group.add_argument(
+        "--env",
+        type=_env_pair,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a variable of each kernel's environment, sent with its start (may be "
+        "repeated); a gateway passes on only KERNEL_ names (e.g. KERNEL_USERNAME)",
+    )
+    group.add_argument(
+        "--launch-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="how long a kernel's launch on the server may take (sent to a gateway as "
+        "KERNEL_LAUNCH_TIMEOUT; default: the server's own)",
+    )
 
 
 def _log_options(parser: argparse.ArgumentParser) -> None:
@@ -896,7 +958,14 @@ def build_parser() -> argparse.ArgumentParser:
     _papermill_options(nb_run)
     _parameter_options(nb_run)
     _fork_option(nb_run)
-    _server_options(nb_run)
+    _server_options(
+        nb_run,
+        "run on this Jupyter Server or Gateway URL instead; repeated, the notebooks are "
+        "spread over the servers, and those of a server that stops answering run again "
+        "on another",
+        repeatable=True,
+    )
+    _remote_start_options(nb_run)
     nb_run.add_argument(
         "--dask",
         metavar="ADDRESS",

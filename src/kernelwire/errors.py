@@ -31,6 +31,7 @@ Each also derives from the builtin a caller of ``jupyter_client`` would catch
     └── ServerError                            a Jupyter Server answered with an error
         ├── AuthenticationError                it refused the token
         └── ServerConnectionError (ConnectionError)  it could not be reached
+            └── ServerLost                     ... mid-batch, and its notebook could not move
 
 The modules that raise them import them from here (their old homes, e.g.
 ``kernelwire.remote.ServerError``, still name the same classes).
@@ -303,6 +304,16 @@ class AuthenticationError(ServerError):
 
 class ServerConnectionError(ServerError, ConnectionError):
     """The server could not be reached (down, wrong address, TLS failure)."""
+
+
+class ServerLost(ServerConnectionError):
+    """A server of ``execute_many(servers=[...])`` stopped answering while a notebook ran
+    on it, and the notebook could not be run again elsewhere: it had been moved once
+    already, or no other server was left. ``url`` names the server that was lost."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class ExecutorError(KernelwireError):

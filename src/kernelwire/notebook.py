@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
@@ -151,16 +151,21 @@ def execute(
     fork: bool = False,
     save_to: str | os.PathLike[str] | None = None,
     skip_tag: str = SKIP_TAG,
+    kernel_env: Mapping[str, str] | None = None,
+    launch_timeout: float | None = None,
 ) -> NotebookNode:
     """Run every code cell of a notebook in order and return it with its outputs.
 
     The kernel is the notebook's (``metadata.kernelspec.name``) unless ``kernel_name``
     is given; ``pool`` lends a ready kernel instead of starting one (it is given back,
     restarted); ``server`` runs it on a Jupyter Server or Gateway instead; ``kernel``
-    runs it on a kernel you started (left running, namespace and all). Cells tagged
-    ``skip_tag`` (``skip-execution``, as nbclient's default) are skipped; an error in a
-    cell stops the run with :class:`CellExecutionError` (naming the cell) unless
-    ``allow_errors`` or the cell is tagged ``raises-exception``. ``timeout`` applies per
+    runs it on a kernel you started (left running, namespace and all). With ``server``,
+    ``kernel_env`` and ``launch_timeout`` go to :meth:`JupyterServer.start_kernel
+    <kernelwire.remote.JupyterServer.start_kernel>` as ``env`` and ``launch_timeout`` (an
+    Enterprise Gateway's ``KERNEL_USERNAME``, a pod that takes minutes to schedule).
+    Cells tagged ``skip_tag`` (``skip-execution``, as nbclient's default) are skipped; an
+    error in a cell stops the run with :class:`CellExecutionError` (naming the cell)
+    unless ``allow_errors`` or the cell is tagged ``raises-exception``. ``timeout`` applies per
     cell (``None``, 0 or less: no limit, as in nbclient): the kernel is interrupted and
     :class:`KernelTimeout` raised.
     Outputs are kept as nbclient keeps them;
@@ -208,11 +213,14 @@ def execute(
         record = papermill_way.PapermillRecord(nb, input_path)
     if timeout is not None and timeout <= 0:
         timeout = None  # nbclient's reading: 0 and -1 mean no limit
+    _check_remote_options(server is not None, kernel_env, launch_timeout)
     name = kernel_name or kernel_name_of(nb)
     owned = own_kernel or (kernel is None and pool is None)
     with ExitStack() as stack:
         if kernel is None:
-            kernel = _own_kernel(stack, name, server, pool, cwd, history_file, fork)
+            kernel = _own_kernel(
+                stack, name, server, pool, cwd, history_file, fork, kernel_env, launch_timeout
+            )
         client = kernel.client()
         stack.callback(client.stop_channels)
         info = client.kernel_info(reply=True, timeout=60)["content"].get("language_info")
@@ -272,6 +280,18 @@ def execute(
     return nb
 
 
+def _check_remote_options(
+    remote: bool, kernel_env: Mapping[str, str] | None, launch_timeout: float | None
+) -> None:
+    """``kernel_env`` and ``launch_timeout`` are for kernels started on a server only:
+    refused rather than ignored for local ones."""
+    if not remote and (kernel_env is not None or launch_timeout is not None):
+        raise ValueError(
+            "kernel_env and launch_timeout are for kernels started on a Jupyter Server or "
+            "gateway (server= or servers=), not for local kernels"
+        )
+
+
 def hide_inputs(nb: NotebookNode) -> NotebookNode:
     """Hide every code cell's source (``metadata.jupyter.source_hidden``), as papermill's
     report mode does; ``nb`` is changed in place and returned."""
@@ -322,10 +342,13 @@ def _own_kernel(
     cwd: str | os.PathLike[str] | None,
     history_file: str | None,
     fork: bool = False,
+    kernel_env: Mapping[str, str] | None = None,
+    launch_timeout: float | None = None,
 ) -> Kernel | RemoteKernel:
     """A kernel for one run, released or shut down when ``stack`` closes."""
     if server is not None:
-        return stack.enter_context(start_on_server(server, name, cwd))
+        remote = start_on_server(server, name, cwd, env=kernel_env, launch_timeout=launch_timeout)
+        return stack.enter_context(remote)
     if pool is not None:
         kernel = pool.acquire()
         stack.callback(pool.release, kernel)
@@ -334,13 +357,19 @@ def _own_kernel(
 
 
 def start_on_server(
-    server: JupyterServer, name: str, cwd: str | os.PathLike[str] | None = None
+    server: JupyterServer,
+    name: str,
+    cwd: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    launch_timeout: float | None = None,
 ) -> RemoteKernel:
     """A kernel on ``server``; ``cwd`` is a folder on the server, relative to its root
-    (Jupyter Server's ``path``), where the kernel runs (default: the root)."""
-    if cwd is None:
-        return server.start_kernel(name)
-    return server.start_kernel(name, path=os.fspath(cwd))
+    (Jupyter Server's ``path``), where the kernel runs (default: the root). ``env`` and
+    ``launch_timeout`` are :meth:`JupyterServer.start_kernel`'s (an Enterprise Gateway's
+    ``KERNEL_`` variables, a launch that may take long)."""
+    where: dict[str, Any] = {} if cwd is None else {"path": os.fspath(cwd)}
+    return server.start_kernel(name, env=env, launch_timeout=launch_timeout, **where)
 
 
 def start_notebook_kernel(
@@ -484,6 +513,14 @@ class NotebookRun:
     """The executor's worker it ran on (``execute_many(executor=...)``), else ``None``."""
     save_to: str | os.PathLike[str] | None = None
     """A file kept up to date while it runs (``execute``'s ``save_to``), or ``None``."""
+    server: str | None = None
+    """The URL of the Jupyter Server or gateway it ran on (``server=`` or ``servers=``;
+    with ``servers=``, of its last attempt), else ``None``."""
+    retried_from: str | None = None
+    """With ``servers=``: the URL of the server it ran on first, which stopped answering
+    while it ran, so it was run again from the start on :attr:`server`; else ``None``."""
+    retry_cause: KernelwireError | None = None
+    """The error its first attempt failed with on :attr:`retried_from`, else ``None``."""
 
     @property
     def ok(self) -> bool:
@@ -503,6 +540,9 @@ def execute_many(
     *,
     jobs: int = 1,
     server: JupyterServer | None = None,
+    servers: Sequence[JupyterServer] | None = None,
+    kernel_env: Mapping[str, str] | None = None,
+    launch_timeout: float | None = None,
     front_end: bool = False,
     max_output_chars: int | None = None,
     history_file: str | None = IPYTHON_HISTORY_FILE,
@@ -527,7 +567,9 @@ def execute_many(
     notebook that fails does not stop the others: its :class:`NotebookRun` carries the
     error. ``cwd`` defaults to each notebook file's own directory (the current directory
     for a notebook given in memory); ``server`` runs them on a Jupyter Server or Gateway
-    instead. Notebooks already read by :func:`prepare` are not read again. Every kernel
+    instead (each run's ``server`` names it), and ``servers`` spreads them over several
+    (see below); ``kernel_env`` and ``launch_timeout`` are then :func:`execute`'s, for
+    every kernel. Notebooks already read by :func:`prepare` are not read again. Every kernel
     is shut down when this returns or raises. ``parameters`` go into every notebook as
     :func:`execute` puts them; a notebook they cannot go into (its kernel's language has
     no translator) fails with that error before its kernel starts. Local kernels get
@@ -543,11 +585,30 @@ def execute_many(
     :mod:`kernelwire.notebook_executor`); cell and output hooks are not called then, nor
     is ``save_to`` kept, and ``cwd`` (by default the notebook's folder) must exist on
     the workers.
+
+    With ``servers`` (``JupyterServer`` handles from :func:`~kernelwire.connect_server`:
+    Jupyter Servers, Kernel Gateways, Enterprise Gateways, in any mix) each notebook's
+    kernel starts on the next server in turn, so the ``jobs`` notebooks running at once
+    are spread over them; ``run.server`` is the URL it ran on. When a notebook fails for
+    a reason that may not be its own (a cell's error, bad parameters, an unknown kernel
+    never count) and its server then does not answer within 10 s, that server is lost:
+    it gets no more notebooks, and each notebook that failed on it runs again from the
+    start, once, on another server (with a warning on the ``kernelwire.notebook``
+    logger; ``run.retried_from`` is the lost server's URL, ``run.retry_cause`` the first
+    attempt's error, and ``on_notebook_start`` is called again for the new attempt). A
+    notebook that cannot move (moved once already, or no server left) fails with
+    :class:`~kernelwire.errors.ServerLost`. See :mod:`kernelwire._spread`.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
-    if executor is not None and server is not None:
+    if server is not None and servers is not None:
+        raise ValueError("give server or servers, not both")
+    if servers is not None and not servers:
+        raise ValueError("servers is empty: give at least one JupyterServer")
+    targets = [server] if server is not None else list(servers or [])
+    if executor is not None and targets:
         raise ValueError("give executor or server, not both: an executor's workers start kernels")
+    _check_remote_options(bool(targets), kernel_env, launch_timeout)
     runs = [prepare(item) for item in notebooks]
     from .parameters import parameter_code
 
@@ -594,12 +655,29 @@ def execute_many(
         )
         return runs
 
+    spread = None
+    if len(targets) > 1:
+        from ._spread import ServerSpread
+
+        spread = ServerSpread(targets, runs, runnable)
+    elif targets:
+        for index in runnable:
+            runs[index].server = targets[0].transport.url
+
     def kernel_for(index: int) -> Callable[[], Kernel | RemoteKernel]:
         run = runs[index]
         assert run.notebook is not None
         name = kernel_name or kernel_name_of(run.notebook)
-        if server is not None:
-            return lambda: start_on_server(server, name, cwd)  # only a folder given there
+        if targets:
+
+            def on_server() -> RemoteKernel:
+                chosen = targets[0] if spread is None else spread.next_server(index)
+                # only a folder given there: a notebook's own folder is on this machine
+                return start_on_server(
+                    chosen, name, cwd, env=kernel_env, launch_timeout=launch_timeout
+                )
+
+            return on_server
         where = folder_of(run)
         return lambda: start_notebook_kernel(name, where, history_file, fork, startup_timeout)
 
@@ -634,6 +712,7 @@ def execute_many(
             ahead=jobs,  # one kernel starting ahead per lane
             on_notebook_start=on_notebook_start,
             on_notebook_done=on_notebook_done,
+            run_again=None if spread is None else spread.run_again,
         )
         try:
             if jobs == 1:
@@ -659,8 +738,10 @@ class _Batch:
         ahead: int,
         on_notebook_start: NotebookHook | None,
         on_notebook_done: NotebookHook | None,
+        run_again: Callable[[int], bool] | None = None,
     ) -> None:
         self.runs = runs
+        self.run_again = run_again
         self.workers = workers
         self.kernel_for = kernel_for
         self.run_notebook = run_notebook
@@ -731,6 +812,10 @@ class _Batch:
                 with self._lock:
                     del self._running[index]
                     self._stopping.append(self.workers.submit(kernel.shutdown))
+        if self.run_again is not None and not self._stopped and self.run_again(index):
+            with self._lock:
+                self._queue.appendleft(index)  # next, for this lane or any other
+            return
         if self.on_notebook_done is not None:
             self.on_notebook_done(index, run)
 

@@ -10,10 +10,24 @@ Stopping a batch (Ctrl-C in the caller): notebooks not yet begun are cancelled. 
 Dask executor the running ones are told through a ``distributed.Event`` of the batch,
 and each shuts its kernel down at once; other executors cannot reach a running task, so
 those notebooks finish (a process pool's workers get the terminal's Ctrl-C themselves).
+
+Kernels started ahead (Dask only): while a notebook runs, its worker process starts the
+kernel the next notebook of the batch will need there (a guess: the same kernel and
+folder), as local lanes do, so that the worker's next task finds it ready
+(:class:`WarmKernels`; only tasks sent while notebooks remain start one). A task whose
+kernel or folder differs shuts the waiting one down and starts its own. A used kernel
+goes down in a thread after its task (off the task's path, as with local lanes). When
+the batch ends, normally or on Ctrl-C, the caller has every worker shut down the
+batch's kernels still waiting and wait for its used ones to be down
+(``Client.run(drop_warm_kernels, batch)``); a worker starts no more for that batch. A
+kernel nobody takes within :data:`WARM_IDLE` seconds (a caller that died) shuts itself
+down. Other executors cannot reach every worker at the end, so their tasks start no
+kernel ahead and shut their kernels down before they return.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -27,12 +41,22 @@ from typing import TYPE_CHECKING, Any
 from .errors import ExecutorError, KernelwireError, NoSuchKernel
 
 if TYPE_CHECKING:
+    from .lifecycle.kernel import Kernel
     from .notebook import NotebookHook, NotebookRun
+
+log = logging.getLogger("kernelwire.notebook")
 
 STOP_WAIT = 30.0
 """Seconds a stopped Dask batch waits for its running notebooks' kernels to go down."""
 STOP_POLL = 2.0
 """Seconds between a worker's looks at its batch's stop event (a long poll: no busy loop)."""
+WARM_IDLE = 120.0
+"""Seconds a kernel started ahead on a worker waits to be taken before it shuts itself
+down: the safety net for a batch whose caller never said it ended."""
+
+WarmKey = tuple[str, "str | None", "str | None", bool, float]
+"""What a kernel started ahead must match to serve a notebook: the kernel's name, its
+folder, its history file, forked or not, its start-up time."""
 
 
 @dataclass
@@ -56,6 +80,11 @@ class NotebookTask:
     """Fork the worker's kernels from a warm template (see :class:`~kernelwire.ForkServer`)."""
     stop_event: str | None = None
     """The name of the batch's ``distributed.Event`` (Dask only): set, the run stops."""
+    batch: str | None = None
+    """The batch's id: kernels started ahead on a worker serve only their own batch."""
+    ahead: bool = False
+    """Start a kernel ahead, on this worker, for the batch's next notebook (Dask only:
+    set while notebooks remain to be sent)."""
 
 
 @dataclass
@@ -91,12 +120,17 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
     done = threading.Event()
     try:
         name = task.kernel_name or kernel_name_of(nb)
-        try:
-            kernel = start_notebook_kernel(
-                name, task.cwd, task.history_file, task.fork, task.startup_timeout
-            )
-        except NoSuchKernel as exc:
-            raise NoSuchKernel(name, exc.available, where=f"on worker {where}") from None
+        key: WarmKey = (name, task.cwd, task.history_file, task.fork, task.startup_timeout)
+        kernel = None if task.batch is None else warm_kernels.take(task.batch, key)
+        if kernel is None:
+            try:
+                kernel = start_notebook_kernel(*key)
+            except NoSuchKernel as exc:
+                raise NoSuchKernel(name, exc.available, where=f"on worker {where}") from None
+        if task.ahead and task.batch is not None:
+            # The next notebook's kernel starts while this one runs (a guess: the same
+            # kernel and folder, as in most batches).
+            warm_kernels.start_ahead(task.batch, key, start_notebook_kernel)
         if task.stop_event is not None:
             _watch_stop(task.stop_event, kernel.shutdown, done)
         try:
@@ -112,7 +146,10 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
                 skip_tag=task.skip_tag,
             )
         finally:
-            kernel.shutdown(now=True)
+            if task.batch is None:
+                kernel.shutdown(now=True)
+            else:  # off the task's path, as local lanes do; waited for at the batch's end
+                warm_kernels.retire(task.batch, kernel)
     except NoSuchKernel as exc:
         error = exc
     except KernelwireError as exc:
@@ -122,6 +159,151 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
     finally:
         done.set()
     return NotebookResult(dict(nb), error, where, started, time.time())
+
+
+@dataclass(eq=False)  # found by identity
+class _Ahead:
+    """A kernel starting or started ahead, and what it was started for."""
+
+    key: WarmKey
+    kernel: Future[Kernel] = field(default_factory=Future)
+    expiry: threading.Timer | None = None
+
+
+class WarmKernels:
+    """A worker process's kernels started ahead, by batch, each waiting for the batch's
+    next notebook on this worker (see the module's docstring)."""
+
+    def __init__(self, idle: float = WARM_IDLE) -> None:
+        self.idle = idle
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[_Ahead]] = {}
+        self._stopping: dict[str, list[threading.Thread]] = {}  # used kernels going down
+        # Batches over: nothing more is started for them (a few bytes a batch).
+        self._ended: set[str] = set()
+
+    def take(self, batch: str, key: WarmKey) -> Kernel | None:
+        """A kernel started ahead for ``batch`` that matches ``key`` (waiting for its
+        start to end if need be), or ``None``; one that does not match is shut down."""
+        with self._lock:
+            waiting = self._waiting.get(batch)
+            ahead = waiting.pop(0) if waiting else None
+            if ahead is not None and ahead.expiry is not None:
+                ahead.expiry.cancel()
+        if ahead is None:
+            return None
+        if ahead.key != key:
+            threading.Thread(target=_shut_down_when_started, args=(ahead,), daemon=True).start()
+            return None
+        try:
+            return ahead.kernel.result()
+        except Exception as exc:  # the task starts its own, whose error says why
+            log.debug("a kernel started ahead for batch %s failed: %s", batch, exc)
+            return None
+
+    def start_ahead(self, batch: str, key: WarmKey, start: Callable[..., Kernel]) -> bool:
+        """Start ``start(*key)`` in a thread, for ``batch``'s next notebook here;
+        False if the batch is over."""
+        ahead = _Ahead(key)
+        with self._lock:
+            if batch in self._ended:
+                return False
+            self._waiting.setdefault(batch, []).append(ahead)
+
+        def run() -> None:
+            try:
+                kernel = start(*key)
+            except BaseException as exc:  # for the taker, which then starts its own
+                ahead.kernel.set_exception(exc)
+                return
+            with self._lock:
+                if ahead in self._waiting.get(batch, []):
+                    ahead.expiry = threading.Timer(self.idle, self._expire, args=(batch, ahead))
+                    ahead.expiry.daemon = True
+                    ahead.expiry.start()
+            ahead.kernel.set_result(kernel)
+
+        threading.Thread(target=run, name="kernelwire-warm-kernel", daemon=True).start()
+        return True
+
+    def _expire(self, batch: str, ahead: _Ahead) -> None:
+        """Shut a kernel down that nobody took within :attr:`idle` seconds."""
+        with self._lock:
+            waiting = self._waiting.get(batch, [])
+            if ahead not in waiting:
+                return
+            waiting.remove(ahead)
+        log.warning("a kernel started ahead for batch %s was not taken: shut down", batch)
+        _shut_down_when_started(ahead)
+
+    def retire(self, batch: str, kernel: Kernel) -> None:
+        """Shut down a kernel a notebook of ``batch`` is done with, in a thread (the
+        task returns meanwhile); :meth:`drop` waits for it."""
+        stopper = threading.Thread(
+            target=kernel.shutdown, kwargs={"now": True}, name="kernelwire-retire", daemon=True
+        )
+        with self._lock:
+            ended = batch in self._ended
+            if not ended:
+                stopping = self._stopping.setdefault(batch, [])
+                stopping[:] = [thread for thread in stopping if thread.is_alive()]
+                stopping.append(stopper)
+        if ended:  # nobody would wait for it any more
+            kernel.shutdown(now=True)
+        else:
+            stopper.start()
+
+    def drop(self, batch: str) -> int:
+        """The batch is over: shut its kernels started ahead down (waiting for those
+        still starting), wait for its used ones to be down, and start no more for it;
+        how many kernels started ahead were not used."""
+        with self._lock:
+            self._ended.add(batch)
+            entries = self._waiting.pop(batch, [])
+            for ahead in entries:
+                if ahead.expiry is not None:
+                    ahead.expiry.cancel()
+            stopping = self._stopping.pop(batch, [])
+        for ahead in entries:
+            _shut_down_when_started(ahead)
+        for thread in stopping:
+            thread.join()  # shutdown(now=True) is bounded: SIGTERM, SIGKILL a second later
+        return len(entries)
+
+
+def _shut_down_when_started(ahead: _Ahead) -> None:
+    try:
+        kernel = ahead.kernel.result()
+    except Exception:  # it never started: nothing to shut down
+        return
+    kernel.shutdown(now=True)
+
+
+warm_kernels = WarmKernels()
+"""This process's kernels started ahead (on a Dask worker: the worker's)."""
+
+
+def drop_warm_kernels(batch: str) -> int:
+    """Run on every worker when a batch ends: shut down its kernels started ahead."""
+    return warm_kernels.drop(batch)
+
+
+def _dask_client(executor: Executor) -> Any:
+    """The Dask client behind ``executor`` (``client.get_executor()``), else ``None``."""
+    if not type(executor).__module__.startswith("distributed"):
+        return None
+    # distributed's ClientExecutor keeps its client there; nothing public names it.
+    return getattr(executor, "_client", None)
+
+
+def _drop_warm_everywhere(client: Any, batch: str) -> None:
+    """Have every worker shut down the batch's kernels started ahead."""
+    try:
+        dropped = client.run(drop_warm_kernels, batch)
+    except Exception:  # a worker or the scheduler gone: its kernels went with it
+        log.warning("could not reach every Dask worker to shut down kernels started ahead")
+        return
+    log.debug("kernels started ahead and not used, by worker: %s", dropped)
 
 
 def _watch_stop(name: str, stop: Callable[..., object], done: threading.Event) -> None:
@@ -177,6 +359,8 @@ def run_on_executor(
     from .notebook import _node
 
     stop_event = _dask_stop_event(executor)
+    client = _dask_client(executor)
+    batch = uuid.uuid4().hex
     queue = list(reversed(runnable))
     running: dict[Future[NotebookResult], int] = {}
 
@@ -186,6 +370,9 @@ def run_on_executor(
             task = make_task(runs[index])
             if stop_event is not None:
                 task.stop_event = stop_event.name
+            if client is not None:
+                task.batch = batch
+                task.ahead = bool(queue)  # a kernel ahead only while notebooks remain
             if on_notebook_start is not None:
                 on_notebook_start(index, runs[index])
             running[executor.submit(run_notebook_task, task)] = index
@@ -227,3 +414,5 @@ def run_on_executor(
             # poll (a wait still open when the cluster closes is logged as an error).
             stop_event.set()
             stop_event.clear()
+        if client is not None:
+            _drop_warm_everywhere(client, batch)
