@@ -484,6 +484,9 @@ class NotebookRun:
     """The executor's worker it ran on (``execute_many(executor=...)``), else ``None``."""
     save_to: str | os.PathLike[str] | None = None
     """A file kept up to date while it runs (``execute``'s ``save_to``), or ``None``."""
+    parameters: Mapping[str, Any] | None = None
+    """This notebook's own parameters (``execute``'s), used instead of the batch's
+    (``execute_many``'s ``parameters``) when not ``None``."""
 
     @property
     def ok(self) -> bool:
@@ -535,7 +538,8 @@ def execute_many(
     time fails with :class:`~kernelwire.errors.KernelStartTimeout`); ``skip_tag``,
     ``save_to`` (of each :class:`NotebookRun`) and ``on_output`` are :func:`execute`'s.
     ``fork=True`` forks each kernel from the spec's warm template (see
-    :class:`~kernelwire.ForkServer`).
+    :class:`~kernelwire.ForkServer`). A :class:`NotebookRun` given with ``parameters``
+    of its own runs with those instead of the batch's.
 
     With ``executor`` (a ``concurrent.futures.Executor``: Dask's
     ``client.get_executor()``, a process pool, ...) each notebook runs as a task on it,
@@ -552,12 +556,16 @@ def execute_many(
     from .parameters import parameter_code
 
     runnable = []
+
+    def parameters_of(run: NotebookRun) -> Mapping[str, Any] | None:
+        return parameters if run.parameters is None else run.parameters
+
     for index, run in enumerate(runs):
         if run.notebook is None:
             continue
-        if parameters is not None:
+        if parameters_of(run) is not None:
             try:  # the same check execute() makes, before any kernel starts
-                parameter_code(run.notebook, parameters, kernel_name)
+                parameter_code(run.notebook, parameters_of(run) or {}, kernel_name)
             except KernelwireError as exc:
                 run.error = exc
                 continue
@@ -582,7 +590,7 @@ def execute_many(
                 allow_errors,
                 max_output_chars,
                 history_file,
-                parameters,
+                parameters_of(run),
                 run.source,
                 skip_tag,
                 startup_timeout,
@@ -616,7 +624,7 @@ def execute_many(
             on_cell_start=on_cell_start,
             on_cell_done=on_cell_done,
             on_output=on_output,
-            parameters=parameters,
+            parameters=parameters_of(run),
             input_path=run.source,
             save_to=run.save_to,
             skip_tag=skip_tag,

@@ -826,3 +826,46 @@ class PapermillRecord:
             if record["status"] in ("failed", "running"):
                 break
             record["status"] = "completed"
+
+
+ERROR_MARKER_TAG = "papermill-error-cell-tag"
+"""The tag of the marker cells :func:`add_error_markers` writes (papermill's: its tools,
+and its own next run, find and drop them by it)."""
+ERROR_ANCHOR = "papermill-error-cell"
+"""The HTML id of the marker before the failed cell, which the top marker links to."""
+_MARKER_STYLE = "color:red; font-size:2em;"
+
+
+def add_error_markers(nb: NotebookNode, cell_index: int) -> NotebookNode:
+    """Mark the cell whose error stopped a run, as papermill marks it: a markdown cell at
+    the top linking to an anchor in a markdown cell right before the failed cell, both
+    tagged :data:`ERROR_MARKER_TAG`. ``nb`` is changed in place and returned."""
+    count = nb.cells[cell_index].get("execution_count")
+    label = f"In [{count}]" if count is not None else f"cell {cell_index}"
+    # The new cells get ids, which came with format 4.5 (as in inject).
+    nbformat.v4.upgrade(nb)  # type: ignore[no-untyped-call]
+    top = nbformat.v4.new_markdown_cell(  # type: ignore[no-untyped-call]
+        f'<span style="{_MARKER_STYLE}">This run stopped on an error in '
+        f'<a href="#{ERROR_ANCHOR}">{label}</a>.</span>'
+    )
+    anchor = nbformat.v4.new_markdown_cell(  # type: ignore[no-untyped-call]
+        f'<span id="{ERROR_ANCHOR}" style="{_MARKER_STYLE}">'
+        "The run stopped on the error in the cell below.</span>"
+    )
+    for cell in (top, anchor):
+        cell.metadata["tags"] = [ERROR_MARKER_TAG]
+    nb.cells.insert(cell_index, anchor)
+    nb.cells.insert(0, top)
+    return nb
+
+
+def remove_error_markers(nb: NotebookNode) -> NotebookNode:
+    """Drop the marker cells an earlier run added (see :func:`add_error_markers`), as
+    papermill drops them before it runs a notebook; ``nb`` is changed in place and
+    returned."""
+    nb.cells = [
+        cell
+        for cell in nb.cells
+        if ERROR_MARKER_TAG not in cell.get("metadata", {}).get("tags", [])
+    ]
+    return nb
