@@ -268,8 +268,11 @@ def test_notebook_run_a_reply_with_status_error_exits_1(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "cell In [1] (index 0) raised UsageError" in done.stderr
     written = nbformat.read(out, as_version=4)
-    assert "UsageError" in written.cells[0].outputs[0]["text"]
-    assert written.cells[1].outputs == [] and written.cells[1].execution_count is None
+    marker = "papermill-error-cell-tag"  # papermill's marker cells, before and above it
+    assert [c.metadata.get("tags") for c in written.cells[:2]] == [[marker], [marker]]
+    cells = written.cells[2:]
+    assert "UsageError" in cells[0].outputs[0]["text"]
+    assert cells[1].outputs == [] and cells[1].execution_count is None
 
 
 def test_notebook_run_converts_v2_and_v3_notebooks(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ the command run in a subprocess, on a real ipykernel, with notebooks written her
 
 from __future__ import annotations
 
+import copy
 import re
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 
 import nbformat
 import psutil
+import pytest
 
 from test_cli import kernelwire
 from test_cli_stopping import Command, command  # noqa: F401 - a fixture, used by name
@@ -331,11 +333,16 @@ def test_output_mistakes_are_one_line_usage_errors_before_running(tmp_path: Path
     cases = {
         (str(a), str(b), "-o", str(tmp_path / "one.ipynb")): "-o/--output takes one notebook",
         (str(a), str(b), "-o", "-"): "-o/--output takes one notebook",
-        (
-            str(a),
-            "-o",
-            str(tmp_path / "{name}.ipynb"),
-        ): "{notebook_name} is the only name it can fill in",
+        (str(a), "-o", str(tmp_path / "{name}.ipynb"), "-p", "alpha", "1"): (
+            "no parameter 'name' to fill in {name} (give -p name VALUE"
+        ),
+        (str(a), "-o", str(tmp_path / "{0}.ipynb")): "a placeholder without a name",
+        (str(a), "-o", str(tmp_path / "{alpha:%Y}.ipynb"), "-p", "alpha", "1"): (
+            "cannot fill in its placeholders: Invalid format specifier"
+        ),
+        (str(a), str(b), "-o", str(tmp_path / "{alpha}.ipynb"), "-p", "alpha", "1"): (
+            f"{a} and {b} would both be written to {tmp_path / '1.ipynb'}"
+        ),
         (str(a), "-o", str(tmp_path)): f"would overwrite {a}; give another folder",
         (str(a), str(other_a), "-o", str(tmp_path / "out")): (
             f"{a} and {other_a} would both be written to {tmp_path / 'out' / 'a.ipynb'}"
@@ -362,3 +369,133 @@ def test_stdin_and_stdout(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert texts(nbformat.read(out, as_version=4)) == ["a\n"]
     assert done.stdout == f"Executed 1 code cell of -; wrote {out}\n"
+
+
+PARAMETERS_NOTEBOOK = Path(__file__).parent / "notebooks" / "parameters.ipynb"
+
+
+def test_output_placeholders_are_filled_in_from_the_parameters(tmp_path: Path) -> None:
+    """``-o`` placeholders are filled in as papermill fills in an output path (its own
+    function gives the same name): parameters, with format specs and items, papermill's
+    ``pm`` built-ins, and kernelwire's ``{notebook_name}``; the path written is the one
+    recorded in ``metadata.papermill.output_path``."""
+    from papermill.parameterize import parameterize_path
+
+    template = str(tmp_path / "{notebook_name}-{alpha:.2f}-{opts[deep]}-{pm[run_uuid]}.ipynb")
+    done = kernelwire(
+        "notebook", "run", str(PARAMETERS_NOTEBOOK), "-o", template,
+        "-p", "alpha", "0.5", "-y", "opts: {deep: yes}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.glob("*.ipynb")
+    match = re.fullmatch(r"parameters-0\.50-True-([0-9a-f-]{36})\.ipynb", written.name)
+    assert match, written.name
+    run_uuid = match.group(1)
+    values = {"alpha": 0.5, "opts": {"deep": True}, "pm": {"run_uuid": run_uuid}}
+    assert parameterize_path(template.replace("{notebook_name}", "parameters"), values) == str(
+        written
+    )
+    nb = nbformat.read(written, as_version=4)
+    assert nb.metadata.papermill.output_path == str(written)
+    assert nb.metadata.papermill.parameters == {"alpha": 0.5, "opts": {"deep": True}}
+
+
+def papermill_prepared(source: Path, out: Path, *options: str) -> Any:
+    """The notebook papermill's own command writes with ``--prepare-only`` (no kernel)."""
+    papermill = [sys.executable, "-m", "papermill", "-k", "python3", "-l", "python"]
+    done = subprocess.run(
+        [*papermill, str(source), str(out), "--prepare-only", *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return nbformat.read(out, as_version=4)
+
+
+def cells_and_tags(nb: Any) -> list[tuple[str, str, list[str]]]:
+    return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def test_inject_paths_gives_papermills_parameters(tmp_path: Path) -> None:
+    """``--inject-paths`` (and ``--inject-input-path``, ``--inject-output-path``) put
+    the paths in the parameters as papermill's command does: the same injected cell,
+    before the parameters given, which may replace them; the kernel sees them."""
+    source = write_notebook(
+        tmp_path / "paths.ipynb",
+        "PAPERMILL_INPUT_PATH = PAPERMILL_OUTPUT_PATH = None",
+        "print(PAPERMILL_INPUT_PATH, PAPERMILL_OUTPUT_PATH, alpha)",
+        cell0={"tags": ["parameters"]},
+    )
+    out = tmp_path / "out.ipynb"
+    for options in (
+        ["--inject-paths", "-p", "alpha", "2"],
+        ["--inject-input-path", "-p", "alpha", "3"],
+        ["--inject-output-path", "-r", "alpha", "x", "-r", "PAPERMILL_OUTPUT_PATH", "mine"],
+    ):
+        theirs = papermill_prepared(source, out, *options)
+        done = kernelwire(
+            "notebook", "run", str(source), "-o", str(out), "--prepare-only", *options
+        )
+        assert done.returncode == 0, done.stderr
+        ours = nbformat.read(out, as_version=4)
+        assert cells_and_tags(ours) == cells_and_tags(theirs), options
+        assert ours.metadata.papermill.parameters == theirs.metadata.papermill.parameters
+    done = kernelwire(
+        "notebook", "run", str(source), "-o", str(out), "--inject-paths", "-p", "alpha", "1"
+    )
+    assert done.returncode == 0, done.stderr
+    assert texts(nbformat.read(out, as_version=4))[2] == f"{source} {out} 1\n"
+
+
+def failing_notebook(path: Path) -> Path:
+    return write_notebook(path, "x = 1", "print('ran')", "1 / 0", "print('never')")
+
+
+def test_a_failed_cell_gets_papermills_error_markers(tmp_path: Path) -> None:
+    """The notebook written when a cell's error stops the run has papermill's markers:
+    the same cells, tags and link as papermill's own run of it writes, found and dropped
+    by papermill's own code; a new run drops them first; ``--no-error-markers`` leaves
+    the cells as they are."""
+    import papermill
+    from papermill.execute import ERROR_MARKER_TAG, remove_error_markers
+
+    source = failing_notebook(tmp_path / "fails.ipynb")
+    theirs_path = tmp_path / "theirs.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError):
+        papermill.execute_notebook(
+            str(source), str(theirs_path), progress_bar=False, kernel_name="python3"
+        )
+    theirs = nbformat.read(theirs_path, as_version=4)
+    out = tmp_path / "ours.ipynb"
+    done = kernelwire("notebook", "run", str(source), "-o", str(out))
+    assert done.returncode == 1
+    ours = nbformat.read(out, as_version=4)
+    nbformat.validate(ours)
+    tags = [(c.cell_type, list(c.metadata.get("tags", []))) for c in ours.cells]
+    assert tags == [(c.cell_type, list(c.metadata.get("tags", []))) for c in theirs.cells]
+    assert tags[0] == tags[3] == ("markdown", [ERROR_MARKER_TAG])
+    assert 'href="#papermill-error-cell"' in ours.cells[0].source
+    assert "In [3]" in ours.cells[0].source
+    assert 'id="papermill-error-cell"' in ours.cells[3].source
+    assert ours.cells[4].source == "1 / 0" and ours.cells[4].outputs[0].ename == "ZeroDivisionError"
+    original = nbformat.read(source, as_version=4)
+    assert [c.source for c in remove_error_markers(copy.deepcopy(ours)).cells] == [
+        c.source for c in original.cells
+    ]
+    # The marked notebook as the next run's input: its markers go before it runs.
+    again = kernelwire("notebook", "run", str(out), "-o", str(tmp_path / "again.ipynb"))
+    assert again.returncode == 1
+    rerun = nbformat.read(tmp_path / "again.ipynb", as_version=4)
+    assert [c.source for c in rerun.cells] == [c.source for c in ours.cells]
+    plain = kernelwire(
+        "notebook", "run", str(out), "-o", str(tmp_path / "plain.ipynb"), "--no-error-markers"
+    )
+    assert plain.returncode == 1
+    unmarked = nbformat.read(tmp_path / "plain.ipynb", as_version=4)
+    assert [c.source for c in unmarked.cells] == [c.source for c in ours.cells]  # left as is
+    plain = kernelwire(
+        "notebook", "run", str(source), "-o", str(tmp_path / "plain.ipynb"), "--no-error-markers"
+    )
+    unmarked = nbformat.read(tmp_path / "plain.ipynb", as_version=4)
+    assert [c.source for c in unmarked.cells] == [c.source for c in original.cells]

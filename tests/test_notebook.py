@@ -21,13 +21,41 @@ pytestmark = pytest.mark.usefixtures("no_leaks")
 NOTEBOOKS = sorted((Path(__file__).parent / "notebooks").glob("*.ipynb"))
 
 
-def canonical_ids(value: Any) -> Any:
-    """``value`` with widget model ids (random per run) renamed in order of appearance."""
-    text = json.dumps(value)
+def canonical_ids(cells: Any, widgets: dict[str, Any]) -> Any:
+    """``[cells, widgets]`` (a notebook's outputs and its widget state) with widget model
+    ids (random per run: the only volatile part of the widget state) renamed
+    ``model-0``, ``model-1``, ... in an order that does not depend on the ids
+    themselves: first the models the cells show, in order of appearance, each followed
+    by the models its state refers to (its keys sorted); then any model nothing refers
+    to, by its content.
+
+    Renaming in order of appearance in the text alone is not enough: nbformat writes a
+    notebook's keys sorted, so the models no output shows (layouts, styles, a box's
+    children) came in the order of their random ids, and a notebook written by
+    ``jupyter execute`` never matched one written by kernelwire (nor by itself in
+    another run)."""
+    models: dict[str, Any] = widgets.get("state", {})
     names: dict[str, str] = {}
-    return json.loads(
-        MODEL_ID.sub(lambda m: names.setdefault(m.group(0), f"model-{len(names)}"), text)
+
+    def visit(model_id: str) -> None:
+        if model_id in names:
+            return
+        names[model_id] = f"model-{len(names)}"
+        state = models.get(model_id, {}).get("state", {})
+        for key in sorted(state):
+            for found in MODEL_ID.findall(json.dumps(state[key])):
+                visit(found)
+
+    for found in MODEL_ID.findall(json.dumps(cells)):
+        visit(found)
+    by_content = sorted(
+        (m for m in models if m not in names),
+        key=lambda m: MODEL_ID.sub("", json.dumps(models[m], sort_keys=True)),
     )
+    for model_id in by_content:
+        visit(model_id)
+    text = json.dumps([cells, widgets])
+    return json.loads(MODEL_ID.sub(lambda m: names.get(m.group(0), m.group(0)), text))
 
 
 MODEL_ID = re.compile(r"[0-9a-f]{32}")
@@ -56,7 +84,7 @@ def normalised(nb: Any) -> Any:
             else:
                 outputs.append(output)
         cells.append((cell.get("execution_count"), outputs, streams))
-    return canonical_ids([cells, widget_state(nb)])
+    return canonical_ids(cells, widget_state(nb))
 
 
 def run_nbclient(nbclient: Any, nb: Any, **options: Any) -> None:

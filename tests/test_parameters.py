@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import json
 import keyword
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +30,6 @@ NOTEBOOK = Path(__file__).parent / "notebooks" / "parameters.ipynb"
 
 papermill = pytest.importorskip("papermill")
 from papermill import translators as pm_translators  # noqa: E402
-
-# papermill formats its Python parameters with black when black is installed; the
-# text compared below is papermill's own, unformatted.
-BLACK = importlib.util.find_spec("black") is not None
 
 
 def kernelwire(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -80,7 +76,6 @@ names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(
 )
 
 
-@pytest.mark.skipif(BLACK, reason="papermill formats its output with black when installed")
 @settings(max_examples=150, deadline=None)
 @given(st.dictionaries(names, values, max_size=5))
 def test_python_code_is_papermills_and_evaluates_to_the_values(given: dict[str, Any]) -> None:
@@ -90,6 +85,47 @@ def test_python_code_is_papermills_and_evaluates_to_the_values(given: dict[str, 
     exec(code, namespace)
     for name, value in given.items():
         assert same(namespace[name], value), (name, value)
+
+
+@pytest.fixture(params=["black installed", "black hidden"])
+def black(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Runs a test with black importable (skipped when it is not installed), and again
+    with ``import black`` failing as it does where black is not installed."""
+    if request.param == "black hidden":
+        monkeypatch.setitem(sys.modules, "black", None)  # import raises ImportError
+        return False
+    pytest.importorskip("black")
+    return True
+
+
+def test_python_parameters_are_formatted_by_black_as_papermill_formats_them(black: bool) -> None:
+    values = {
+        "config": {
+            "learning_rate": 0.001,
+            "layers": [512, 256, 128, 64],
+            "name": "a longer name, past 88 columns",
+        },
+        "empty": [],
+        "quote": "it's",
+    }
+    ours = params.PythonTranslator.code(values)
+    assert ours == pm_translators.PythonTranslator.codify(values)
+    namespace: dict[str, Any] = {}
+    exec(ours, namespace)
+    assert {name: namespace[name] for name in values} == values
+    one_line = (
+        '# Parameters\nconfig = {"learning_rate": 0.001, "layers": [512, 256, 128, 64], '
+        '"name": "a longer name, past 88 columns"}\nempty = []\nquote = "it\'s"\n'
+    )
+    if black:  # wrapped at 88 columns, with black's trailing comma; quotes kept
+        assert ours.splitlines()[:3] == [
+            "# Parameters",
+            "config = {",
+            '    "learning_rate": 0.001,',
+        ]
+        assert ours.endswith('\nempty = []\nquote = "it\'s"\n')
+    else:
+        assert ours == one_line
 
 
 def same(got: Any, want: Any) -> bool:
@@ -117,22 +153,192 @@ def test_bash_code_is_papermills(given: dict[str, Any]) -> None:
 
 
 r_names = names.filter(lambda n: n.lstrip("_")[:1].isalpha())  # valid once papermill strips _
+finite_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+BYTE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\x([0-9a-f]{2})")
+
+
+def unicode_escapes(papermills: str) -> str:
+    r"""papermill's text with each ``\xXX`` escape (not an escaped backslash followed by
+    ``x``) written ``\u00XX``, as kernelwire writes them for R, Julia, Scala and C#."""
+    return BYTE_ESCAPE.sub(r"\1\\u00\2", papermills)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(r_names, values, max_size=5))
-def test_r_code_is_papermills(given: dict[str, Any]) -> None:
-    assert params.RTranslator.code(given) == pm_translators.RTranslator.codify(given)
+@given(st.dictionaries(r_names, finite_values, max_size=5))
+def test_r_code_is_papermills_but_for_byte_escapes(given: dict[str, Any]) -> None:
+    ours = params.RTranslator.code(given)
+    assert ours == unicode_escapes(pm_translators.RTranslator.codify(given))
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(names, values, max_size=5))
-def test_julia_code_is_papermills_but_for_dollar_signs(given: dict[str, Any]) -> None:
-    """Equal to papermill's, except that a ``$`` in a string is escaped: papermill's
-    ``"cost $5"`` would make Julia interpolate a variable named 5."""
+@given(st.dictionaries(names, finite_values, max_size=5))
+def test_julia_code_is_papermills_but_for_dollar_signs_and_byte_escapes(
+    given: dict[str, Any],
+) -> None:
+    """``$`` in a string is escaped: papermill's ``"cost $5"`` would make Julia
+    interpolate a variable named 5."""
     ours = params.JuliaTranslator.code(given)
     theirs = pm_translators.JuliaTranslator.codify(given)
-    assert ours.replace("\\$", "$") == theirs
+    assert ours.replace("\\$", "$") == unicode_escapes(theirs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(names, finite_values, max_size=5))
+def test_fsharp_code_is_papermills_for_finite_numbers(given: dict[str, Any]) -> None:
+    ours = params.FSharpTranslator.code(given)
+    assert ours == pm_translators.FSharpTranslator.codify(given)
+
+
+# Text every language writes as papermill does: printable ASCII but for the characters
+# that papermill escapes wrongly in some language (\ in MATLAB and PowerShell, $ and `
+# in PowerShell and Julia).
+plain_text = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="\\$`")
+)
+plain_values = st.recursive(
+    st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | plain_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(plain_text, inner, max_size=4),
+    max_leaves=12,
+)
+letter_names = names.filter(lambda n: n[0].isalpha())  # MATLAB's names begin so
+LANGUAGES = ["python", "R", "julia", "scala", "matlab", ".net-csharp", ".net-fsharp",
+             ".net-powershell", "bash"]  # fmt: skip
+"""papermill's translators, by the kernel name or language it registers them under."""
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@settings(max_examples=40, deadline=None)
+@given(given=st.dictionaries(letter_names, plain_values, max_size=4))
+def test_plain_values_are_written_as_papermill_writes_them(
+    language: str, given: dict[str, Any]
+) -> None:
+    theirs = pm_translators.papermill_translators.find_translator(language, language)
+    if language == "bash":  # papermill has no bash form for a mapping either
+        given = {k: v for k, v in given.items() if not holds_dict(v)}
+    ours = params.translator_for(language, language).code(given)
+    assert ours == theirs.codify(given)
+
+
+def holds_dict(value: Any) -> bool:
+    return isinstance(value, dict) or (isinstance(value, list) and any(map(holds_dict, value)))
+
+
+VALUES: dict[str, Any] = {
+    "quotes and newlines": 'it\'s "quoted"\nline\ttab \\ back',
+    "plain text": "hello, world",
+    "non-ASCII": "naïve café 🚀",
+    "control character": "bell\x07",
+    "dollar and backtick": "cost $5 `x`",
+    "int": 42,
+    "negative int": -7,
+    "long int": 2**40,
+    "float": 1.5,
+    "exponent": 1e20,
+    "nan": math.nan,
+    "inf": math.inf,
+    "-inf": -math.inf,
+    "True": True,
+    "False": False,
+    "None": None,
+    "list": [1, "a", 2.5],
+    "dict": {"k": 1, "other": "v"},
+    "nested": {"outer": [1, {"inner": [True, "x"]}], "deep": {"n": 2}},
+    "nested None": [None, {"k": None}],
+}
+REFUSED = "refused"
+DIFFERENT: dict[str, dict[str, str]] = {
+    # Where papermill's code would not give the value, each for the reason given.
+    "R": {
+        # \xXX is a raw byte in R, not the character (and cannot be mixed with \u).
+        "non-ASCII": 'x = "na\\u00efve caf\\u00e9 \\U0001f680"',
+        "control character": 'x = "bell\\u0007"',
+        # nan and inf are no names in R.
+        "nan": "x = NaN",
+        "inf": "x = Inf",
+        "-inf": "x = -Inf",
+    },
+    "julia": {
+        "non-ASCII": 'x = "na\\u00efve caf\\u00e9 \\U0001f680"',  # \xXX: a raw byte
+        "control character": 'x = "bell\\u0007"',
+        "dollar and backtick": 'x = "cost \\$5 `x`"',  # Julia interpolates $
+        "nan": "x = NaN",
+        "inf": "x = Inf",
+        "-inf": "x = -Inf",
+    },
+    "scala": {
+        # Scala has neither \x nor \U escapes.
+        "non-ASCII": 'val x = "na\\u00efve caf\\u00e9 \\ud83d\\ude80"',
+        "control character": 'val x = "bell\\u0007"',
+        "nan": "val x = Double.NaN",
+        "inf": "val x = Double.PositiveInfinity",
+        "-inf": "val x = Double.NegativeInfinity",
+    },
+    "matlab": {
+        # MATLAB reads no backslash escapes in a string: a control character is joined on.
+        "quotes and newlines": (
+            'x = "it\'s ""quoted""" + char(10) + "line" + char(9) + "tab \\ back";'
+        ),
+        "non-ASCII": 'x = "naïve café 🚀";',
+        "control character": 'x = "bell" + char(7);',
+    },
+    ".net-csharp": {
+        # C#'s \x takes up to four hex digits: "\xe9a" would be one character.
+        "non-ASCII": 'var x = "na\\u00efve caf\\u00e9 \\U0001f680";',
+        "control character": 'var x = "bell\\u0007";',
+        "nan": "var x = double.NaN;",
+        "inf": "var x = double.PositiveInfinity;",
+        "-inf": "var x = double.NegativeInfinity;",
+        "None": REFUSED,  # as papermill refuses it
+        "nested None": REFUSED,
+    },
+    ".net-fsharp": {"inf": "let x = infinity", "-inf": "let x = -infinity"},
+    ".net-powershell": {
+        # PowerShell's escapes are backticks; a backslash is text; $ interpolates.
+        "quotes and newlines": '$x = "it\'s `"quoted`"`nline`ttab \\ back"',
+        "non-ASCII": '$x = "naïve café 🚀"',
+        "control character": '$x = "bell$([char]7)"',
+        "dollar and backtick": '$x = "cost `$5 ``x``"',
+    },
+    "bash": {"dict": REFUSED, "nested": REFUSED, "nested None": REFUSED},  # as papermill
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_each_value_as_papermill_writes_it_or_as_the_language_reads_it(language: str) -> None:
+    """Every kind of value, for every language papermill supports: papermill's own
+    translator's text, but for the differences listed (and why) in DIFFERENT."""
+    translator = params.translator_for(language, language)
+    theirs = pm_translators.papermill_translators.find_translator(language, language)
+    expected_differences = DIFFERENT.get(language, {})
+    for label, value in VALUES.items():
+        different = expected_differences.get(label)
+        if different == REFUSED:
+            with pytest.raises(NotImplementedError):
+                theirs.codify({"x": value})
+            with pytest.raises(ParameterError, match=r"^parameter 'x': a .* kernel cannot be"):
+                translator.code({"x": value})
+            continue
+        ours = translator.code({"x": value})
+        papermills = theirs.codify({"x": value})
+        header = papermills.split("\n")[0]
+        if different is None:
+            assert ours == papermills, label
+        else:
+            assert ours == f"{header}\n{different}\n", label
+            assert ours != papermills, label
+
+
+def test_every_papermill_translator_has_ours() -> None:
+    registered = pm_translators.papermill_translators._translators
+    assert set(LANGUAGES) <= set(registered)
+    for key, theirs in registered.items():
+        ours = params.TRANSLATORS[key]
+        assert ours.__name__.lower() == theirs.__name__.lower(), key
 
 
 def test_julia_strings_keep_their_dollar_signs() -> None:
@@ -266,32 +472,52 @@ def test_inspection_reads_what_a_regular_expression_misreads() -> None:
     assert found[2] == params.Parameter("items", "None", "[ 1, # one 2, ]", "the items")
 
 
-def scala_notebook() -> Any:
+def haskell_notebook() -> Any:
     nb = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell("val x = 1", metadata={"tags": ["parameters"]})]
+        cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
     )
-    nb.metadata.kernelspec = {"name": "spylon", "display_name": "Scala", "language": "scala"}
+    nb.metadata.kernelspec = {"name": "ihaskell", "display_name": "Haskell", "language": "haskell"}
     return nb
 
 
 def test_a_language_without_a_translator_is_named_before_any_kernel_starts(
     tmp_path: Path,
 ) -> None:
+    """Haskell: a language neither papermill nor kernelwire has a translator for."""
+    with pytest.raises(papermill.PapermillException, match="No parameter translator"):
+        pm_translators.translate_parameters("ihaskell", "haskell", {"x": 2})
     with pytest.raises(NoParameterTranslator) as excinfo:
-        notebook.execute(scala_notebook(), parameters={"x": 2})  # no such kernel: never started
-    assert excinfo.value.language == "scala" and excinfo.value.kernel_name == "spylon"
-    assert "scala-language notebook (kernel 'spylon')" in str(excinfo.value)
-    assert "R, bash, julia, python" in str(excinfo.value)
-    (runs,) = notebook.execute_many([scala_notebook()], parameters={"x": 2})
+        notebook.execute(haskell_notebook(), parameters={"x": 2})  # no such kernel: never started
+    assert excinfo.value.language == "haskell" and excinfo.value.kernel_name == "ihaskell"
+    assert "haskell-language notebook (kernel 'ihaskell')" in str(excinfo.value)
+    assert "C#, F#, PowerShell, R, bash, julia, matlab, python, scala" in str(excinfo.value)
+    (runs,) = notebook.execute_many([haskell_notebook()], parameters={"x": 2})
     assert isinstance(runs.error, NoParameterTranslator)
-    source = tmp_path / "scala.ipynb"
-    nbformat.write(scala_notebook(), source)
+    source = tmp_path / "haskell.ipynb"
+    nbformat.write(haskell_notebook(), source)
     done = kernelwire("notebook", "run", str(source), "-p", "x", "2")
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        "kernelwire: cannot inject parameters into a scala-language notebook (kernel 'spylon')"
+        "kernelwire: cannot inject parameters into a haskell-language notebook (kernel 'ihaskell')"
     )
+
+
+def test_scala_matlab_and_dotnet_notebooks_take_parameters_by_kernel_name_or_language() -> None:
+    for kernel, language, expected in (
+        ("spylon-kernel", "scala", "val alpha = 0.5"),
+        ("sparkkernel", "scala", "val alpha = 0.5"),
+        ("matlab", "matlab", "alpha = 0.5;"),
+        (".net-csharp", "C#", "var alpha = 0.5;"),
+        (".net-fsharp", "F#", "let alpha = 0.5"),
+        (".net-powershell", "PowerShell", "$alpha = 0.5"),
+        ("sparkrkernel", "", "alpha = 0.5"),
+    ):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": kernel, "language": language, "display_name": kernel}
+        nb.cells = [nbformat.v4.new_code_cell("", metadata={"tags": ["parameters"]})]
+        code = params.inject(nb, {"alpha": 0.5}).cells[1].source
+        assert code.splitlines()[1] == expected, kernel
 
 
 # -- the CLI, no kernel: --help-notebook and bad input ---------------------------------------
@@ -434,7 +660,6 @@ def comparable(nb: Any) -> list[Any]:
     return cells
 
 
-@pytest.mark.skipif(BLACK, reason="papermill formats its output with black when installed")
 def test_same_notebook_as_papermill(tmp_path: Path) -> None:
     values = {"alpha": -1.5, "name": "naïve 🚀", "flags": [None, True], "opts": {"k": [1]}}
     theirs_path = tmp_path / "theirs.ipynb"

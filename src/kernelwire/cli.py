@@ -13,7 +13,9 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import signal
+import string
 import sys
 import threading
 import time
@@ -252,11 +254,17 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
 
     _skip_iri_grammar()
     from . import notebook
+    from .parameters import add_error_markers, remove_error_markers
 
     sources = [Path(p) for p in args.notebooks]
     if args.notebooks.count("-") > 1 or ("-" in args.notebooks and len(sources) > 1):
         raise _usage_error("notebook run: - (stdin) is the only notebook when given")
-    targets = _targets(args.output, sources)
+    parameters = _parameters(args)
+    # The output's name is filled in from the parameters (the input's path among them
+    # when injected, as papermill fills it in), then the output's path is injected.
+    targets = _targets(
+        args.output, sources, [_with_paths(args, parameters, source) for source in sources]
+    )
     prepared = [  # read once, here
         notebook.prepare(notebook.read(sys.stdin) if str(s) == "-" else s) for s in sources
     ]
@@ -265,7 +273,11 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             raise run.error  # a missing or broken file is an error before anything runs
     if args.help_notebook:
         return _help_notebooks(prepared, args.kernel)
-    parameters = _parameters(args)
+    for run, source, target in zip(prepared, sources, targets, strict=True):
+        run.parameters = _with_paths(args, parameters, source, target)
+        assert run.notebook is not None  # read above
+        if args.error_markers:  # an earlier run's, as papermill drops them
+            remove_error_markers(run.notebook)
     if args.fork and args.server:
         raise _usage_error("notebook run: --fork starts local kernels, not with --server")
     for target in targets:  # before anything runs: a run's results must have a place
@@ -278,7 +290,7 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             assert run.notebook is not None  # read above
             notebook.hide_inputs(run.notebook)
     if args.prepare_only:
-        return _prepare_only(prepared, sources, targets, parameters, args)
+        return _prepare_only(prepared, sources, targets, args)
     for run, target in zip(prepared, targets, strict=True):
         if str(target) != "-":  # kept up to date while it runs: a killed run leaves it
             run.save_to = target
@@ -382,10 +394,12 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             status = max(status, EXIT_USAGE)
             continue
         assert run.notebook is not None  # read above
-        if parameters is not None:  # where papermill records it
+        if run.parameters is not None:  # where papermill records it
             run.notebook.metadata.papermill["output_path"] = str(target)
         if args.report_mode:  # the injected cell too
             notebook.hide_inputs(run.notebook)
+        if isinstance(failure, CellExecutionError) and args.error_markers:
+            add_error_markers(run.notebook, failure.cell_index)
         _write(run.notebook, target)
         if failure is not None:
             if isinstance(failure, ExecutionError):
@@ -426,11 +440,7 @@ def _check_kernel_options(args: argparse.Namespace) -> None:
 
 
 def _prepare_only(
-    runs: list[Any],
-    sources: list[Path],
-    targets: list[Path],
-    parameters: dict[str, Any] | None,
-    args: argparse.Namespace,
+    runs: list[Any], sources: list[Path], targets: list[Path], args: argparse.Namespace
 ) -> int:
     """``--prepare-only``: the notebooks with their parameters injected (and papermill's
     paths recorded, as papermill's ``prepare_only`` leaves them), written unexecuted."""
@@ -439,9 +449,9 @@ def _prepare_only(
 
     out = sys.stderr if "-" in map(str, targets) else sys.stdout
     for run, source, target in zip(runs, sources, targets, strict=True):
-        if parameters is not None:
+        if run.parameters is not None:
             try:
-                papermill_way.inject(run.notebook, parameters, args.kernel)
+                papermill_way.inject(run.notebook, run.parameters, args.kernel)
             except KernelwireError as exc:
                 raise _usage_error(f"{source}: {exc}") from None
             section = papermill_way.papermill_metadata(run.notebook)
@@ -473,6 +483,30 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any] | None:
     merged.update((name, papermill_way.parse_value(value)) for name, value in args.parameters)
     merged.update(args.parameters_raw)
     return merged
+
+
+INPUT_PATH_PARAMETER = "PAPERMILL_INPUT_PATH"
+OUTPUT_PATH_PARAMETER = "PAPERMILL_OUTPUT_PATH"
+"""The parameters ``--inject-paths`` sets, named as papermill names them."""
+
+
+def _with_paths(
+    args: argparse.Namespace,
+    parameters: dict[str, Any] | None,
+    source: Path,
+    target: Path | None = None,
+) -> dict[str, Any] | None:
+    """A notebook's parameters: the paths ``--inject-input-path``, ``--inject-output-path``
+    and ``--inject-paths`` ask for (the output's once ``target`` is known), then the
+    parameters given, which may replace them (papermill's order)."""
+    paths: dict[str, Any] = {}
+    if args.inject_input_path or args.inject_paths:
+        paths[INPUT_PATH_PARAMETER] = str(source)
+    if target is not None and (args.inject_output_path or args.inject_paths):
+        paths[OUTPUT_PATH_PARAMETER] = str(target)
+    if not paths:
+        return parameters
+    return {**paths, **(parameters or {})}
 
 
 def _help_notebooks(runs: list[Any], kernel_name: str | None) -> int:
@@ -529,21 +563,21 @@ def _count(n: int, thing: str) -> str:
     return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
-def _targets(output: str | None, sources: list[Path]) -> list[Path]:
+def _targets(
+    output: str | None, sources: list[Path], parameters: list[dict[str, Any] | None]
+) -> list[Path]:
     """Where each notebook goes: ``-o``'s file (one notebook), ``-`` (stdout, one
-    notebook), a name with ``{notebook_name}`` (the source's name without ``.ipynb``,
-    as nbconvert fills it in), an existing folder (each under its own name), or, with
-    no ``-o``, beside its source. Usage errors: two notebooks written to one file, or a
-    folder that would overwrite its input."""
+    notebook), a name with ``{...}`` placeholders (see :func:`_fill_in`), an existing
+    folder (each under its own name), or, with no ``-o``, beside its source. Usage
+    errors: two notebooks written to one file, a placeholder with nothing to fill it,
+    or a folder that would overwrite its input."""
     if not output:
         return [_default_target(s) for s in sources]
     if "{" in output:
-        try:
-            targets = [Path(output.format(notebook_name=_stem(s))) for s in sources]
-        except (KeyError, IndexError, ValueError):
-            raise _usage_error(
-                f"-o {output}: {{notebook_name}} is the only name it can fill in"
-            ) from None
+        targets = [
+            Path(_fill_in(output, source, given))
+            for source, given in zip(sources, parameters, strict=True)
+        ]
     elif output != "-" and os.path.isdir(output):
         targets = [Path(output) / f"{_stem(s)}.ipynb" for s in sources]
         for source, target in zip(sources, targets, strict=True):
@@ -562,6 +596,41 @@ def _targets(output: str | None, sources: list[Path]) -> list[Path]:
         if other is not source:
             raise _usage_error(f"{other} and {source} would both be written to {target}")
     return targets
+
+
+def _fill_in(output: str, source: Path, parameters: dict[str, Any] | None) -> str:
+    """``-o``'s name with its placeholders filled in, as papermill fills in an output
+    path: from the parameters (``{alpha}``, ``{opts[key]}``, with format specs) and
+    papermill's built-ins (``{pm[run_uuid]}``, ``{pm[current_datetime_utc]:%Y%m%d}``,
+    ``{pm[current_datetime_local]}``), plus kernelwire's ``{notebook_name}`` (the
+    source's name without ``.ipynb``, as nbconvert fills it in). A placeholder with
+    nothing to fill it is a usage error naming it."""
+    import uuid
+    from datetime import datetime, timezone
+
+    builtins = {
+        "run_uuid": str(uuid.uuid4()),
+        "current_datetime_local": datetime.now(),
+        "current_datetime_utc": datetime.now(timezone.utc),
+    }
+    values = {"pm": builtins, **(parameters or {}), "notebook_name": _stem(source)}
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(output) if field is not None]
+        for field in fields:
+            name = re.split(r"[.\[]", field, maxsplit=1)[0]
+            if not name or name.isdigit():
+                raise _usage_error(
+                    f"-o {output}: a placeholder without a name ({{{field}}}); name a parameter"
+                )
+            if name not in values:
+                raise _usage_error(
+                    f"-o {output}: no parameter {name!r} to fill in {{{field}}} (give -p "
+                    f"{name} VALUE; {{notebook_name}} and {{pm[...]}} are filled in too)"
+                )
+        return output.format(**values)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        detail = f"no item {exc}" if isinstance(exc, (KeyError, IndexError)) else str(exc)
+        raise _usage_error(f"-o {output}: cannot fill in its placeholders: {detail}") from None
 
 
 def _stem(source: Path) -> str:
@@ -843,6 +912,14 @@ def _papermill_options(parser: argparse.ArgumentParser) -> None:
         help="hide the code cells' input in the output (metadata jupyter.source_hidden)",
     )
     group.add_argument(
+        "--error-markers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="when a cell's error stops a notebook, add papermill's marker cells to the "
+        "written notebook (a link at the top, an anchor before the cell), and drop an "
+        "earlier run's markers before running (default: on, as papermill)",
+    )
+    group.add_argument(
         "--skip-tag",
         type=_tag,
         default="skip-execution",
@@ -875,6 +952,21 @@ def _parameter_options(parser: argparse.ArgumentParser) -> None:
             metavar=metavar,
             help=text,
         )
+    group.add_argument(
+        "--inject-input-path",
+        action="store_true",
+        help="give the input notebook's path as the parameter PAPERMILL_INPUT_PATH",
+    )
+    group.add_argument(
+        "--inject-output-path",
+        action="store_true",
+        help="give the output notebook's path as the parameter PAPERMILL_OUTPUT_PATH",
+    )
+    group.add_argument(
+        "--inject-paths",
+        action="store_true",
+        help="both: PAPERMILL_INPUT_PATH and PAPERMILL_OUTPUT_PATH",
+    )
     group.add_argument(
         "--help-notebook",
         action="store_true",
@@ -930,7 +1022,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT",
         help="where to write it (default: NAME.executed.ipynb beside it): a file, - for "
         "stdout, an existing folder, or a name with {notebook_name} (e.g. "
-        "out/{notebook_name}.ipynb) for several notebooks",
+        "out/{notebook_name}.ipynb) for several notebooks; {PARAM} placeholders are "
+        "filled in from the parameters, {pm[run_uuid]} and {pm[current_datetime_utc]} "
+        "too, as papermill fills them in",
     )
     nb_run.add_argument("-k", "--kernel", default=None, help="kernel (default: the notebook's)")
     nb_run.add_argument(

@@ -521,6 +521,9 @@ class NotebookRun:
     while it ran, so it was run again from the start on :attr:`server`; else ``None``."""
     retry_cause: KernelwireError | None = None
     """The error its first attempt failed with on :attr:`retried_from`, else ``None``."""
+    parameters: Mapping[str, Any] | None = None
+    """This notebook's own parameters (``execute``'s), used instead of the batch's
+    (``execute_many``'s ``parameters``) when not ``None``."""
 
     @property
     def ok(self) -> bool:
@@ -577,7 +580,8 @@ def execute_many(
     time fails with :class:`~kernelwire.errors.KernelStartTimeout`); ``skip_tag``,
     ``save_to`` (of each :class:`NotebookRun`) and ``on_output`` are :func:`execute`'s.
     ``fork=True`` forks each kernel from the spec's warm template (see
-    :class:`~kernelwire.ForkServer`).
+    :class:`~kernelwire.ForkServer`). A :class:`NotebookRun` given with ``parameters``
+    of its own runs with those instead of the batch's.
 
     With ``executor`` (a ``concurrent.futures.Executor``: Dask's
     ``client.get_executor()``, a process pool, ...) each notebook runs as a task on it,
@@ -613,12 +617,16 @@ def execute_many(
     from .parameters import parameter_code
 
     runnable = []
+
+    def parameters_of(run: NotebookRun) -> Mapping[str, Any] | None:
+        return parameters if run.parameters is None else run.parameters
+
     for index, run in enumerate(runs):
         if run.notebook is None:
             continue
-        if parameters is not None:
+        if parameters_of(run) is not None:
             try:  # the same check execute() makes, before any kernel starts
-                parameter_code(run.notebook, parameters, kernel_name)
+                parameter_code(run.notebook, parameters_of(run) or {}, kernel_name)
             except KernelwireError as exc:
                 run.error = exc
                 continue
@@ -643,7 +651,7 @@ def execute_many(
                 allow_errors,
                 max_output_chars,
                 history_file,
-                parameters,
+                parameters_of(run),
                 run.source,
                 skip_tag,
                 startup_timeout,
@@ -694,7 +702,7 @@ def execute_many(
             on_cell_start=on_cell_start,
             on_cell_done=on_cell_done,
             on_output=on_output,
-            parameters=parameters,
+            parameters=parameters_of(run),
             input_path=run.source,
             save_to=run.save_to,
             skip_tag=skip_tag,

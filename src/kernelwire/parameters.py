@@ -8,8 +8,10 @@ parameters cell back (names, defaults, types, help comments) without a kernel.
 :class:`PapermillRecord` writes the timings and statuses papermill keeps on the
 notebook and its cells.
 
-Python, R, Julia and bash kernels are supported; any other language raises
-:class:`~kernelwire.errors.NoParameterTranslator` before a kernel starts.
+Every language papermill has a translator for is supported (Python, R, Julia, Scala,
+MATLAB, bash, and .NET Interactive's C#, F# and PowerShell: see :data:`TRANSLATORS`);
+any other language raises :class:`~kernelwire.errors.NoParameterTranslator` before a
+kernel starts.
 
 >>> nb = kernelwire.notebook.execute("train.ipynb", parameters={"alpha": 0.5})  # doctest: +SKIP
 >>> nb.metadata.papermill.parameters                                            # doctest: +SKIP
@@ -21,6 +23,7 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import importlib
 import io
 import keyword
 import logging
@@ -30,6 +33,7 @@ import shlex
 import tokenize
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
 import nbformat
@@ -59,24 +63,121 @@ class Parameter(NamedTuple):
 
 
 class Translator:
-    """Writes parameter values as code in one kernel language (papermill's rules)."""
+    """Writes parameter values as code in one kernel language, by papermill's rules.
+
+    A value is written by its type (``None``, ``bool``, ``int``, ``float``, ``list``,
+    ``dict``, else its text as a string); a language changes the parts it writes
+    differently. The defaults are papermill's: strings double-quoted with Python's
+    ASCII escapes, ``true``/``false``, numbers as Python prints them.
+    """
 
     language: ClassVar[str] = ""
+    comment_format: ClassVar[str] = "# {}"
+    assign_format: ClassVar[str] = "{name} = {value}"
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+    name_kind: ClassVar[str] = "a name"
+    """What a parameter's name must be, for the error: ``"a Python name"``."""
+    null: ClassVar[str | None] = "None"
+    """``None``'s text; ``None`` when the language has no value for it (refused)."""
+    true: ClassVar[str] = "true"
+    false: ClassVar[str] = "false"
+    non_finite: ClassVar[tuple[str, str, str]] = ("nan", "inf", "-inf")
+    """NaN, infinity and minus infinity (papermill's default: Python's text)."""
+    long_suffix: ClassVar[bool] = False
+    """Whether an integer past 32 bits gets ``L`` (Scala, C#, F#), as papermill writes it."""
+    byte_escapes: ClassVar[bool] = True
+    surrogates: ClassVar[bool] = False
+    """How strings escape characters (see :func:`quoted`)."""
+    list_format: ClassVar[str] = "[{}]"
+    separator: ClassVar[str] = ", "
+    """A list: its items joined by ``separator``, put in ``list_format``."""
+    pair_format: ClassVar[str | None] = None
+    dict_format: ClassVar[str] = "{{{}}}"
+    pair_separator: ClassVar[str] = ", "
+    """A dict: each ``pair_format`` (of ``key`` and ``value``) joined by
+    ``pair_separator``, put in ``dict_format``; no ``pair_format``: refused."""
 
     @classmethod
     def literal(cls, name: str, value: Any) -> str:
         """``value`` as a literal of the language; ``name`` is for the error message."""
-        raise NotImplementedError
+        if value is None:
+            if cls.null is None:
+                raise ParameterError(
+                    f"parameter {name!r}: a {cls.language} kernel cannot be given None"
+                )
+            return cls.null
+        if isinstance(value, bool):
+            return cls.true if value else cls.false
+        if isinstance(value, int):
+            return cls.integer(value)
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return repr(value)
+            nan, inf, minus_inf = cls.non_finite
+            return nan if math.isnan(value) else minus_inf if value < 0 else inf
+        if isinstance(value, list):
+            return cls.sequence([cls.literal(name, item) for item in value])
+        if isinstance(value, dict):
+            items = [(cls.key(key), cls.literal(name, item)) for key, item in value.items()]
+            return cls.mapping(name, items)
+        # A string, or anything else (a date, a tuple) passed on as its text, as papermill does.
+        return cls.string(value)
+
+    @classmethod
+    def integer(cls, value: int) -> str:
+        """An ``int`` (never a ``bool``)."""
+        if cls.long_suffix and not -(2**31) <= value < 2**31:
+            return f"{value}L"
+        return str(value)
+
+    @classmethod
+    def string(cls, value: Any) -> str:
+        """A string, or the text of a value of no other kind."""
+        return quoted(value, byte_escapes=cls.byte_escapes, surrogates=cls.surrogates)
+
+    @classmethod
+    def key(cls, value: Any) -> str:
+        """A mapping's key (papermill writes every key as a string)."""
+        return cls.string(value)
+
+    @classmethod
+    def sequence(cls, items: list[str]) -> str:
+        """A list, from its items' literals."""
+        return cls.list_format.format(cls.separator.join(items))
+
+    @classmethod
+    def mapping(cls, name: str, items: list[tuple[str, str]]) -> str:
+        """A dict, from its keys' and values' literals; refused where the language has
+        no form for it."""
+        if cls.pair_format is None:
+            raise ParameterError(
+                f"parameter {name!r}: a {cls.language} kernel cannot be given a mapping"
+            )
+        pairs = (cls.pair_format.format(key=key, value=value) for key, value in items)
+        return cls.dict_format.format(cls.pair_separator.join(pairs))
+
+    @classmethod
+    def valid_name(cls, name: str) -> bool:
+        """Whether the language takes ``name`` as a variable's name."""
+        return cls.name_pattern.match(name) is not None
+
+    @classmethod
+    def target(cls, name: str) -> str:
+        """The variable a parameter sets (its name, unless the language cannot take it)."""
+        return name
 
     @classmethod
     def assignment(cls, name: str, value: Any) -> str:
         """The statement that sets ``name`` to ``value``."""
-        raise NotImplementedError
+        target = cls.target(name)
+        if not cls.valid_name(target):
+            raise ParameterError(f"parameter {name!r} is not {cls.name_kind}")
+        return cls.assign_format.format(name=target, value=cls.literal(name, value))
 
     @classmethod
     def code(cls, parameters: Mapping[str, Any], comment: str = "Parameters") -> str:
         """The injected cell's source: a comment line, then one assignment per parameter."""
-        lines = [f"# {comment}".strip()]
+        lines = [cls.comment_format.format(comment).strip()]
         lines.extend(cls.assignment(name, value) for name, value in parameters.items())
         return "\n".join(lines) + "\n"
 
@@ -87,59 +188,57 @@ class Translator:
         return None
 
 
-def _python_char(char: str) -> str:
-    """One character inside a double-quoted Python string, escaped as papermill escapes
-    it (Python's ``unicode_escape`` codec, plus the double quote): ASCII text as is."""
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(char: str, *, byte_escapes: bool = True, surrogates: bool = False) -> str:
+    """One character inside a double-quoted string, escaped as papermill escapes it
+    (Python's ``unicode_escape`` codec, plus the double quote): printable ASCII as is.
+
+    ``byte_escapes=False`` writes ``\\u00XX`` for ``\\xXX`` (C# reads up to four hex
+    digits after ``\\x``; Java and Scala have no ``\\x``); ``surrogates=True`` writes a
+    character past U+FFFF as a UTF-16 pair of ``\\u`` escapes (Scala has no ``\\U``).
+    """
     code = ord(char)
-    if char in _PYTHON_ESCAPES:
-        return _PYTHON_ESCAPES[char]
+    if char in _ESCAPES:
+        return _ESCAPES[char]
     if 0x20 <= code < 0x7F:
         return char
-    if code <= 0xFF:
+    if code <= 0xFF and byte_escapes:
         return f"\\x{code:02x}"
     if code <= 0xFFFF:
         return f"\\u{code:04x}"
+    if surrogates:
+        high, low = divmod(code - 0x10000, 0x400)
+        return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
     return f"\\U{code:08x}"
 
 
-_PYTHON_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def quoted(value: Any) -> str:
+def quoted(value: Any, *, byte_escapes: bool = True, surrogates: bool = False) -> str:
     """``value``'s text as a double-quoted string, escaped as papermill escapes strings
-    for Python, R and Julia alike."""
-    return '"' + "".join(map(_python_char, str(value))) + '"'
+    (see :func:`_escaped` for the options)."""
+    escape = partial(_escaped, byte_escapes=byte_escapes, surrogates=surrogates)
+    return '"' + "".join(map(escape, str(value))) + '"'
 
 
 class PythonTranslator(Translator):
     """Python literals: strings double-quoted with ASCII escapes, ``float('nan')`` and
-    ``float('inf')`` for the non-finite floats, lists and dicts written out."""
+    ``float('inf')`` for the non-finite floats, lists and dicts written out; formatted
+    by black when black is installed, as papermill formats them."""
 
     language = "python"
+    name_kind = "a Python name"
+    true, false = "True", "False"
+    non_finite = ("float('nan')", "float('inf')", "float('-inf')")
+    pair_format = "{key}: {value}"
 
     @classmethod
-    def literal(cls, name: str, value: Any) -> str:
-        if value is None or isinstance(value, (bool, int)):
-            return str(value)
-        if isinstance(value, float):
-            if math.isnan(value):
-                return "float('nan')"
-            if math.isinf(value):
-                return "float('-inf')" if value < 0 else "float('inf')"
-            return repr(value)
-        if isinstance(value, list):
-            return "[" + ", ".join(cls.literal(name, item) for item in value) + "]"
-        if isinstance(value, dict):
-            items = (f"{quoted(key)}: {cls.literal(name, v)}" for key, v in value.items())
-            return "{" + ", ".join(items) + "}"
-        # A string, or anything else (a date, a tuple) passed on as its text, as papermill does.
-        return quoted(value)
+    def valid_name(cls, name: str) -> bool:
+        return name.isidentifier() and not keyword.iskeyword(name)
 
     @classmethod
-    def assignment(cls, name: str, value: Any) -> str:
-        if not name.isidentifier() or keyword.iskeyword(name):
-            raise ParameterError(f"parameter {name!r} is not a Python name")
-        return f"{name} = {cls.literal(name, value)}"
+    def code(cls, parameters: Mapping[str, Any], comment: str = "Parameters") -> str:
+        return _black(super().code(parameters, comment))
 
     @classmethod
     def inspect(cls, source: str) -> list[Parameter]:
@@ -156,6 +255,21 @@ class PythonTranslator(Translator):
                 except SyntaxError:
                     continue
             return found
+
+
+def _black(code: str) -> str:
+    """``code`` formatted by black, as papermill formats Python parameters when black is
+    installed (quotes left as they are); unchanged without black."""
+    try:
+        black: Any = importlib.import_module("black")
+    except ImportError:
+        return code
+    try:
+        formatted: str = black.format_str(code, mode=black.Mode(string_normalization=False))
+    except (ValueError, AttributeError) as exc:  # black's InvalidInput is a ValueError
+        log.warning("black could not format the parameters, left as they are: %s", exc)
+        return code
+    return formatted
 
 
 def _python_parameters(source: str) -> list[Parameter]:
@@ -201,113 +315,246 @@ def _comments(source: str) -> dict[int, str]:
     return comments
 
 
-_BASH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
 class BashTranslator(Translator):
     """Shell variables: strings quoted for the shell, ``true``/``false``, lists as
     arrays, ``None`` as the empty string; a dict has no bash form."""
 
     language = "bash"
+    assign_format = "{name}={value}"
+    name_kind = "a shell variable name"
+    null = ""
+    list_format, separator = "({})", " "
 
     @classmethod
-    def literal(cls, name: str, value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (int, float)):
-            return str(value)
-        if isinstance(value, list):
-            return "(" + " ".join(cls.literal(name, item) for item in value) + ")"
-        if isinstance(value, dict):
-            raise ParameterError(f"parameter {name!r}: a bash kernel cannot be given a mapping")
+    def string(cls, value: Any) -> str:
         return shlex.quote(str(value))
-
-    @classmethod
-    def assignment(cls, name: str, value: Any) -> str:
-        if not _BASH_NAME.match(name):
-            raise ParameterError(f"parameter {name!r} is not a shell variable name")
-        return f"{name}={cls.literal(name, value)}"
-
-
-_R_NAME = re.compile(r"[A-Za-z.][A-Za-z0-9._]*\Z")
 
 
 class RTranslator(Translator):
     """R values: ``NULL``, ``TRUE``/``FALSE``, lists and named lists (``list("k" = v)``),
     strings double-quoted as Python's; a leading ``_`` is dropped from a name (R does not
-    allow it), as papermill does."""
+    allow it), as papermill does. Where papermill's text would not give the value:
+    ``\\u00XX`` for its ``\\xXX`` (a raw byte to R, not the character, and not to be
+    mixed with ``\\u``), and ``NaN``, ``Inf`` and ``-Inf`` (papermill writes ``nan``
+    and ``inf``, which R does not know)."""
 
     language = "R"
+    name_pattern = re.compile(r"[A-Za-z.][A-Za-z0-9._]*\Z")
+    name_kind = "an R name"
+    null = "NULL"
+    true, false = "TRUE", "FALSE"
+    non_finite = ("NaN", "Inf", "-Inf")
+    byte_escapes = False
+    list_format = dict_format = "list({})"
+    pair_format = "{key} = {value}"
 
     @classmethod
-    def literal(cls, name: str, value: Any) -> str:
-        if value is None:
-            return "NULL"
-        if isinstance(value, bool):
-            return "TRUE" if value else "FALSE"
-        if isinstance(value, (int, float)):
-            return str(value)
-        if isinstance(value, list):
-            return "list(" + ", ".join(cls.literal(name, item) for item in value) + ")"
-        if isinstance(value, dict):
-            items = (f"{quoted(key)} = {cls.literal(name, v)}" for key, v in value.items())
-            return "list(" + ", ".join(items) + ")"
-        return quoted(value)
-
-    @classmethod
-    def assignment(cls, name: str, value: Any) -> str:
-        bare = name.lstrip("_")
-        if not _R_NAME.match(bare):
-            raise ParameterError(f"parameter {name!r} is not an R name")
-        return f"{bare} = {cls.literal(name, value)}"
-
-
-_JULIA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_!]*\Z")
+    def target(cls, name: str) -> str:
+        return name.lstrip("_")
 
 
 class JuliaTranslator(Translator):
     """Julia values: ``nothing``, ``true``/``false``, vectors, ``Dict("k" => v)``,
-    strings double-quoted as Python's, with ``$`` escaped too (papermill leaves it, and
-    Julia would interpolate it)."""
+    strings double-quoted as Python's. Where papermill's text would not give the value:
+    ``$`` escaped (papermill leaves it, and Julia would interpolate it), ``\\u00XX``
+    for its ``\\xXX`` (a raw byte to Julia, not the character), ``NaN``, ``Inf`` and
+    ``-Inf`` (papermill's ``nan`` and ``inf`` are not Julia's names)."""
 
     language = "julia"
+    name_pattern = re.compile(r"[A-Za-z_][A-Za-z0-9_!]*\Z")
+    name_kind = "a Julia name"
+    null = "nothing"
+    non_finite = ("NaN", "Inf", "-Inf")
+    byte_escapes = False
+    pair_format, dict_format = "{key} => {value}", "Dict({})"
 
     @classmethod
-    def literal(cls, name: str, value: Any) -> str:
-        if value is None:
-            return "nothing"
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (int, float)):
-            return str(value)
-        if isinstance(value, list):
-            return "[" + ", ".join(cls.literal(name, item) for item in value) + "]"
-        if isinstance(value, dict):
-            items = (f"{cls._string(key)} => {cls.literal(name, v)}" for key, v in value.items())
-            return "Dict(" + ", ".join(items) + ")"
-        return cls._string(value)
+    def string(cls, value: Any) -> str:
+        return super().string(value).replace("$", "\\$")
 
-    @staticmethod
-    def _string(value: Any) -> str:
-        return quoted(value).replace("$", "\\$")
+
+class ScalaTranslator(Translator):
+    """Scala values (also for ``sparkkernel``): ``val`` definitions, ``Seq(...)``,
+    ``Map("k" -> v)``, ``None``, ``L`` on integers past 32 bits. Strings as
+    papermill's but with ``\\u`` escapes where papermill writes ``\\x`` or ``\\U``,
+    which Scala does not have; ``Double.NaN`` and ``Double.PositiveInfinity`` where
+    papermill writes ``nan`` and ``inf``."""
+
+    language = "scala"
+    comment_format = "// {}"
+    assign_format = "val {name} = {value}"
+    name_kind = "a Scala name"
+    non_finite = ("Double.NaN", "Double.PositiveInfinity", "Double.NegativeInfinity")
+    long_suffix = True
+    byte_escapes, surrogates = False, True
+    list_format = "Seq({})"
+    pair_format, dict_format = "{key} -> {value}", "Map({})"
+
+
+class CSharpTranslator(Translator):
+    """C# values (.NET Interactive): ``var`` statements, ``new [] { ... }``,
+    ``new Dictionary<string,Object>{ { "k" , v } }``, ``L`` on integers past 32 bits;
+    ``None`` is refused (papermill has no C# form for it either). Strings as papermill's
+    but with ``\\u00XX`` where papermill writes ``\\xXX`` (C# would read up to four hex
+    digits there); ``double.NaN`` and ``double.PositiveInfinity`` where papermill
+    writes ``nan`` and ``inf``."""
+
+    language = "C#"
+    comment_format = "// {}"
+    assign_format = "var {name} = {value};"
+    name_kind = "a C# name"
+    null = None
+    non_finite = ("double.NaN", "double.PositiveInfinity", "double.NegativeInfinity")
+    long_suffix = True
+    byte_escapes = False
+    list_format = "new [] {{ {} }}"
+    pair_format = "{{ {key} , {value} }}"
+    dict_format = "new Dictionary<string,Object>{{ {} }}"
+
+
+class FSharpTranslator(Translator):
+    """F# values (.NET Interactive): ``let`` bindings, ``[ a; b ]``, maps built from
+    ``IComparable`` pairs, ``None``, ``L`` on integers past 32 bits; strings exactly as
+    papermill's (F# reads Python's escapes); ``infinity`` and ``-infinity`` where
+    papermill writes ``inf``."""
+
+    language = "F#"
+    comment_format = "(* {} *)"
+    assign_format = "let {name} = {value}"
+    name_pattern = re.compile(r"[A-Za-z_][A-Za-z0-9_']*\Z")
+    name_kind = "an F# name"
+    non_finite = ("nan", "infinity", "-infinity")
+    long_suffix = True
+    list_format, separator = "[ {} ]", "; "
+    pair_format = "({key}, {value} :> IComparable)"
+    dict_format, pair_separator = "[ {} ] |> Map.ofList", "; "
+
+
+_POWERSHELL_ESCAPES = {
+    "`": "``",
+    "$": "`$",
+    '"': '`"',
+    # PowerShell ends a double-quoted string at typographic double quotes too.
+    "\u201c": "`\u201c",
+    "\u201d": "`\u201d",
+    "\u201e": "`\u201e",
+    "\n": "`n",
+    "\r": "`r",
+    "\t": "`t",
+    "\0": "`0",
+}
+
+
+class PowershellTranslator(Translator):
+    """PowerShell values (.NET Interactive): ``$name = ...``, ``$True``/``$False``,
+    ``$Null``, ``@(...)``, ``@{"k" = v}``, ``[double]::NaN``. Strings double-quoted
+    with PowerShell's backtick escapes: papermill's backslash escapes are plain text to
+    PowerShell (``"a\\nb"`` would keep the backslash) and it leaves ``$`` to be
+    interpolated; text that needs no escape is written as papermill writes it."""
+
+    language = "PowerShell"
+    assign_format = "${name} = {value}"
+    name_pattern = re.compile(r"\w+\Z")
+    name_kind = "a PowerShell variable name"
+    null = "$Null"
+    true, false = "$True", "$False"
+    non_finite = ("[double]::NaN", "[double]::PositiveInfinity", "[double]::NegativeInfinity")
+    list_format = "@({})"
+    pair_format, dict_format, pair_separator = "{key} = {value}", "@{{{}}}", "\n "
 
     @classmethod
-    def assignment(cls, name: str, value: Any) -> str:
-        if not _JULIA_NAME.match(name):
-            raise ParameterError(f"parameter {name!r} is not a Julia name")
-        return f"{name} = {cls.literal(name, value)}"
+    def string(cls, value: Any) -> str:
+        escaped = "".join(map(_powershell_char, str(value)))
+        return f'"{escaped}"'
+
+
+def _control(char: str) -> bool:
+    """An ASCII control character."""
+    return ord(char) < 0x20 or char == "\x7f"
+
+
+def _powershell_char(char: str) -> str:
+    if char in _POWERSHELL_ESCAPES:
+        return _POWERSHELL_ESCAPES[char]
+    if _control(char):  # not every one has a backtick escape in every version
+        return f"$([char]{ord(char)})"
+    return char
+
+
+class MatlabTranslator(Translator):
+    """MATLAB values: statements ending in ``;``, ``NaN`` for ``None``, cell arrays
+    ``{a, b}``, ``containers.Map({'k'}, {v})``. Strings double-quoted with ``""`` for a
+    quote, as papermill writes them, but without its backslash escapes, which MATLAB
+    reads as text: a control character is joined on with ``char(N)``
+    (``"a" + char(10) + "b"``), other text is written as it is."""
+
+    language = "matlab"
+    comment_format = "% {}"
+    assign_format = "{name} = {value};"
+    name_pattern = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+    name_kind = "a MATLAB name"
+    null = "NaN"
+    list_format = "{{{}}}"
+
+    @classmethod
+    def string(cls, value: Any) -> str:
+        pieces = _matlab_pieces(str(value), '"')
+        if pieces[0].startswith("char("):  # char + char would add numbers
+            pieces.insert(0, '""')
+        return " + ".join(pieces)
+
+    @classmethod
+    def key(cls, value: Any) -> str:
+        """A key as a char vector (``'k'``, or ``['a' char(10) 'b']``), as papermill
+        writes keys."""
+        pieces = _matlab_pieces(str(value), "'")
+        return pieces[0] if len(pieces) == 1 else "[" + " ".join(pieces) + "]"
+
+    @classmethod
+    def mapping(cls, name: str, items: list[tuple[str, str]]) -> str:
+        keys = ", ".join(key for key, _ in items)
+        values = ", ".join(value for _, value in items)
+        return f"containers.Map({{{keys}}}, {{{values}}})"
+
+
+def _matlab_pieces(text: str, quote: str) -> list[str]:
+    """``text`` as MATLAB literals quoted with ``quote`` (doubled inside) and
+    ``char(N)`` for each control character: the pieces to join."""
+    pieces: list[str] = []
+    run: list[str] = []
+    for char in text:
+        if _control(char):
+            if run:
+                pieces.append(quote + "".join(run) + quote)
+                run = []
+            pieces.append(f"char({ord(char)})")
+        else:
+            run.append(quote * 2 if char == quote else char)
+    if run or not pieces:
+        pieces.append(quote + "".join(run) + quote)
+    return pieces
 
 
 TRANSLATORS: dict[str, type[Translator]] = {
+    # papermill's, by kernel name or language
     "python": PythonTranslator,
-    "pysparkkernel": PythonTranslator,
-    "bash": BashTranslator,
     "R": RTranslator,
+    "scala": ScalaTranslator,
+    "julia": JuliaTranslator,
+    "matlab": MatlabTranslator,
+    ".net-csharp": CSharpTranslator,
+    ".net-fsharp": FSharpTranslator,
+    ".net-powershell": PowershellTranslator,
+    "pysparkkernel": PythonTranslator,
+    "sparkkernel": ScalaTranslator,
+    "sparkrkernel": RTranslator,
+    "bash": BashTranslator,
+    # kernelwire's: IRkernel's lower-case names, .NET Interactive's language names
     "r": RTranslator,
     "ir": RTranslator,
-    "julia": JuliaTranslator,
+    "C#": CSharpTranslator,
+    "F#": FSharpTranslator,
+    "PowerShell": PowershellTranslator,
 }
 """Translators by kernel name or language; a kernel's name is looked up first."""
 
@@ -579,3 +826,46 @@ class PapermillRecord:
             if record["status"] in ("failed", "running"):
                 break
             record["status"] = "completed"
+
+
+ERROR_MARKER_TAG = "papermill-error-cell-tag"
+"""The tag of the marker cells :func:`add_error_markers` writes (papermill's: its tools,
+and its own next run, find and drop them by it)."""
+ERROR_ANCHOR = "papermill-error-cell"
+"""The HTML id of the marker before the failed cell, which the top marker links to."""
+_MARKER_STYLE = "color:red; font-size:2em;"
+
+
+def add_error_markers(nb: NotebookNode, cell_index: int) -> NotebookNode:
+    """Mark the cell whose error stopped a run, as papermill marks it: a markdown cell at
+    the top linking to an anchor in a markdown cell right before the failed cell, both
+    tagged :data:`ERROR_MARKER_TAG`. ``nb`` is changed in place and returned."""
+    count = nb.cells[cell_index].get("execution_count")
+    label = f"In [{count}]" if count is not None else f"cell {cell_index}"
+    # The new cells get ids, which came with format 4.5 (as in inject).
+    nbformat.v4.upgrade(nb)  # type: ignore[no-untyped-call]
+    top = nbformat.v4.new_markdown_cell(  # type: ignore[no-untyped-call]
+        f'<span style="{_MARKER_STYLE}">This run stopped on an error in '
+        f'<a href="#{ERROR_ANCHOR}">{label}</a>.</span>'
+    )
+    anchor = nbformat.v4.new_markdown_cell(  # type: ignore[no-untyped-call]
+        f'<span id="{ERROR_ANCHOR}" style="{_MARKER_STYLE}">'
+        "The run stopped on the error in the cell below.</span>"
+    )
+    for cell in (top, anchor):
+        cell.metadata["tags"] = [ERROR_MARKER_TAG]
+    nb.cells.insert(cell_index, anchor)
+    nb.cells.insert(0, top)
+    return nb
+
+
+def remove_error_markers(nb: NotebookNode) -> NotebookNode:
+    """Drop the marker cells an earlier run added (see :func:`add_error_markers`), as
+    papermill drops them before it runs a notebook; ``nb`` is changed in place and
+    returned."""
+    nb.cells = [
+        cell
+        for cell in nb.cells
+        if ERROR_MARKER_TAG not in cell.get("metadata", {}).get("tags", [])
+    ]
+    return nb
