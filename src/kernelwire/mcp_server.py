@@ -42,7 +42,7 @@ from .errors import (
     KernelwireError,
     NotebookEditError,
 )
-from .execution import ExecutionResult, StdinHandler
+from .execution import ExecutionResult
 from .existing import ExistingKernel
 from .lifecycle.kernel import Kernel, start_kernel
 from .lifecycle.specs import list_kernel_specs
@@ -491,11 +491,10 @@ class KernelTools:
         asker: InputAsker | None = None,
     ) -> tuple[list[ContentBlock], ExecutionResult | None]:
         """Run ``code``: what to show, and the result (``None`` if it timed out)."""
-        stdin: StdinHandler | None = asker
         with self._alive(session, kernel_id) as entry, entry.busy:
             try:
                 result = entry.kernel.run(
-                    code, timeout=timeout, stdin=stdin, max_output_chars=MAX_OUTPUT_CHARS
+                    code, timeout=timeout, stdin=asker, max_output_chars=MAX_OUTPUT_CHARS
                 )
             except KernelTimeout as exc:
                 return self._timed_out(entry, exc, timeout), None
@@ -769,11 +768,9 @@ def build_server(tools: KernelTools) -> MCPServer[Any]:
     ) -> CallToolResult:
         """Run a notebook's code cell on a kernel and write its outputs into the file."""
         session = _session(ctx, registry)
+        asker = input_asker(ctx, timeout)
         return await reporting(
-            ctx,
-            lambda: tools.execute_cell(
-                session, kernel_id, path, index, timeout, input_asker(ctx, timeout)
-            ),
+            ctx, lambda: tools.execute_cell(session, kernel_id, path, index, timeout, asker)
         )
 
     @server.tool(structured_output=False)
