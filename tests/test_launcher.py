@@ -25,6 +25,7 @@ from kernelwire import (
     run_kernel_in_process,
     start_kernel,
 )
+from kernelwire import connection_file as connection_file_module
 from kernelwire.lifecycle import kernel as kernel_module
 from kernelwire.lifecycle import launcher
 from kernelwire.protocol import connection
@@ -153,6 +154,43 @@ def test_a_clash_whose_holder_is_gone_by_the_probe_starts_again(
         assert kernel.connection_info is not None and kernel.connection_file is not None
         assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
     assert f"port {thief.taken[0]} is already in use (the kernel could not bind it)" in caplog.text
+
+
+def test_a_kernel_hung_on_a_lost_iopub_port_whose_holder_is_gone_starts_again(
+    steal_port: Callable[..., PortThief],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ipykernel that cannot bind its IOPub port prints the error and hangs. Seen in CI:
+    the holder (a connection that had the port as its source port) was gone by the time
+    the launcher looked, and the start timed out after 60 s. The kernel's own words must
+    start it again, long before the timeout."""
+    thief = steal_port("iopub_port")
+    monkeypatch.setattr(launcher, "port_taken_from", lambda kernel: None)
+    monkeypatch.setattr(launcher, "ports_in_use", lambda path, info: None)
+    logs = caplog.at_level(logging.INFO, logger="kernelwire.launcher")
+    with logs, start_kernel("python3", startup_timeout=45) as kernel:
+        assert kernel.connection_info is not None and kernel.connection_file is not None
+        assert_on_ports_of_its_own(kernel.connection_info, kernel.connection_file, thief)
+    assert f"port {thief.taken[0]} is already in use (the kernel could not bind it)" in caplog.text
+    assert "did not answer" not in caplog.text
+
+
+def test_kernel_ports_are_outside_the_range_outgoing_connections_take_theirs_from() -> None:
+    """A client connecting to a port in the OS's ephemeral range before the kernel binds
+    it can get that same port as its source port (TCP connects to itself) and so take it
+    from the kernel; seen in CI with the launcher's own IOPub socket. Linux says the range."""
+    path = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    if not path.exists():
+        pytest.skip("the OS does not say which ports it gives outgoing connections")
+    low, high = (int(word) for word in path.read_text().split())
+    chosen = [port for _ in range(20) for port in launcher.allocate_ports().values()]
+    assert len(chosen) == 100
+    inside = [port for port in chosen if low <= port <= high]
+    assert not inside, f"{len(inside)} of 100 ports in the ephemeral range {low}-{high}"
+    for _ in range(20):
+        ports = connection_file_module.free_tcp_ports(count=5)
+        assert len(set(ports)) == 5
 
 
 def test_a_port_lost_on_every_try_is_reported_and_nothing_is_left(

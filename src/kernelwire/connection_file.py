@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import secrets
 import socket
 import tempfile
@@ -48,16 +49,46 @@ def load_connection_file(path: _PathLike) -> ConnectionInfo:
     return load_connection_info(raw, path)
 
 
+EPHEMERAL_PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+"""Where Linux says which ports it gives outgoing connections as their source port."""
+LOWEST_CHOSEN_PORT = 20000
+"""The lowest port :func:`free_tcp_ports` picks at random (below it sit most services' ports)."""
+_PORT_TRIES = 200
+
+
 def free_tcp_ports(ip: str = "127.0.0.1", count: int = 5) -> list[int]:
     """``count`` distinct ports that were free on ``ip`` a moment ago.
 
-    All sockets are held open until every port is chosen, so the ports differ. Another
-    process may still take one before the kernel binds it.
+    Where the OS tells its ephemeral range (Linux), the ports are picked at random
+    outside it: a client connecting to a port in that range before the kernel has bound
+    it can be given that very port as its own source port (TCP connects to itself) and
+    take it from the kernel; so can any outgoing connection on the machine. Seen in CI: a
+    starting kernel lost its IOPub port to the launcher's own reconnecting IOPub socket.
+    Elsewhere (or if no port outside the range is free) the OS picks them. All sockets
+    are held open until every port is chosen, so the ports differ. Another process may
+    still take one before the kernel binds it.
     """
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        candidates = _ports_outside_ephemeral_range()
+        tries = _PORT_TRIES if candidates else 0
+        chosen = random.Random()
+        while len(sockets) < count and tries > 0:
+            tries -= 1
+            port = chosen.choice(candidates)
+            if any(sock.getsockname()[1] == port for sock in sockets):
+                continue  # two sockets with SO_REUSEADDR may share a port that none listens on
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            if os.name == "posix":  # as ZeroMQ binds: old connections in TIME_WAIT do not count
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((ip, port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+        while len(sockets) < count:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.bind((ip, 0))
@@ -65,6 +96,16 @@ def free_tcp_ports(ip: str = "127.0.0.1", count: int = 5) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _ports_outside_ephemeral_range() -> list[int]:
+    """Ports from :data:`LOWEST_CHOSEN_PORT` up that the OS never gives an outgoing
+    connection; empty where it does not say which it gives."""
+    try:
+        low, high = (int(word) for word in Path(EPHEMERAL_PORT_RANGE_FILE).read_text().split())
+    except (OSError, ValueError):
+        return []
+    return [*range(LOWEST_CHOSEN_PORT, low), *range(high + 1, 65536)]
 
 
 def new_connection_info(

@@ -314,21 +314,21 @@ def ports_in_use(path: str, info: ConnectionInfo) -> PortInUse | None:
     return None
 
 
-def clash_reported(error: BaseException, path: str, info: ConnectionInfo) -> PortInUse | None:
-    """:class:`PortInUse` if a kernel that exited said one of ``info``'s ports was taken.
+def clash_reported(output: str, path: str, info: ConnectionInfo) -> PortInUse | None:
+    """:class:`PortInUse` if a kernel's ``output`` says one of ``info``'s ports was taken.
 
-    A probe after the exit (:func:`ports_in_use`) finds nothing when the holder was
-    short-lived: a client's connection whose ephemeral source port happened to be ours,
-    or another kernel starting at the same moment (seen in nbclient's suite run with
-    two workers). The kernel's own words are evidence then: ipykernel and xeus print
-    ZeroMQ's ``Address already in use`` with the address they tried.
+    A probe of the ports (:func:`ports_in_use`, :func:`port_taken_from`) finds nothing
+    when the holder was short-lived: a client's connection whose source port happened to
+    be ours, or another kernel starting at the same moment (seen in nbclient's suite run
+    with two workers). The kernel's own words are evidence then: ipykernel and xeus print
+    ZeroMQ's ``Address already in use`` with the address they tried; ipykernel then exits,
+    or hangs if it was the IOPub port (seen in CI).
     """
-    stderr = getattr(error, "stderr", None) or ""
-    if "Address already in use" not in stderr or info.transport != "tcp":
+    if "Address already in use" not in output or info.transport != "tcp":
         return None
     for field in PORT_FIELDS:
         port = getattr(info, field)
-        if f":{port}" in stderr:
+        if f":{port}" in output:
             return PortInUse(path, field, port, hint="the kernel could not bind it")
     return None
 
@@ -550,12 +550,13 @@ def launch(
     ``command(connection_file)`` is its command line; ``connect()`` writes the
     connection file of each try (fresh ports from :func:`reserved_connection_info` when
     a retry may move them; ``retries=1`` when the ports are fixed). A port clash is
-    found from the operating system, not from what the kernel prints: while the kernel
-    starts, a port it has not bound is held by another process (:func:`port_taken_from`),
-    or after it exited or timed out, one of its ports is still held
-    (:func:`ports_in_use`). ``stdin`` is written to the kernel's standard input. The
-    process is removed (and with ``owns_connection_file``, its connection file too) by
-    :meth:`KernelProcess.stop`, garbage collection or interpreter exit. A kernel that
+    found from the operating system: while the kernel starts, a port it has not bound is
+    held by another process (:func:`port_taken_from`), or after it exited or timed out,
+    one of its ports is still held (:func:`ports_in_use`); and, when the holder is gone
+    by then, from the kernel's own words (:func:`clash_reported`). ``stdin`` is written
+    to the kernel's standard input. The process is removed (and with
+    ``owns_connection_file``, its connection file too) by :meth:`KernelProcess.stop`,
+    garbage collection or interpreter exit. A kernel that
     dumps its threads' stacks on ``stack_signal`` is asked for them when it times out
     (by default SIGABRT, when ``PYTHONFAULTHANDLER`` is in the kernel's environment).
     ``start`` starts the process instead of :func:`spawn` (a fork server's kernels; it
@@ -581,7 +582,8 @@ def launch(
             clash = (
                 exc
                 if isinstance(exc, PortInUse)
-                else ports_in_use(path, info) or clash_reported(exc, path, info)
+                else ports_in_use(path, info)
+                or clash_reported(getattr(exc, "stderr", None) or str(exc), path, info)
             )
             if clash is None:
                 raise
@@ -673,7 +675,9 @@ def _wait_until_answering(
             if died is not None:
                 raise died
             if stall.check_due():  # a kernel that lost its IOPub port hangs so
-                lost = port_taken_from(kernel)
+                lost = port_taken_from(kernel) or clash_reported(
+                    kernel.stderr_tail(), kernel.connection_file, kernel.connection_info
+                )
                 if lost is not None:
                     raise lost
             left = deadline - time.monotonic()

@@ -267,9 +267,12 @@ class ZmqTransport:
         if refused and not self._refusal_logged:
             self._refusal_logged = True
             log.warning(
-                "the kernel at %s refused the connection (handshake failed: does the "
-                "connection file carry the kernel's CurveZMQ keys?)",
+                "the peer at %s refused the connection (handshake failed): either the "
+                "kernel encrypts with CurveZMQ and the connection file %s, or what answers "
+                "on that port is not this kernel's %s socket",
                 self.info.url(channel),
+                "carries other keys" if self.info.curve_publickey else "lacks its keys",
+                channel,
             )
         return dropped
 
