@@ -9,10 +9,15 @@ answers on ports of its own, whether started by ``Kernel.start`` or ``run_kernel
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import resource
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -328,3 +333,53 @@ def test_a_program_holding_over_1024_descriptors_starts_and_stops_kernels() -> N
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+LOG_OWNER = """
+import json, os, sys, time
+import kernelwire
+kernel = kernelwire.start_kernel("python3", fork=sys.argv[1] == "fork")
+kernel.run("import os; os.write(2, b'written to the log\\\\n')", timeout=60)
+deadline = time.monotonic() + 30
+while "written to the log" not in kernel.stderr_tail() and time.monotonic() < deadline:
+    time.sleep(0.05)
+path = kernel._process.log.path
+print(json.dumps([kernel.pid, path, os.path.exists(path), kernel.stderr_tail()]), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", ["spawn", "fork"])
+def test_a_program_killed_with_sigkill_leaves_no_kernel_log(tmp_path: Path, how: str) -> None:
+    """The kernel's output file has no name once the kernel holds it: nothing is left in
+    the temporary directory by a program that cannot clean up, and its output is still
+    read (a start-up error, a dead kernel's last words)."""
+    script = tmp_path / "owner.py"
+    script.write_text(LOG_OWNER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    owner = subprocess.Popen(
+        [sys.executable, str(script), how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        start_new_session=True,
+    )
+    kernel_pid = None
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline()
+        assert line, owner.communicate(timeout=60)
+        kernel_pid, path, named, tail = json.loads(line)
+        assert "written to the log" in tail
+        assert not named, f"{path} still has its name while the kernel runs"
+        owner.kill()
+        owner.communicate(timeout=60)
+        assert not os.path.exists(path)
+    finally:
+        if kernel_pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(kernel_pid, signal.SIGKILL)
+        if owner.poll() is None:
+            owner.kill()
+            owner.communicate()

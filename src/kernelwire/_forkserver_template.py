@@ -144,12 +144,20 @@ class Template:
         sys.stdout.flush()  # or the child writes the template's buffered output again
         sys.stderr.flush()
         try:
+            # Opened before the fork: once the answer is out, the owner removes its name.
+            log = os.open(request["log"], os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            self.send({"id": command["id"], "refused": f"cannot open the kernel's log: {exc}"})
+            return
+        try:
             pid = os.fork()
         except OSError as exc:
+            os.close(log)
             self.send({"id": command["id"], "refused": f"fork failed: {exc}"})
             return
         if pid == 0:
-            run_kernel(request, self.pid, self.namespace)  # never returns
+            run_kernel(request, self.pid, self.namespace, log)  # never returns
+        os.close(log)
         self.children.add(pid)
         self.send({"id": command["id"], "pid": pid})
 
@@ -189,16 +197,18 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def run_kernel(request: dict[str, Any], parent: int, namespace: dict[str, Any] | None) -> None:
+def run_kernel(
+    request: dict[str, Any], parent: int, namespace: dict[str, Any] | None, log: int
+) -> None:
     """In the forked child: become a kernel as a spawned ``python -m ipykernel_launcher``
-    would be, then exit (never return into the template's loop)."""
+    would be, with its output going to ``log``, then exit (never return into the
+    template's loop)."""
     code: int = 1
     try:
         os.setsid()  # its own session and process group: interrupts and kills reach it
         die_with_parent(parent)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log, 1)

@@ -372,7 +372,10 @@ class ForkServer:
         env = dict(os.environ if env is None else env)
         reason = self.unavailable or self._cannot_fork(argv, env)
         if reason is None:
-            process, reason = self._request(argv, kernel_log, env, cwd)
+            try:
+                process, reason = self._request(argv, kernel_log, env, cwd)
+            finally:
+                kernel_log.forget_name()  # the fork has it open (or there is no fork)
             if process is not None:
                 return process
         self._fall_back(reason)

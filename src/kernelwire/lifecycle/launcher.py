@@ -143,32 +143,49 @@ def file_command(python: str, script: str, *args: str) -> list[str]:
 
 
 class KernelLog:
-    """A temporary file that receives the kernel's stdout and stderr."""
+    """A temporary file that receives the kernel's stdout and stderr.
+
+    Its name is removed as soon as the kernel holds the file (:meth:`forget_name`, done
+    by :func:`spawn` and by the fork server once the fork has it open): a program killed
+    with SIGKILL then leaves no log behind; this process reads it through its own
+    descriptor until :meth:`close`.
+    """
+
+    TAIL_BYTES = 256 * 1024
+    """At most this much of the end of the log is read for :meth:`tail`."""
 
     def __init__(self) -> None:
         fd, self.path = tempfile.mkstemp(prefix="kernelwire-kernel-", suffix=".log")
         self.file: IO[bytes] = os.fdopen(fd, "wb")
 
+    def forget_name(self) -> None:
+        """Remove the file's name; what is written stays readable here."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
     def tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines written."""
         try:
-            with open(self.path, encoding="utf-8", errors="replace") as handle:
-                return "".join(handle.readlines()[-lines:])
-        except OSError:
+            fd = self.file.fileno()
+            size = os.fstat(fd).st_size
+            start = max(0, size - self.TAIL_BYTES)
+            data = os.pread(fd, size - start, start)
+        except (OSError, ValueError):  # ValueError: closed
             return ""
+        text = data.decode("utf-8", errors="replace")
+        return "".join(text.splitlines(keepends=True)[-lines:])
 
     def size(self) -> int:
-        """How many bytes have been written (0 once the log is gone)."""
+        """How many bytes have been written (0 once the log is closed)."""
         try:
-            return os.path.getsize(self.path)
-        except OSError:
+            return os.fstat(self.file.fileno()).st_size
+        except (OSError, ValueError):
             return 0
 
     def close(self) -> None:
         """Close and delete the log."""
         self.file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        self.forget_name()
 
 
 def spawn(
@@ -180,17 +197,21 @@ def spawn(
     stdin: int | None = subprocess.DEVNULL,
     pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a new process group with its output going to ``log``."""
-    return subprocess.Popen(
-        list(argv),
-        stdin=stdin,
-        stdout=log.file,
-        stderr=subprocess.STDOUT,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        start_new_session=True,
-        pass_fds=tuple(pass_fds),
-    )
+    """Start ``argv`` in a new process group with its output going to ``log`` (whose
+    name is removed once the process holds it)."""
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=log.file,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            pass_fds=tuple(pass_fds),
+        )
+    finally:
+        log.forget_name()
 
 
 def signal_group(proc: ProcessHandle, sig: int) -> bool:
