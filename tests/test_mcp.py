@@ -10,6 +10,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -776,3 +777,28 @@ def test_long_runs_send_progress_notifications(
         assert len(notes) == count
 
     scenario(body)
+
+
+def test_the_server_stopping_waits_for_shutdowns_under_way() -> None:
+    """A session that ended shuts its kernels down in a thread of its own; the server
+    stopping (SIGTERM) right then must wait for it: the program exits next, and would
+    cut the shutdown short and leave the kernel's connection file (seen in a test)."""
+    from kernelwire.lifecycle.kernel import Kernel
+    from kernelwire.mcp_server import KernelRegistry
+
+    registry = KernelRegistry()
+    session = object()
+    kernel = registry.start(session, "python3").kernel
+    assert isinstance(kernel, Kernel) and kernel.connection_file is not None
+    connection_file = kernel.connection_file
+    ending = threading.Thread(target=registry.shutdown_session, args=(session,))
+    try:
+        ending.start()
+        while registry.entries(session):  # the session's kernels are taken: stopping
+            time.sleep(0.001)
+        registry.shutdown_all()
+        assert not kernel.is_alive()
+        assert not os.path.exists(connection_file)
+    finally:
+        ending.join(SAFETY)
+        kernel.shutdown(now=True)

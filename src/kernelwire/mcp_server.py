@@ -61,6 +61,9 @@ IMAGE_TYPES = ("image/png", "image/jpeg")
 PROGRESS_INTERVAL = 2.0
 """Seconds between progress notifications of a long run (for a client that asks)."""
 
+STOP_WAIT = 60.0
+"""Seconds the server, stopping, waits for kernel starts and shutdowns under way."""
+
 MAX_TEXT_CHARS = 20_000
 """Text a tool call returns at most; the whole text goes to a file named in the reply."""
 
@@ -226,15 +229,26 @@ class KernelRegistry:
         self._sessions: dict[Session, dict[str, _Entry]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._under_way = 0  # starts and shutdowns in other threads
+        self._idle = threading.Condition(self._lock)
 
     def start(self, session: Session, kernel_name: str) -> _Entry:
         """Start a kernel of spec ``kernel_name`` for ``session``."""
-        entry = self.source.start(kernel_name)
         with self._lock:
-            if self._closed:  # the server stopped while it started
+            if self._closed:
+                raise ToolError("the server is shutting down")
+            self._under_way += 1
+        try:
+            entry = self.source.start(kernel_name)
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._sessions.setdefault(session, {})[entry.kernel.kernel_id] = entry
+            if closed:  # the server stopped while it started
                 entry.stop(now=True)
                 raise ToolError("the server is shutting down")
-            self._sessions.setdefault(session, {})[entry.kernel.kernel_id] = entry
+        finally:
+            self._done()
         return entry
 
     def entries(self, session: Session) -> dict[str, _Entry]:
@@ -253,31 +267,59 @@ class KernelRegistry:
             raise ToolError(entry.dead)
         return entry
 
-    def remove(self, session: Session, kernel_id: str) -> _Entry | None:
-        """Forget ``session``'s kernel ``kernel_id``; the entry, if there was one."""
+    def stop(self, session: Session, kernel_id: str) -> bool:
+        """Shut down ``session``'s kernel ``kernel_id``; False if it has none of that id."""
         if kernel_id in self._attached:
             raise ToolError(
                 f"kernel {kernel_id} was started by someone else (--existing): it keeps "
                 "running, and stays usable here"
             )
         with self._lock:
-            return self._sessions.get(session, {}).pop(kernel_id, None)
+            entry = self._sessions.get(session, {}).pop(kernel_id, None)
+            if entry is None:
+                return False
+            self._under_way += 1
+        try:
+            entry.stop(now=entry.dead is not None)
+        finally:
+            self._done()
+        return True
 
     def shutdown_session(self, session: Session) -> None:
         """Shut down ``session``'s kernels (the session ended)."""
         with self._lock:
             entries = list(self._sessions.pop(session, {}).values())
-        _shutdown(entries)
+            self._under_way += 1
+        try:
+            _shutdown(entries)
+        finally:
+            self._done()
 
-    def shutdown_all(self) -> None:
-        """Shut down every session's kernels and disconnect from the attached ones; no
-        kernel can be started afterwards."""
+    def _done(self) -> None:
+        """A start or shutdown counted in ``_under_way`` (which :meth:`shutdown_all`
+        waits for) ended."""
+        with self._lock:
+            self._under_way -= 1
+            self._idle.notify_all()
+
+    def shutdown_all(self, wait: float = STOP_WAIT) -> None:
+        """Shut down every session's kernels and disconnect from the attached ones, and
+        wait (up to ``wait`` seconds) for starts and shutdowns other threads have under
+        way: the program may exit right after, which would cut them short and leave
+        their connection files behind (seen in a test: a SIGTERM just after a session
+        ended). No kernel can be started afterwards."""
         with self._lock:
             self._closed = True
             entries = [e for kernels in self._sessions.values() for e in kernels.values()]
             entries += self._attached.values()
             self._sessions.clear()
         _shutdown(entries)
+        with self._lock:
+            if not self._idle.wait_for(lambda: self._under_way == 0, wait):
+                left = self._under_way
+                log.warning(
+                    "%d kernel start(s) or shutdown(s) still under way after %g s", left, wait
+                )
 
 
 def _shutdown(entries: list[_Entry]) -> None:
@@ -454,11 +496,9 @@ class KernelTools:
         return _json([_describe(e) for e in self.registry.entries(session).values()])
 
     def shutdown_kernel(self, session: Session, kernel_id: str) -> str:
-        entry = self.registry.remove(session, kernel_id)
-        if entry is None:
+        if not self.registry.stop(session, kernel_id):
             self.registry.get(session, kernel_id)  # raises, naming the session's kernels
             raise ToolError(f"no kernel {kernel_id!r} in this session")
-        entry.stop(now=entry.dead is not None)
         return f"kernel {kernel_id} is shut down"
 
     def interrupt_kernel(self, session: Session, kernel_id: str) -> str:
