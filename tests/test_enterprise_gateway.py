@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,6 @@ import pytest
 
 import kernelwire
 from kernelwire import KernelDied, KernelEnvError, KernelTimeout
-from kernelwire.connection_file import free_tcp_ports
 from kernelwire.remote import JupyterServer, ServerError, connect_server
 from test_remote import TOKEN, jupyter_server_url, serving  # noqa: F401 - a fixture
 
@@ -129,15 +129,17 @@ def enterprise_gateway(venv: Path, tmp: Path, *options: str) -> Iterator[str]:
     kill any kernel it left (kernels run in sessions of their own, so stopping the
     gateway's process group does not reach them)."""
     _slow_kernel_spec(venv, tmp / "data")
-    port = free_tcp_ports(count=1)[0]
-    argv = [
-        str(venv / "bin" / "jupyter-enterprisegateway"),
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--port_retries=0",
-        f"--EnterpriseGatewayApp.auth_token={TOKEN}",
-        *options,
-    ]
+
+    def argv_for(port: int) -> list[str]:
+        return [
+            str(venv / "bin" / "jupyter-enterprisegateway"),
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--port_retries=0",
+            f"--EnterpriseGatewayApp.auth_token={TOKEN}",
+            *options,
+        ]
+
     kernels: set[psutil.Process] = set()
 
     def watch(stop: threading.Event) -> None:
@@ -146,7 +148,8 @@ def enterprise_gateway(venv: Path, tmp: Path, *options: str) -> Iterator[str]:
             with contextlib.suppress(psutil.Error):
                 kernels.update(gateway.children(recursive=True))
 
-    with serving(argv, port, tmp) as url:
+    with serving(argv_for, tmp) as url:
+        port = urllib.parse.urlsplit(url).port
         gateway = next(p for p in psutil.Process().children() if f"--port={port}" in p.cmdline())
         stop = threading.Event()
         watcher = threading.Thread(target=watch, args=(stop,), daemon=True)

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 import kernelwire
@@ -29,65 +31,108 @@ from kernelwire.remote import (
 TOKEN = "kernelwire-test-token"
 
 
+SERVER_PORT_TRIES = 3
+
+
 @contextlib.contextmanager
 def serving(
-    argv: list[str],
-    port: int,
+    argv_for: Callable[[int], list[str]],
     tmp: Path,
     prefix: str = "/",
     scheme: str = "http",
     verify: bool | str = True,
 ) -> Iterator[str]:
-    """Run a server command on 127.0.0.1:port until it answers; kill its process group after."""
+    """Run a server command (``argv_for(port)``) on 127.0.0.1 until it answers; kill its
+    process group after.
+
+    The port is free when picked, but another test worker's server or kernel may take it
+    first: the server (run with no port retries of its own) then exits saying so, and
+    it starts again on a new port. The server that answers must be this one: every test
+    server has the same token, so another worker's on the same port would answer too.
+    """
     env = dict(
         os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_DATA_DIR=str(tmp / "data")
     )
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp
-    )
-    url = f"{scheme}://127.0.0.1:{port}{prefix}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                connect_server(url, TOKEN, verify=verify).close()
-                break
-            except ServerConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp / "server.log").read_text()) from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+    for attempt in range(1, SERVER_PORT_TRIES + 1):
+        port = free_tcp_ports(count=1)[0]
+        log_path = tmp / "server.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            argv_for(port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=tmp,
+        )
+        url = f"{scheme}://127.0.0.1:{port}{prefix}"
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + 60
+            while not (_listens(proc, port) and _answers(url, verify)):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            else:
+                yield url
+                return
+            output = log_path.read_text(errors="replace")
+            if proc.poll() is None or "in use" not in output or attempt == SERVER_PORT_TRIES:
+                raise RuntimeError(output)
+        finally:
+            _stop_server(proc)
+            log.close()
+    raise AssertionError("unreachable")
+
+
+def _answers(url: str, verify: bool | str) -> bool:
+    try:
+        connect_server(url, TOKEN, verify=verify).close()
+    except ServerConnectionError:
+        return False
+    return True
+
+
+def _listens(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether ``proc`` itself listens on ``port``."""
+    try:
+        connections = psutil.Process(proc.pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
+
+def _stop_server(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        log.close()
+        proc.wait(5)
 
 
 @contextlib.contextmanager
 def running_jupyter_server(tmp: Path, prefix: str = "/prefix/") -> Iterator[str]:
     """A jupyter_server rooted at ``tmp`` (an existing folder), under ``prefix``."""
     pytest.importorskip("jupyter_server", reason="jupyter_server is installed by the test extras")
-    port = free_tcp_ports(count=1)[0]
-    argv = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        "--allow-root",
-        "--no-browser",
-        f"--ServerApp.token={TOKEN}",
-        f"--ServerApp.port={port}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.root_dir={tmp}",
-        f"--ServerApp.base_url={prefix}",
-        "--ServerApp.port_retries=0",
-    ]
-    with serving(argv, port, tmp, prefix) as url:
+
+    def argv_for(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--allow-root",
+            "--no-browser",
+            f"--ServerApp.token={TOKEN}",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.root_dir={tmp}",
+            f"--ServerApp.base_url={prefix}",
+            "--ServerApp.port_retries=0",
+        ]
+
+    with serving(argv_for, tmp, prefix) as url:
         yield url
 
 
@@ -103,17 +148,19 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "kernel_gateway", reason="jupyter_kernel_gateway is installed by the test extras"
     )
     tmp = tmp_path_factory.mktemp("gateway")
-    port = free_tcp_ports(count=1)[0]
-    argv = [
-        sys.executable,
-        "-m",
-        "kernel_gateway",
-        f"--KernelGatewayApp.auth_token={TOKEN}",
-        f"--KernelGatewayApp.port={port}",
-        "--KernelGatewayApp.ip=127.0.0.1",
-        "--KernelGatewayApp.port_retries=0",
-    ]
-    with serving(argv, port, tmp) as url:
+
+    def argv_for(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "kernel_gateway",
+            f"--KernelGatewayApp.auth_token={TOKEN}",
+            f"--KernelGatewayApp.port={port}",
+            "--KernelGatewayApp.ip=127.0.0.1",
+            "--KernelGatewayApp.port_retries=0",
+        ]
+
+    with serving(argv_for, tmp) as url:
         yield url
 
 
@@ -215,6 +262,32 @@ def test_attach_to_an_existing_kernel(jupyter_server_url: str) -> None:
         assert owner.kernel_id in {k["id"] for k in server.list_kernels()}
     with connect_server(jupyter_server_url, TOKEN) as server:
         assert owner.kernel_id not in {k["id"] for k in server.list_kernels()}
+
+
+def test_a_test_server_whose_port_is_taken_starts_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fixtures' servers: a port another worker took first means a start on a new
+    one, and the server that answers is the fixture's own, not the port's holder."""
+    pytest.importorskip("jupyter_server")
+    real = free_tcp_ports
+    (tmp_path / "holder").mkdir()
+    with running_jupyter_server(tmp_path / "holder") as holder_url:
+        taken = urllib.parse.urlsplit(holder_url).port
+        assert taken is not None
+        picks = iter([[taken]])
+
+        def pick(count: int = 1) -> list[int]:
+            return next(picks, None) or real(count=count)
+
+        monkeypatch.setattr(sys.modules[__name__], "free_tcp_ports", pick)
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "only-here.txt").write_text("")
+        with running_jupyter_server(tmp_path / "mine", prefix="/") as url:
+            assert urllib.parse.urlsplit(url).port != taken
+            with connect_server(url, TOKEN) as server:
+                listing = server.transport.request("GET", "api/contents")["content"]
+            assert "only-here.txt" in [item["name"] for item in listing]
 
 
 def test_wrong_token_and_server_down(jupyter_server_url: str) -> None:
@@ -352,22 +425,24 @@ def test_https_and_wss(tmp_path: Path) -> None:
     cert.cert_chain_pems[0].write_to_path(str(certfile))
     cert.private_key_pem.write_to_path(str(keyfile))
     ca.cert_pem.write_to_path(str(cafile))
-    port = free_tcp_ports(count=1)[0]
-    argv = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        "--allow-root",
-        "--no-browser",
-        f"--ServerApp.token={TOKEN}",
-        f"--ServerApp.port={port}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.root_dir={tmp_path}",
-        f"--ServerApp.certfile={certfile}",
-        f"--ServerApp.keyfile={keyfile}",
-        "--ServerApp.port_retries=0",
-    ]
-    with serving(argv, port, tmp_path, scheme="https", verify=str(cafile)) as url:
+
+    def argv_for(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--allow-root",
+            "--no-browser",
+            f"--ServerApp.token={TOKEN}",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.root_dir={tmp_path}",
+            f"--ServerApp.certfile={certfile}",
+            f"--ServerApp.keyfile={keyfile}",
+            "--ServerApp.port_retries=0",
+        ]
+
+    with serving(argv_for, tmp_path, scheme="https", verify=str(cafile)) as url:
         with (
             connect_server(url, TOKEN, verify=str(cafile)) as server,
             server.start_kernel("python3") as kernel,
