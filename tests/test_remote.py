@@ -112,25 +112,31 @@ def _stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
+def jupyter_server_argv(port: int, root: Path, *options: str) -> list[str]:
+    """The command line of a test jupyter_server on 127.0.0.1:``port`` (no port retries
+    of its own: :func:`serving` retries), rooted at ``root``."""
+    return [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--allow-root",
+        "--no-browser",
+        f"--ServerApp.token={TOKEN}",
+        f"--ServerApp.port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.port_retries=0",
+        *options,
+    ]
+
+
 @contextlib.contextmanager
 def running_jupyter_server(tmp: Path, prefix: str = "/prefix/") -> Iterator[str]:
     """A jupyter_server rooted at ``tmp`` (an existing folder), under ``prefix``."""
     pytest.importorskip("jupyter_server", reason="jupyter_server is installed by the test extras")
 
     def argv_for(port: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            "--allow-root",
-            "--no-browser",
-            f"--ServerApp.token={TOKEN}",
-            f"--ServerApp.port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.root_dir={tmp}",
-            f"--ServerApp.base_url={prefix}",
-            "--ServerApp.port_retries=0",
-        ]
+        return jupyter_server_argv(port, tmp, f"--ServerApp.base_url={prefix}")
 
     with serving(argv_for, tmp, prefix) as url:
         yield url
@@ -427,20 +433,9 @@ def test_https_and_wss(tmp_path: Path) -> None:
     ca.cert_pem.write_to_path(str(cafile))
 
     def argv_for(port: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            "--allow-root",
-            "--no-browser",
-            f"--ServerApp.token={TOKEN}",
-            f"--ServerApp.port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.root_dir={tmp_path}",
-            f"--ServerApp.certfile={certfile}",
-            f"--ServerApp.keyfile={keyfile}",
-            "--ServerApp.port_retries=0",
-        ]
+        return jupyter_server_argv(
+            port, tmp_path, f"--ServerApp.certfile={certfile}", f"--ServerApp.keyfile={keyfile}"
+        )
 
     with serving(argv_for, tmp_path, scheme="https", verify=str(cafile)) as url:
         with (
