@@ -189,6 +189,8 @@ def test_kernel_ports_are_outside_the_range_outgoing_connections_take_theirs_fro
     if not path.exists():
         pytest.skip("the OS does not say which ports it gives outgoing connections")
     low, high = (int(word) for word in path.read_text().split())
+    if low - 20000 + 65535 - high < 1000:
+        pytest.skip(f"the ephemeral range {low}-{high} leaves few ports outside it")
     chosen = [port for _ in range(20) for port in launcher.allocate_ports().values()]
     assert len(chosen) == 100
     inside = [port for port in chosen if low <= port <= high]
