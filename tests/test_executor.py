@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -220,6 +221,29 @@ def test_the_cli_runs_notebooks_on_a_dask_scheduler(dask_client: Any, tmp_path: 
     )
     assert unreachable.returncode == 2
     assert "--dask tcp://127.0.0.1:9: cannot reach the scheduler" in unreachable.stderr
+
+
+def test_the_cli_progress_bar_marks_each_notebook_done_on_dask(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    # Two at a time on two workers: the second notebook starts before the first ends,
+    # so "the current bar" of the calling thread is not the first notebook's any more.
+    paths = [write_notebook(tmp_path / f"bar{i}.ipynb", f"{i}") for i in range(2)]
+    done = subprocess.run(
+        [sys.executable, "-m", "kernelwire", "notebook", "run", "--dask"]
+        + [dask_client.scheduler.address, "-j", "2"]
+        + [str(p) for p in paths],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "TTY_COMPATIBLE": "1", "TERM": "xterm", "COLUMNS": "120"},
+    )
+    assert done.returncode == 0, done.stderr
+    # The bars' last frame (its last two lines with a bar) names each notebook with its
+    # outcome, whichever ended first.
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", done.stderr)
+    bars = [line.split("━")[0].strip() for line in plain.splitlines() if "━" in line]
+    assert sorted(bars[-2:]) == ["bar0.ipynb: done", "bar1.ipynb: done"], bars[-6:]
 
 
 def kernels_here() -> int:
