@@ -3,7 +3,11 @@
 ``execute_many(paths, jobs=W)`` (W local lanes, the next kernel starting while a notebook
 runs) against ``execute_many(paths, executor=..., jobs=W)`` on a ``LocalCluster`` of W
 worker processes (one thread each), alternating round by round; the per-notebook
-overhead of the Dask path is (Dask - local) / notebooks. Then how the Dask path's wall
+overhead of the Dask path is (Dask - local) / notebooks. Beside each wall time, the CPU
+a notebook took in the calling process (local lanes; the scheduler and nannies of the
+LocalCluster live there too) and in the worker processes, each with the kernels it
+started: on a machine shared with other work, the wall times move by hundreds of
+milliseconds a notebook between runs, the CPU much less. Then how the Dask path's wall
 time changes with the worker count. The machine's cores bound both: past them, more
 workers only share the same CPUs.
 
@@ -19,12 +23,23 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import distributed
 import nbformat
+import psutil
 
 from kernelwire import notebook
+
+
+class Round(NamedTuple):
+    wall: float
+    caller_cpu: float
+    """CPU seconds of the calling process and the kernels it started."""
+    workers_cpu: float
+    """CPU seconds of the Dask worker processes and the kernels they started."""
 
 
 def write_notebooks(folder: Path, count: int) -> list[Path]:
@@ -39,20 +54,36 @@ def write_notebooks(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def run_local(paths: list[Path], workers: int) -> float:
-    start = time.perf_counter()
-    runs = notebook.execute_many(paths, jobs=workers)
-    elapsed = time.perf_counter() - start
-    assert all(run.ok for run in runs), [run.error for run in runs if not run.ok]
-    return elapsed
+def cpu_seconds() -> tuple[float, float]:
+    """This process's CPU seconds: its own, and its waited-for children's (kernels)."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system, times.children_user + times.children_system
 
 
-def run_dask(client: distributed.Client, paths: list[Path], workers: int) -> float:
-    start = time.perf_counter()
-    runs = notebook.execute_many(paths, executor=client.get_executor(), jobs=workers)
+def cluster_cpu(client: distributed.Client) -> tuple[float, float]:
+    """CPU seconds of this process (scheduler, nannies, client, local lanes) and of
+    the Dask worker processes, each with the kernels it started (reaped) included."""
+    own, kernels = cpu_seconds()
+    workers = client.run(cpu_seconds).values()
+    return own + kernels, sum(own + kernels for own, kernels in workers)
+
+
+def timed(client: distributed.Client, batch: Callable[[], list[notebook.NotebookRun]]) -> Round:
+    before, start = cluster_cpu(client), time.perf_counter()
+    runs = batch()
     elapsed = time.perf_counter() - start
+    after = cluster_cpu(client)
     assert all(run.ok for run in runs), [run.error for run in runs if not run.ok]
-    return elapsed
+    return Round(elapsed, after[0] - before[0], after[1] - before[1])
+
+
+def run_local(client: distributed.Client, paths: list[Path], workers: int) -> Round:
+    return timed(client, lambda: notebook.execute_many(paths, jobs=workers))
+
+
+def run_dask(client: distributed.Client, paths: list[Path], workers: int) -> Round:
+    executor = client.get_executor()
+    return timed(client, lambda: notebook.execute_many(paths, executor=executor, jobs=workers))
 
 
 def cluster(workers: int) -> distributed.LocalCluster:
@@ -84,17 +115,26 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder:
         paths = write_notebooks(Path(folder), count)
-        local: list[float] = []
-        dask: list[float] = []
+        local: list[Round] = []
+        dask: list[Round] = []
         with cluster(args.workers) as workers, distributed.Client(workers) as client:
             run_dask(client, paths[:2], args.workers)  # warm: imports on the workers
             for _ in range(rounds):
-                local.append(run_local(paths, args.workers))
+                local.append(run_local(client, paths, args.workers))
                 dask.append(run_dask(client, paths, args.workers))
-        lm, dm = statistics.median(local), statistics.median(dask)
-        for name, wall in (("local lanes", lm), ("Dask       ", dm)):
+        lm, dm = (statistics.median(r.wall for r in rs) for rs in (local, dask))
+        for name, wall, rs in (("local lanes", lm, local), ("Dask       ", dm, dask)):
             each = wall / count * 1000
-            print(f"{name}, median of {rounds}: {wall:.2f} s  ({each:.0f} ms a notebook)")
+            # CPU: less moved by the machine's other work than wall time is.
+            caller, on_workers = (
+                statistics.median(getattr(r, part) for r in rs) / count * 1000
+                for part in ("caller_cpu", "workers_cpu")
+            )
+            print(
+                f"{name}, median of {rounds}: {wall:.2f} s  ({each:.0f} ms a notebook); "
+                f"CPU a notebook: {caller:.0f} ms caller, {on_workers:.0f} ms workers "
+                "(each with its kernels)"
+            )
         print(f"Dask overhead per notebook: {(dm - lm) / count * 1000:+.0f} ms (goal: <= 50 ms)")
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
         if args.no_scaling:
@@ -103,7 +143,7 @@ def main() -> None:
         for size in sorted({1, 2, 4} | {args.workers}):
             with cluster(size) as workers, distributed.Client(workers) as client:
                 run_dask(client, paths[:2], size)
-                wall = statistics.median(run_dask(client, paths, size) for _ in range(rounds))
+                wall = statistics.median(run_dask(client, paths, size).wall for _ in range(rounds))
             print(f"  {size} worker(s): {wall:.2f} s")
 
 

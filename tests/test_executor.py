@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -222,6 +223,29 @@ def test_the_cli_runs_notebooks_on_a_dask_scheduler(dask_client: Any, tmp_path: 
     assert "--dask tcp://127.0.0.1:9: cannot reach the scheduler" in unreachable.stderr
 
 
+def test_the_cli_progress_bar_marks_each_notebook_done_on_dask(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    # Two at a time on two workers: the second notebook starts before the first ends,
+    # so "the current bar" of the calling thread is not the first notebook's any more.
+    paths = [write_notebook(tmp_path / f"bar{i}.ipynb", f"{i}") for i in range(2)]
+    done = subprocess.run(
+        [sys.executable, "-m", "kernelwire", "notebook", "run", "--dask"]
+        + [dask_client.scheduler.address, "-j", "2"]
+        + [str(p) for p in paths],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "TTY_COMPATIBLE": "1", "TERM": "xterm", "COLUMNS": "120"},
+    )
+    assert done.returncode == 0, done.stderr
+    # The bars' last frame (its last two lines with a bar) names each notebook with its
+    # outcome, whichever ended first.
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", done.stderr)
+    bars = [line.split("━")[0].strip() for line in plain.splitlines() if "━" in line]
+    assert sorted(bars[-2:]) == ["bar0.ipynb: done", "bar1.ipynb: done"], bars[-6:]
+
+
 def kernels_here() -> int:
     """Run on a worker: its kernels (ipykernel processes among its descendants)."""
     import psutil
@@ -265,6 +289,97 @@ def test_kernels_started_ahead_and_not_used_are_shut_down_at_the_end(
     # a fresh kernel for every notebook, never one another notebook used
     pids = {run.notebook.cells[0].outputs[0]["data"]["text/plain"] for run in runs}  # type: ignore[union-attr]
     assert len(pids) == 4
-    # Three tasks (those sent while notebooks remained) started a kernel ahead, and two
-    # notebooks were left to take them: the batch's end shut the third down.
     assert sum(dask_client.run(kernels_here).values()) == 0
+
+
+def test_no_kernel_is_started_ahead_for_nobody_at_the_end(
+    dask_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two workers, two at a time, four notebooks: the first two start a kernel ahead
+    # each, which the last two take; the last two have no notebook after them on their
+    # worker, so they start none (a kernel started for nobody costs a start's CPU).
+    paths = [write_notebook(tmp_path / f"u{i}.ipynb", "1") for i in range(4)]
+    with caplog.at_level(logging.DEBUG, logger="kernelwire.notebook"):
+        runs = notebook.execute_many(paths, executor=dask_client.get_executor(), jobs=2)
+    assert all(run.ok for run in runs), [run.error for run in runs]
+    # logged as ("... by worker: %s", {worker: count}); logging keeps a lone mapping
+    # as the record's args
+    [unused] = [
+        record.args
+        for record in caplog.records
+        if record.getMessage().startswith("kernels started ahead and not used")
+    ]
+    assert isinstance(unused, dict), unused
+    assert set(unused) == set(dask_client.scheduler_info()["workers"])
+    assert sum(unused.values()) == 0, unused
+
+
+def test_a_task_queued_behind_a_stopped_notebook_does_not_begin(tmp_path: Path) -> None:
+    # What a worker does with a task queued behind a notebook that the batch's stop
+    # shut down (the watcher noted the stop on the worker): no kernel, no cell run.
+    from kernelwire.errors import ExecutorError
+    from kernelwire.notebook_executor import NotebookTask, run_notebook_task, warm_kernels
+
+    marker = tmp_path / "ran"
+    path = write_notebook(tmp_path / "queued.ipynb", f"open({str(marker)!r}, 'w').close()")
+    batch = f"stopped-{os.getpid()}-{time.monotonic_ns()}"
+    warm_kernels.stop(batch)
+    task = NotebookTask(
+        dict(nbformat.read(path, as_version=4)),
+        None,
+        str(tmp_path),
+        None,
+        False,
+        None,
+        None,
+        None,
+        str(path),
+        "skip-execution",
+        60.0,
+        batch=batch,
+        ahead=True,
+    )
+    result = run_notebook_task(task)
+    assert isinstance(result.error, ExecutorError)
+    assert "the batch was stopped before it began" in str(result.error)
+    assert str(path) in str(result.error)
+    assert not marker.exists()
+    assert result.notebook["cells"][0]["outputs"] == []
+    never = lambda *key: pytest.fail("a kernel was started ahead for a stopped batch")  # noqa: E731
+    assert not warm_kernels.start_ahead(batch, ("python3", None, None, False, 60.0), never)
+
+
+def hook_order(client: Any, paths: list[Path], jobs: int) -> list[str]:
+    """The order in which a batch on ``client`` calls its notebook hooks."""
+    calls: list[str] = []
+    runs = notebook.execute_many(
+        paths,
+        executor=client.get_executor(),
+        jobs=jobs,
+        on_notebook_start=lambda index, run: calls.append(f"start {index}"),
+        on_notebook_done=lambda index, run: calls.append(f"done {index}"),
+    )
+    assert all(run.ok for run in runs), [run.error for run in runs]
+    return calls
+
+
+def test_a_worker_gets_its_next_notebook_before_the_running_one_ends(tmp_path: Path) -> None:
+    # One worker thread, one notebook at a time: the second notebook is sent while the
+    # first runs (queued behind it on the worker), so the worker does not wait for a
+    # round trip through the caller between notebooks; still one at a time.
+    paths = [
+        write_notebook(tmp_path / f"q{i}.ipynb", "import time; time.sleep(1)") for i in range(3)
+    ]
+    with local_dask(1) as client:
+        calls = hook_order(client, paths, jobs=1)
+    assert calls == ["start 0", "start 1", "done 0", "start 2", "done 1", "done 2"]
+
+
+def test_no_task_is_queued_ahead_when_the_cluster_could_run_it_beyond_jobs(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    # Two worker threads, jobs=1: a second task sent early would run at once beside the
+    # first, so none is: one notebook at a time, as asked.
+    paths = [write_notebook(tmp_path / f"j{i}.ipynb", "1") for i in range(3)]
+    calls = hook_order(dask_client, paths, jobs=1)
+    assert calls == ["start 0", "done 0", "start 1", "done 1", "start 2", "done 2"]

@@ -351,7 +351,9 @@ def _notebook_run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
 
         def notebook_done(index: int, run: notebook.NotebookRun) -> None:
             outcome = "done" if run.ok else "failed"
-            progress.update(current.task, description=f"{sources[index].name}: {outcome}")
+            # Its own bar: on an executor every notebook's hooks come on this thread,
+            # and the last one started may be another notebook.
+            progress.update(tasks[index], description=f"{sources[index].name}: {outcome}")
 
         runs = notebook.execute_many(
             prepared,

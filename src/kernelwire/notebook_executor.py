@@ -6,15 +6,23 @@ with :func:`~kernelwire.notebook.execute`, shuts the kernel down, and sends back
 picklable :class:`NotebookResult` (the executed notebook, the error that stopped it, the
 worker it ran on, when). Workers need kernelwire and the kernels the notebooks name.
 
+Tasks queued ahead (Dask only): when the cluster's worker threads are no more than
+``jobs`` (so no more than ``jobs`` notebooks can run at once anyway), each thread also
+gets the next task queued behind its running one, so that it begins the next notebook
+as soon as one ends rather than after a round trip through the caller.
+
 Stopping a batch (Ctrl-C in the caller): notebooks not yet begun are cancelled. On a
 Dask executor the running ones are told through a ``distributed.Event`` of the batch,
-and each shuts its kernel down at once; other executors cannot reach a running task, so
-those notebooks finish (a process pool's workers get the terminal's Ctrl-C themselves).
+and each shuts its kernel down at once; a task queued behind one of them on its worker
+then does not begin (the worker noted the stop). Other executors cannot reach a running
+task, so those notebooks finish (a process pool's workers get the terminal's Ctrl-C
+themselves).
 
 Kernels started ahead (Dask only): while a notebook runs, its worker process starts the
 kernel the next notebook of the batch will need there (a guess: the same kernel and
 folder), as local lanes do, so that the worker's next task finds it ready
-(:class:`WarmKernels`; only tasks sent while notebooks remain start one). A task whose
+(:class:`WarmKernels`; only a task with a notebook left for its worker thread after it
+starts one, so that none is started for nobody at the batch's end). A task whose
 kernel or folder differs shuts the waiting one down and starts its own. A used kernel
 goes down in a thread after its task (off the task's path, as with local lanes). When
 the batch ends, normally or on Ctrl-C, the caller has every worker shut down the
@@ -119,6 +127,12 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
     error: KernelwireError | None = None
     done = threading.Event()
     try:
+        if task.batch is not None and warm_kernels.stopped(task.batch):
+            # Queued on this worker behind a notebook that the batch's stop shut down:
+            # it never begins (no kernel taken or started).
+            raise ExecutorError(
+                f"{task.source or 'a notebook'}: the batch was stopped before it began"
+            )
         name = task.kernel_name or kernel_name_of(nb)
         key: WarmKey = (name, task.cwd, task.history_file, task.fork, task.startup_timeout)
         kernel = None if task.batch is None else warm_kernels.take(task.batch, key)
@@ -132,7 +146,7 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
             # kernel and folder, as in most batches).
             warm_kernels.start_ahead(task.batch, key, start_notebook_kernel)
         if task.stop_event is not None:
-            _watch_stop(task.stop_event, kernel.shutdown, done)
+            _watch_stop(task.stop_event, _stopper(task.batch, kernel), done)
         try:
             execute(
                 nb,
@@ -181,6 +195,7 @@ class WarmKernels:
         self._stopping: dict[str, list[threading.Thread]] = {}  # used kernels going down
         # Batches over: nothing more is started for them (a few bytes a batch).
         self._ended: set[str] = set()
+        self._stopped: set[str] = set()  # of those, the ones stopped (Ctrl-C)
 
     def take(self, batch: str, key: WarmKey) -> Kernel | None:
         """A kernel started ahead for ``batch`` that matches ``key`` (waiting for its
@@ -253,6 +268,18 @@ class WarmKernels:
         else:
             stopper.start()
 
+    def stop(self, batch: str) -> None:
+        """The batch was stopped (its stop event seen here): start no more kernels for
+        it, and have its tasks not yet begun here not begin (:meth:`stopped`)."""
+        with self._lock:
+            self._ended.add(batch)
+            self._stopped.add(batch)
+
+    def stopped(self, batch: str) -> bool:
+        """Whether a task of ``batch`` here saw the batch's stop event."""
+        with self._lock:
+            return batch in self._stopped
+
     def drop(self, batch: str) -> int:
         """The batch is over: shut its kernels started ahead down (waiting for those
         still starting), wait for its used ones to be down, and start no more for it;
@@ -296,6 +323,18 @@ def _dask_client(executor: Executor) -> Any:
     return getattr(executor, "_client", None)
 
 
+def _dask_threads(client: Any) -> int:
+    """How many tasks the Dask cluster of ``client`` runs at once (its workers'
+    threads, counted now), else 0 (no Dask client, or the scheduler did not say)."""
+    if client is None:
+        return 0
+    try:
+        return sum(client.nthreads().values())
+    except Exception:  # the scheduler did not answer: no task is queued ahead
+        log.debug("could not count the Dask workers' threads", exc_info=True)
+        return 0
+
+
 def _drop_warm_everywhere(client: Any, batch: str) -> None:
     """Have every worker shut down the batch's kernels started ahead."""
     try:
@@ -306,8 +345,21 @@ def _drop_warm_everywhere(client: Any, batch: str) -> None:
     log.debug("kernels started ahead and not used, by worker: %s", dropped)
 
 
-def _watch_stop(name: str, stop: Callable[..., object], done: threading.Event) -> None:
-    """Shut the kernel down (``stop(now=True)``) when the batch's event is set."""
+def _stopper(batch: str | None, kernel: Kernel) -> Callable[[], None]:
+    """What a task's stop watcher calls: note on this worker that the batch was stopped
+    (the tasks queued here behind this one then do not begin, with no round trip to
+    the scheduler to ask), then shut the task's kernel down now."""
+
+    def stop() -> None:
+        if batch is not None:
+            warm_kernels.stop(batch)
+        kernel.shutdown(now=True)
+
+    return stop
+
+
+def _watch_stop(name: str, stop: Callable[[], object], done: threading.Event) -> None:
+    """Call ``stop()`` when the batch's event is set, unless ``done`` is set first."""
     import distributed
 
     # The worker's client, taken on the task's thread: an Event made or used on another
@@ -320,7 +372,7 @@ def _watch_stop(name: str, stop: Callable[..., object], done: threading.Event) -
             try:
                 if event.wait(STOP_POLL):
                     if not done.is_set():
-                        stop(now=True)
+                        stop()
                     return
             except Exception:  # the scheduler went away: nobody can stop us any more
                 return
@@ -363,16 +415,25 @@ def run_on_executor(
     batch = uuid.uuid4().hex
     queue = list(reversed(runnable))
     running: dict[Future[NotebookResult], int] = {}
+    threads = _dask_threads(client)
+    # Notebooks running at once: ``jobs``, or fewer on a smaller cluster.
+    slots = min(jobs, threads) if threads else jobs
+    # When the cluster cannot run more than ``jobs`` at once anyway, each worker thread
+    # also gets the next task queued behind its running one, so that it does not sit
+    # idle for a round trip (result to here, next task to it) between notebooks.
+    in_flight = jobs + threads if 0 < threads <= jobs else jobs
 
     def submit_more() -> None:
-        while queue and len(running) < jobs:
+        while queue and len(running) < in_flight:
             index = queue.pop()
             task = make_task(runs[index])
             if stop_event is not None:
                 task.stop_event = stop_event.name
             if client is not None:
                 task.batch = batch
-                task.ahead = bool(queue)  # a kernel ahead only while notebooks remain
+                # The notebook after this one on the same worker thread is ``slots``
+                # notebooks later in the batch: a kernel ahead only if there is one.
+                task.ahead = len(queue) >= slots
             if on_notebook_start is not None:
                 on_notebook_start(index, runs[index])
             running[executor.submit(run_notebook_task, task)] = index
