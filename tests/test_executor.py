@@ -89,6 +89,27 @@ def test_a_batch_on_dask_workers_equals_a_local_run(dask_client: Any, tmp_path: 
     assert remote[1].notebook.cells[0].outputs[0]["text"] == f"{tmp_path}\n"
 
 
+def test_a_notebook_s_kernel_on_a_worker_gets_its_exit_as_a_local_one_does(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    """The kernel of a finished notebook is asked to shut down, on a worker as in local
+    lanes (and nbclient): its atexit handlers run and its open files are flushed. Killed
+    by a signal, as it was, both were lost."""
+    paths = [
+        write_notebook(
+            tmp_path / f"{name}.ipynb",
+            f"left_open = open('{name}.buffered', 'w'); left_open.write('flushed at exit')",
+            f"import atexit\natexit.register(lambda: open('{name}.atexit', 'w').close())",
+        )
+        for name in ("one", "two", "three")
+    ]
+    runs = notebook.execute_many(paths, executor=dask_client.get_executor(), jobs=2)
+    assert all(run.ok for run in runs), [run.error for run in runs]
+    for name in ("one", "two", "three"):
+        assert (tmp_path / f"{name}.buffered").read_text() == "flushed at exit"
+        assert (tmp_path / f"{name}.atexit").exists()
+
+
 def test_a_failing_notebook_on_a_worker_names_its_cell_and_traceback(
     dask_client: Any, tmp_path: Path
 ) -> None:

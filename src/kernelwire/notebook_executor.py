@@ -160,8 +160,10 @@ def run_notebook_task(task: NotebookTask) -> NotebookResult:
                 skip_tag=task.skip_tag,
             )
         finally:
+            # Asked to shut down, as local lanes and nbclient do: the notebook's code gets
+            # its exit (atexit handlers, files flushed); a signal would cut it off.
             if task.batch is None:
-                kernel.shutdown(now=True)
+                kernel.shutdown()
             else:  # off the task's path, as local lanes do; waited for at the batch's end
                 warm_kernels.retire(task.batch, kernel)
     except NoSuchKernel as exc:
@@ -254,9 +256,7 @@ class WarmKernels:
     def retire(self, batch: str, kernel: Kernel) -> None:
         """Shut down a kernel a notebook of ``batch`` is done with, in a thread (the
         task returns meanwhile); :meth:`drop` waits for it."""
-        stopper = threading.Thread(
-            target=kernel.shutdown, kwargs={"now": True}, name="kernelwire-retire", daemon=True
-        )
+        stopper = threading.Thread(target=kernel.shutdown, name="kernelwire-retire", daemon=True)
         with self._lock:
             ended = batch in self._ended
             if not ended:
@@ -264,7 +264,7 @@ class WarmKernels:
                 stopping[:] = [thread for thread in stopping if thread.is_alive()]
                 stopping.append(stopper)
         if ended:  # nobody would wait for it any more
-            kernel.shutdown(now=True)
+            kernel.shutdown()
         else:
             stopper.start()
 
@@ -294,7 +294,7 @@ class WarmKernels:
         for ahead in entries:
             _shut_down_when_started(ahead)
         for thread in stopping:
-            thread.join()  # shutdown(now=True) is bounded: SIGTERM, SIGKILL a second later
+            thread.join()  # a shutdown is bounded: the kernel's exit is waited for 5 s at most
         return len(entries)
 
 
