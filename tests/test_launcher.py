@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from kernelwire import (
     BlockingKernelClient,
     KernelTimeout,
     PortInUse,
+    ReplyLost,
     run_kernel_in_process,
     start_kernel,
 )
@@ -385,3 +387,30 @@ def test_a_program_killed_with_sigkill_leaves_no_kernel_log(tmp_path: Path, how:
         if owner.poll() is None:
             owner.kill()
             owner.communicate()
+
+
+def test_a_start_survives_a_probe_s_reply_trailing_its_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under heavy load (64 kernels starting on two cores, seen in a full run) a
+    kernel_info reply can trail its IOPub idle by more than the grace, and the probe
+    ends with ReplyLost. The kernel runs: the start (its first probe, then
+    wait_for_ready's) must ask again, not fail."""
+    from kernelwire.client import _pending
+
+    real = _pending.PendingBase._reply_steps
+    lost: list[str] = []
+
+    def trailing(self: Any, timeout: float | None) -> Any:
+        if self._state.msg_type == "kernel_info_request" and len(lost) < 2:
+            lost.append(self.msg_id)
+            # What the router raises once the idle came without the reply.
+            raise ReplyLost(
+                "a reply trailing its idle", msg_id=self.msg_id, msg_type="kernel_info_request"
+            )
+        return (yield from real(self, timeout))
+
+    monkeypatch.setattr(_pending.PendingBase, "_reply_steps", trailing)
+    with start_kernel("python3") as kernel:
+        assert kernel.run("6 * 7", timeout=60).text == "42"
+    assert len(lost) == 2

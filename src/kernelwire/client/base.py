@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import zmq
 
 from ..connection_file import load_connection_file
-from ..errors import ClientClosed, KernelTimeout
+from ..errors import ClientClosed, KernelTimeout, ReplyLost
 from ..protocol import requests
 from ..protocol.connection import PORT_FIELDS, ChannelName, ConnectionInfo, load_connection_info
 from ..protocol.message import Channel, Message
@@ -864,7 +864,12 @@ class KernelClientBase(Generic[EngineT, ReplyT]):
                 welcomed_before = engine.router.iopub_welcomed
                 probe = self.submit(requests.kernel_info())
                 probes.append(probe)
-                reply = yield from probe._reply_steps(left())
+                try:
+                    reply = yield from probe._reply_steps(left())
+                except ReplyLost:
+                    # Its idle came without the reply within the grace: the kernel runs.
+                    # Under heavy load a reply can trail its idle that long; ask again.
+                    continue
                 if not engine.has_channel("iopub"):
                     return reply
                 if not welcomed_before:

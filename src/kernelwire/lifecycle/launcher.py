@@ -33,7 +33,14 @@ from typing import IO, Any, Literal, Protocol
 from .._fdwait import readable
 from ..client.blocking import BlockingKernelClient
 from ..connection_file import free_tcp_ports, new_connection_info
-from ..errors import KernelDied, KernelLaunchError, KernelStartTimeout, KernelTimeout, PortInUse
+from ..errors import (
+    KernelDied,
+    KernelLaunchError,
+    KernelStartTimeout,
+    KernelTimeout,
+    PortInUse,
+    ReplyLost,
+)
 from ..protocol import requests
 from ..protocol.connection import PORT_FIELDS, ConnectionInfo, Transport
 
@@ -709,6 +716,12 @@ def _wait_until_answering(
                 break
             except KernelTimeout:
                 continue
+            except ReplyLost:
+                # Its idle came and the reply did not, within the grace: the kernel runs
+                # and handled the request. Under heavy load (64 kernels starting on two
+                # cores, seen in a full run) the reply can trail its idle by more than
+                # the grace; the check below asks again.
+                break
         answered = time.monotonic()
         tries = 0
         while True:
