@@ -57,6 +57,9 @@ class PortThief:
             return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sockets.append(sock)
+        # As ZeroMQ binds (and as the launcher probes): a port whose old connections linger
+        # in TIME_WAIT is free to take.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", ports[self.field]))
         sock.listen()
 
